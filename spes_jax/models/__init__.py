@@ -1,0 +1,7 @@
+"""Flax ports of FBK-fairseq speech-to-text models."""
+
+from .config import ModelConfig, paper_config
+from .outputs import EncoderOutput
+from .s2t import S2TModel, init_params
+
+__all__ = ["ModelConfig", "paper_config", "EncoderOutput", "S2TModel", "init_params"]

@@ -1,0 +1,122 @@
+"""Building blocks shared by the encoders and the decoder.
+
+Parameter names mirror the fairseq module names (``q_proj``, ``layer_norm`` ...) so that the
+converter maps a state_dict key to a Flax path by rule, not by table.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Large finite negative for masked logits: exp() underflows to 0 in float32 and bfloat16, and a
+# fully masked row stays finite.
+NEG_INF = -1e9
+
+
+def layer_norm(name: str) -> nn.LayerNorm:
+    # Two-pass variance, eps 1e-5: torch.nn.LayerNorm's numerics.
+    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    return {
+        "relu": nn.relu,
+        "gelu": lambda x: nn.gelu(x, approximate=False),
+        "swish": nn.silu,
+        "silu": nn.silu,
+        "tanh": jnp.tanh,
+        "linear": lambda x: x,
+    }[name]
+
+
+def fairseq_sinusoids(positions: jax.Array, dim: int, padding_idx: int) -> jax.Array:
+    """fairseq ``SinusoidalPositionalEmbedding``: [sin | cos] halves, zero row at ``padding_idx``.
+
+    Args:
+      positions: (..., L) integer positions (``padding_idx + 1`` is the first real position).
+    Returns:
+      (..., L, dim) float32.
+    """
+    half = dim // 2
+    freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -(math.log(10000.0) / (half - 1)))
+    angles = positions.astype(jnp.float32)[..., None] * freqs
+    emb = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, [(0, 0)] * (emb.ndim - 1) + [(0, 1)])
+    return jnp.where((positions == padding_idx)[..., None], 0.0, emb)
+
+
+def make_positions(valid: jax.Array, padding_idx: int) -> jax.Array:
+    """fairseq ``make_positions``: ``padding_idx + cumsum(valid)`` on valid items, ``padding_idx`` on pads.
+
+    Args:
+      valid: (B, L) bool.
+    Returns:
+      (B, L) int32.
+    """
+    v = valid.astype(jnp.int32)
+    return jnp.cumsum(v, axis=-1) * v + padding_idx
+
+
+def length_mask(lengths: jax.Array, size: int) -> jax.Array:
+    """(B,) lengths -> (B, size) bool, True on valid items."""
+    return jnp.arange(size)[None, :] < lengths[:, None]
+
+
+class Subsampler(nn.Module):
+    """fairseq ``Conv1dSubsampler`` with FBK's padding fix: stride-2 Conv1d + GLU per layer, pads zeroed."""
+
+    conv_channels: int
+    out_dim: int
+    kernel_sizes: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x: (B, T, C) features; lengths: (B,). Returns (B, T', out_dim) and (B,) T'."""
+        x = jnp.where(length_mask(lengths, x.shape[1])[..., None], x, 0)
+        n = len(self.kernel_sizes)
+        for i, k in enumerate(self.kernel_sizes):
+            out = self.conv_channels if i < n - 1 else 2 * self.out_dim
+            x = nn.Conv(out, (k,), strides=(2,), padding=[(k // 2, k // 2)], dtype=x.dtype,
+                        name=f"conv_layers_{i}")(x)
+            x = nn.glu(x, axis=-1)
+            lengths = (lengths - 1) // 2 + 1
+            x = jnp.where(length_mask(lengths, x.shape[1])[..., None], x, 0)
+        return x, lengths
+
+
+class MultiheadAttention(nn.Module):
+    """fairseq ``MultiheadAttention`` (q scaled by d_head^-0.5, biases on all projections)."""
+
+    dim: int
+    heads: int
+
+    def setup(self):
+        self.q_proj = nn.Dense(self.dim)
+        self.k_proj = nn.Dense(self.dim)
+        self.v_proj = nn.Dense(self.dim)
+        self.out_proj = nn.Dense(self.dim)
+
+    def _split(self, x: jax.Array) -> jax.Array:
+        return x.reshape(*x.shape[:-1], self.heads, self.dim // self.heads)
+
+    def kv(self, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """y: (B, S, D) -> keys and values, each (B, S, H, D/H)."""
+        return self._split(self.k_proj(y)), self._split(self.v_proj(y))
+
+    def attend(self, x: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.Array:
+        """x: (B, Q, D) queries; k, v: (B, S, H, D/H); allowed: bool, broadcastable to (B, H, Q, S)."""
+        q = self._split(self.q_proj(x)) * (self.dim // self.heads) ** -0.5
+        scores = jnp.einsum("bqhd,bshd->bhqs", q, k).astype(jnp.float32)
+        probs = jax.nn.softmax(jnp.where(allowed, scores, NEG_INF), axis=-1).astype(v.dtype)
+        out = jnp.einsum("bhqs,bshd->bqhd", probs, v)
+        return self.out_proj(out.reshape(*x.shape[:-1], self.dim))
+
+    def __call__(self, x: jax.Array, y: jax.Array, allowed: jax.Array) -> jax.Array:
+        k, v = self.kv(y)
+        return self.attend(x, k, v, allowed)

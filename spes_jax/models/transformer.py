@@ -1,0 +1,199 @@
+"""fairseq Transformer layers: FBK's ``s2t_transformer_fbk`` encoder and the Transformer decoder."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from .config import ModelConfig
+from .ctc import CTCHead
+from .layers import (MultiheadAttention, Subsampler, activation, fairseq_sinusoids, layer_norm,
+                     length_mask, make_positions)
+from .outputs import EncoderOutput
+
+
+class EncoderLayer(nn.Module):
+    """fairseq ``TransformerEncoderLayer`` (pre- or post-norm, ReLU FFN)."""
+
+    dim: int
+    heads: int
+    ffn_dim: int
+    normalize_before: bool
+
+    def setup(self):
+        self.self_attn = MultiheadAttention(self.dim, self.heads)
+        self.self_attn_layer_norm = layer_norm("self_attn_layer_norm")
+        self.fc1 = nn.Dense(self.ffn_dim)
+        self.fc2 = nn.Dense(self.dim)
+        self.final_layer_norm = layer_norm("final_layer_norm")
+
+    def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
+        """x: (B, T, D); valid: (B, T) bool."""
+        allowed = valid[:, None, None, :]
+        h = self.self_attn_layer_norm(x) if self.normalize_before else x
+        x = x + self.self_attn(h, h, allowed)
+        if not self.normalize_before:
+            x = self.self_attn_layer_norm(x)
+        h = self.final_layer_norm(x) if self.normalize_before else x
+        x = x + self.fc2(nn.relu(self.fc1(h)))
+        return x if self.normalize_before else self.final_layer_norm(x)
+
+
+class TransformerEncoder(nn.Module):
+    """FBK ``s2t_transformer_fbk`` encoder: subsampler, sinusoidal positions, Transformer layers, CTC."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        c = self.cfg
+        self.subsample = Subsampler(c.conv_channels, c.encoder_embed_dim, c.conv_kernel_sizes)
+        self.transformer_layers = [
+            EncoderLayer(c.encoder_embed_dim, c.encoder_attention_heads, c.encoder_ffn_embed_dim,
+                         c.encoder_normalize_before) for _ in range(c.encoder_layers)]
+        if c.encoder_normalize_before:
+            self.layer_norm = layer_norm("layer_norm")
+        if c.ctc_encoder_layer:
+            self.ctc_fc = CTCHead(c.ctc_vocab_size, c.ctc_compress_strategy,
+                                  c.ctc_compress_fixed_ratio, c.ctc_compress_max_out_size)
+
+    def __call__(self, features: jax.Array, lengths: jax.Array) -> EncoderOutput:
+        """features: (B, T, C) CMVN fbank; lengths: (B,) frames."""
+        c = self.cfg
+        x, lengths = self.subsample(features, lengths)
+        valid = length_mask(lengths, x.shape[1])
+        x = c.embed_scale * x + fairseq_sinusoids(make_positions(valid, c.pad), c.encoder_embed_dim,
+                                                  c.pad).astype(x.dtype)
+        ctc_logits, ctc_lengths, states = None, lengths, []
+        for i, layer in enumerate(self.transformer_layers):
+            x = layer(x, valid)
+            if i + 1 == c.ctc_encoder_layer:
+                x, ctc_logits, lengths = self.ctc_fc(x, lengths)
+                valid = length_mask(lengths, x.shape[1])
+            states.append(x)
+        if c.encoder_normalize_before:
+            x = self.layer_norm(x)
+        return EncoderOutput(x, valid, ctc_logits, ctc_lengths, tuple(states))
+
+
+class DecoderLayer(nn.Module):
+    """fairseq ``TransformerDecoderLayer``: self-attention, encoder attention, FFN."""
+
+    dim: int
+    heads: int
+    ffn_dim: int
+    normalize_before: bool
+    activation_fn: str
+
+    def setup(self):
+        self.self_attn = MultiheadAttention(self.dim, self.heads)
+        self.self_attn_layer_norm = layer_norm("self_attn_layer_norm")
+        self.encoder_attn = MultiheadAttention(self.dim, self.heads)
+        self.encoder_attn_layer_norm = layer_norm("encoder_attn_layer_norm")
+        self.fc1 = nn.Dense(self.ffn_dim)
+        self.fc2 = nn.Dense(self.dim)
+        self.final_layer_norm = layer_norm("final_layer_norm")
+
+    def _block(self, x, norm, fn):
+        if self.normalize_before:
+            return x + fn(norm(x))
+        return norm(x + fn(x))
+
+    def __call__(self, x: jax.Array, self_kv: tuple[jax.Array, jax.Array], self_allowed: jax.Array,
+                 cross_kv: tuple[jax.Array, jax.Array], cross_allowed: jax.Array) -> jax.Array:
+        """x: (B, L, D) queries; self_kv: keys/values of this layer's input (B, S, H, D/H)."""
+        x = self._block(x, self.self_attn_layer_norm,
+                        lambda h: self.self_attn.attend(h, *self_kv, self_allowed))
+        x = self._block(x, self.encoder_attn_layer_norm,
+                        lambda h: self.encoder_attn.attend(h, *cross_kv, cross_allowed))
+        act = activation(self.activation_fn)
+        return self._block(x, self.final_layer_norm, lambda h: self.fc2(act(self.fc1(h))))
+
+    def self_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Keys/values this layer's self-attention derives from its input x: (B, L, D)."""
+        return self.self_attn.kv(self.self_attn_layer_norm(x) if self.normalize_before else x)
+
+
+# Cross-attention keys/values of every decoder layer, each (B, S, H, D/H).
+CrossKV = Sequence[tuple[jax.Array, jax.Array]]
+
+
+class Decoder(nn.Module):
+    """fairseq ``TransformerDecoder``: scaled embeddings + sinusoids, layers, final norm, projection."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        c = self.cfg
+        self.embed_tokens = nn.Embed(c.vocab_size, c.decoder_embed_dim)
+        self.layers = [DecoderLayer(c.decoder_embed_dim, c.decoder_attention_heads, c.decoder_ffn_embed_dim,
+                                    c.decoder_normalize_before, c.decoder_activation_fn)
+                       for _ in range(c.decoder_layers)]
+        if c.decoder_normalize_before:
+            self.layer_norm = layer_norm("layer_norm")
+        if not c.share_decoder_input_output_embed:
+            self.output_projection = nn.Dense(c.vocab_size, use_bias=False)
+
+    def embed(self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array | None = None) -> jax.Array:
+        """tokens, positions: (B, L) ints; token_mask: optional (B, L) multiplier of the scaled token
+        embeddings, applied before positions are added (SPES prefix occlusion). Returns (B, L, D)."""
+        c = self.cfg
+        x = c.decoder_embed_scale * self.embed_tokens(tokens)
+        if token_mask is not None:
+            x = x * token_mask[..., None].astype(x.dtype)
+        return x + fairseq_sinusoids(positions, c.decoder_embed_dim, c.pad).astype(x.dtype)
+
+    def cross_kv(self, enc_out: jax.Array) -> CrossKV:
+        """Encoder-attention keys/values of every layer, computed once per encoder output (B, S, D)."""
+        return tuple(layer.encoder_attn.kv(enc_out) for layer in self.layers)
+
+    def project(self, x: jax.Array) -> jax.Array:
+        """Final norm and output projection: (B, L, D) -> (B, L, V) float32 logits."""
+        if self.cfg.decoder_normalize_before:
+            x = self.layer_norm(x)
+        if self.cfg.share_decoder_input_output_embed:
+            return self.embed_tokens.attend(x).astype(jnp.float32)
+        return self.output_projection(x).astype(jnp.float32)
+
+    def __call__(self, prev_tokens: jax.Array, cross: CrossKV, enc_valid: jax.Array,
+                 token_mask: jax.Array | None = None) -> jax.Array:
+        """Teacher-forced logits.
+
+        prev_tokens: (B, L) right-padded with <pad>; cross: from ``cross_kv``; enc_valid: (B, S) bool.
+        Returns (B, L, V) float32 logits.
+        """
+        c = self.cfg
+        not_pad = prev_tokens != c.pad
+        x = self.embed(prev_tokens, make_positions(not_pad, c.pad), token_mask)
+        L = prev_tokens.shape[1]
+        causal = jnp.tril(jnp.ones((L, L), bool))
+        self_allowed = causal[None, None] & not_pad[:, None, None, :]
+        cross_allowed = enc_valid[:, None, None, :]
+        for layer, kv in zip(self.layers, cross):
+            x = layer(x, layer.self_kv(x), self_allowed, kv, cross_allowed)
+        return self.project(x)
+
+    def step(self, tokens: jax.Array, step: jax.Array, cache: CrossKV, cross: CrossKV,
+             enc_valid: jax.Array) -> tuple[jax.Array, CrossKV]:
+        """One incremental decoding step with a fixed-size self-attention cache.
+
+        tokens: (N,) the tokens at position ``step`` (0 = the leading </s>); cache: per layer
+        (keys, values) of shape (N, L_max, H, D/H) holding positions < step.
+        Returns (N, V) float32 logits and the cache with position ``step`` written.
+        """
+        c = self.cfg
+        positions = jnp.full(tokens.shape + (1,), c.pad + 1, jnp.int32) + step
+        x = self.embed(tokens[:, None], positions)
+        L_max = cache[0][0].shape[1]
+        self_allowed = (jnp.arange(L_max) <= step)[None, None, None, :]
+        cross_allowed = enc_valid[:, None, None, :]
+        new_cache = []
+        for layer, (k_cache, v_cache), kv in zip(self.layers, cache, cross):
+            k, v = layer.self_kv(x)
+            k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), step, axis=1)
+            v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), step, axis=1)
+            x = layer(x, (k_cache, v_cache), self_allowed, kv, cross_allowed)
+            new_cache.append((k_cache, v_cache))
+        return self.project(x)[:, 0], tuple(new_cache)

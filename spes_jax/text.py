@@ -1,0 +1,81 @@
+"""fairseq ``Dictionary`` and SentencePiece: text <-> pieces <-> ids, as FBK-fairseq does it."""
+
+from __future__ import annotations
+
+import os
+from .errors import SpesError
+
+BOS, PAD, EOS, UNK = 0, 1, 2, 3
+_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+_SPM_SPACE = "\u2581"
+
+
+class Dictionary:
+    """A fairseq target dictionary: ids 0-3 are <s>, <pad>, </s>, <unk>; then the file's symbols."""
+
+    def __init__(self, symbols):
+        self.symbols = tuple(symbols)
+        self._ids = {s: i for i, s in enumerate(self.symbols)}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Dictionary":
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise SpesError(f"dictionary not found: {path}")
+        symbols = list(_SPECIALS)
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                line = line.rstrip("\n")
+                if not line.strip():
+                    continue
+                fields = line.rsplit(" ", 1)
+                word = fields[0]
+                if word.endswith(" #fairseq:overwrite"):
+                    word = word[: -len(" #fairseq:overwrite")]
+                elif len(fields) != 2 or word in symbols:
+                    raise SpesError(f"{path}:{n}: not a fairseq dictionary line: {line!r}")
+                symbols.append(word)
+        return cls(symbols)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for s in self.symbols[len(_SPECIALS):]:
+                f.write(f"{s} 1\n")
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def index(self, symbol: str) -> int:
+        return self._ids.get(symbol, UNK)
+
+    def pieces(self, ids) -> list[str]:
+        return [self.symbols[int(i)] for i in ids]
+
+
+class Tokenizer:
+    """SentencePiece model + fairseq dictionary."""
+
+    def __init__(self, dictionary: Dictionary, spm_path: str | os.PathLike | None):
+        import sentencepiece as spm
+
+        self.dictionary = dictionary
+        self._sp = None
+        if spm_path is not None:
+            if not os.path.isfile(spm_path):
+                raise SpesError(f"SentencePiece model not found: {spm_path}")
+            self._sp = spm.SentencePieceProcessor(model_file=os.fspath(spm_path))
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> ids ending with </s> (fairseq ``encode_line(append_eos=True)``)."""
+        if self._sp is None:
+            pieces = text.split()
+        else:
+            pieces = self._sp.encode(text, out_type=str)
+        return [self.dictionary.index(p) for p in pieces] + [EOS]
+
+    def decode(self, ids) -> str:
+        """Ids -> text; specials are dropped, SentencePiece word boundaries become spaces."""
+        pieces = [p for i, p in zip(ids, self.dictionary.pieces(ids)) if int(i) not in (BOS, PAD, EOS)]
+        if self._sp is None:
+            return " ".join(pieces)
+        return "".join(pieces).replace(_SPM_SPACE, " ").strip()
