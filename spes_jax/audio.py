@@ -125,11 +125,12 @@ def utterance_cmvn(features: np.ndarray) -> np.ndarray:
     return np.divide(np.subtract(x, mean), std)
 
 
-def load_features(audio: str | os.PathLike | np.ndarray, num_mel_bins: int = 80) -> np.ndarray:
+def load_features(audio: str | os.PathLike | np.ndarray, num_mel_bins: int = 80,
+                  cmvn: bool = True) -> np.ndarray:
     """The model input for one utterance: a WAV path, a (N,) waveform or a raw (T, C) fbank.
 
     Returns:
-      (T, C) float32 CMVN-normalised features.
+      (T, C) float32 features, utterance-CMVN normalised when ``cmvn``.
     """
     if isinstance(audio, (str, os.PathLike)):
         feats = fbank(read_wav(audio), num_mel_bins)
@@ -140,4 +141,4 @@ def load_features(audio: str | os.PathLike | np.ndarray, num_mel_bins: int = 80)
         raise SpesError(f"expected features of shape (T, {num_mel_bins}), got {feats.shape}")
     if not np.all(np.isfinite(feats)):
         raise SpesError("features contain NaN or infinite values")
-    return utterance_cmvn(feats)
+    return utterance_cmvn(feats) if cmvn else feats.astype(np.float32)

@@ -1,0 +1,73 @@
+"""The ``spes-jax`` command: argument parsing only; every command calls the public Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .errors import SpesError
+
+
+def _convert(args) -> None:
+    from convert import convert_checkpoint
+
+    out = convert_checkpoint(args.checkpoint, args.out, config_yaml=args.config_yaml, dict_path=args.dict,
+                             spm_path=args.spm, overwrite=args.overwrite)
+    print(f"wrote {out}")
+
+
+def _transcribe(args) -> None:
+    from .pipeline import load_model
+
+    model = load_model(args.model)
+    for path in args.audio:  # read everything first so a bad file fails before any output
+        model.features(path)
+    hyps = model.transcribe(list(args.audio), beam=args.beam, batch_size=args.batch_size, greedy=args.greedy)
+    for path, hyp in zip(args.audio, hyps):
+        if args.json:
+            print(json.dumps({"audio": path, "text": hyp.text, "tokens": hyp.pieces, "score": hyp.score}))
+        else:
+            print(f"{path}\t{hyp.text}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spes-jax", description="Explain speech-to-text models with SPES, in JAX.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="convert an FBK-fairseq checkpoint into a spes-jax model directory")
+    c.add_argument("checkpoint", help="fairseq checkpoint (.pt)")
+    c.add_argument("--config-yaml", help="the S2T data config (names the dictionary and SentencePiece model)")
+    c.add_argument("--out", required=True, help="output model directory")
+    c.add_argument("--dict", help="target dictionary (overrides the data config)")
+    c.add_argument("--spm", help="SentencePiece model (overrides the data config)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    c.set_defaults(func=_convert)
+
+    t = sub.add_parser("transcribe", help="decode audio with beam search")
+    t.add_argument("audio", nargs="+", help="16 kHz mono WAV files")
+    t.add_argument("--model", help="converted model directory (default: the embedded ASR model)")
+    t.add_argument("--beam", type=int, default=5)
+    t.add_argument("--greedy", action="store_true", help="greedy search instead of beam search")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--json", action="store_true", help="one JSON object per line")
+    t.set_defaults(func=_transcribe)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SpesError as e:
+        print(f"spes-jax: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spes-jax: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

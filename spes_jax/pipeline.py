@@ -1,0 +1,153 @@
+"""A loaded model: parameters, tokenizer and feature settings behind ``transcribe`` and ``score``."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .audio import load_features
+from .decoding import SearchConfig, SearchResult, beam_search, greedy_search
+from .errors import SpesError
+from .models import ModelConfig, S2TModel
+from .models.io import read_model_dir
+from .text import EOS, Dictionary, Tokenizer
+
+Audio = Union[str, os.PathLike, np.ndarray]
+FRAME_BUCKET = 64  # inputs are padded to a multiple of this many frames so compiled steps are reused
+_ASSETS = os.path.join(os.path.dirname(__file__), "assets")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One decoded output: ``tokens`` end with </s>; ``score`` is the length-normalised log-probability."""
+
+    tokens: tuple[int, ...]
+    pieces: tuple[str, ...]
+    text: str
+    score: float
+    positional_scores: tuple[float, ...]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def bucket(n: int, size: int = FRAME_BUCKET) -> int:
+    return max(size, -(-n // size) * size)
+
+
+def pad_batch(features: Sequence[np.ndarray], frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pads (T_i, C) arrays to (B, frames, C); returns it and the (B,) lengths."""
+    lengths = np.array([f.shape[0] for f in features], np.int32)
+    frames = frames or bucket(int(lengths.max()))
+    out = np.zeros((len(features), frames, features[0].shape[1]), np.float32)
+    for i, f in enumerate(features):
+        out[i, : f.shape[0]] = f
+    return out, lengths
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _forced_logits(model: S2TModel, params, features, lengths, prev_tokens):
+    return model.apply({"params": params}, features, lengths, prev_tokens)[0]
+
+
+class SpeechToTextModel:
+    """An FBK-fairseq speech-to-text model ready to use.
+
+    ``module.apply({"params": params}, ...)`` is the pure forward pass; the methods here add audio
+    reading, batching and text handling around it.
+    """
+
+    def __init__(self, cfg: ModelConfig, params, tokenizer: Tokenizer, data: dict | None = None,
+                 path: str | None = None, info: dict | None = None):
+        self.cfg = cfg
+        self.module = S2TModel(cfg)
+        self.params = jax.tree_util.tree_map(jnp.asarray, params)
+        self.tokenizer = tokenizer
+        self.data = data or {"cmvn": "utterance", "num_mel_bins": cfg.input_feat_per_channel}
+        self.path = path
+        self.info = info or {}
+
+    @property
+    def dictionary(self) -> Dictionary:
+        return self.tokenizer.dictionary
+
+    def features(self, audio: Audio) -> np.ndarray:
+        """A WAV path, a (N,) 16 kHz waveform or a raw (T, C) fbank -> (T, C) model input."""
+        feats = load_features(audio, self.cfg.input_feat_per_channel, self.data.get("cmvn") == "utterance")
+        if feats.shape[0] < 8:
+            raise SpesError(f"audio too short: {feats.shape[0]} frames (need at least 8, i.e. 0.1 s)")
+        return feats
+
+    def generate(self, audios: Sequence[Audio], search: SearchConfig = SearchConfig(),
+                 batch_size: int = 8, greedy: bool = False) -> list[list[Hypothesis]]:
+        """N-best hypotheses (best first) for every input, batched by length like fairseq."""
+        feats = [self.features(a) for a in audios]
+        order = sorted(range(len(feats)), key=lambda i: -feats[i].shape[0])
+        results: list[list[Hypothesis]] = [[] for _ in feats]
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch, lengths = pad_batch([feats[i] for i in idx])
+            max_len = search.max_len(int(lengths.max()), self.cfg.max_target_positions)
+            fn = greedy_search if greedy else beam_search
+            res = jax.device_get(fn(self.module, self.params, batch, lengths, cfg=search, max_len=max_len))
+            for row, i in enumerate(idx):
+                results[i] = self._hypotheses(res, row)
+        return results
+
+    def _hypotheses(self, res: SearchResult, row: int) -> list[Hypothesis]:
+        out = []
+        for k in range(res.tokens.shape[1]):
+            n = int(res.lengths[row, k])
+            if n == 0:
+                continue
+            toks = tuple(int(t) for t in res.tokens[row, k, :n])
+            out.append(Hypothesis(toks, tuple(self.dictionary.pieces(toks)), self.tokenizer.decode(toks),
+                                  float(res.scores[row, k]),
+                                  tuple(float(s) for s in res.positional_scores[row, k, :n])))
+        return out
+
+    def transcribe(self, audio: Audio | Sequence[Audio], beam: int = 5, batch_size: int = 8,
+                   greedy: bool = False) -> Hypothesis | list[Hypothesis]:
+        """Best hypothesis for one input, or a list for a list of inputs."""
+        single = isinstance(audio, (str, os.PathLike)) or (isinstance(audio, np.ndarray) and audio.ndim <= 2)
+        audios = [audio] if single else list(audio)
+        if not audios:
+            raise SpesError("nothing to transcribe")
+        best = [h[0] for h in self.generate(audios, SearchConfig(beam=beam), batch_size, greedy)]
+        return best[0] if single else best
+
+    def forced_log_probs(self, audio: Audio, target: Sequence[int] | str) -> np.ndarray:
+        """Teacher-forced ``log P(y_k | X, y_<k)`` for every position in one pass.
+
+        target: ids ending with </s> (or a text to encode). Returns (L, V) float32.
+        """
+        ids = self.tokenizer.encode(target) if isinstance(target, str) else [int(t) for t in target]
+        if not ids or ids[-1] != EOS:
+            raise SpesError("target must end with </s>")
+        feats, lengths = pad_batch([self.features(audio)])
+        prev = np.array([[EOS] + ids[:-1]], np.int32)
+        logits = _forced_logits(self.module, self.params, feats, lengths, prev)
+        return np.asarray(jax.nn.log_softmax(logits, axis=-1))[0]
+
+
+def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextModel:
+    """Loads a converted model directory, or an embedded model by name ("asr", "st"; default "asr")."""
+    path = os.fspath(name_or_path) if name_or_path is not None else "asr"
+    if path in ("asr", "st") and not os.path.exists(path):
+        embedded = os.path.join(_ASSETS, "models", path)
+        if not os.path.isdir(embedded):
+            raise SpesError(f"this installation has no embedded '{path}' model; pass a converted model "
+                            f"directory (see 'spes-jax convert')")
+        path = embedded
+    cfg, params, config, dict_path, spm_path = read_model_dir(path)
+    tokenizer = Tokenizer(Dictionary.load(dict_path), spm_path)
+    if len(tokenizer.dictionary) != cfg.vocab_size:
+        raise SpesError(f"vocabulary mismatch in {path}: dictionary has {len(tokenizer.dictionary)} "
+                        f"symbols, the model {cfg.vocab_size}")
+    return SpeechToTextModel(cfg, params, tokenizer, config.get("data"), path, config.get("source"))
