@@ -1,0 +1,72 @@
+"""Shared helpers for the benchmark scripts: timing, XLA FLOP counts, a same-run matmul peak."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def device_name() -> str:
+    d = jax.devices()[0]
+    kind = getattr(d, "device_kind", d.platform)
+    return f"{d.platform}:{kind} x{jax.device_count()} ({platform.processor() or platform.machine()}, " \
+           f"{os.cpu_count()} cpus)"
+
+
+def time_call(fn: Callable[[], Any], min_time: float = 2.0, min_reps: int = 3) -> float:
+    """Median seconds per call after one warm-up call; runs for at least ``min_time`` seconds."""
+    jax.block_until_ready(fn())
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_reps or time.perf_counter() - start < min_time:
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def compiled_flops(jitted, *args, **kwargs) -> float:
+    """FLOPs of one call according to XLA's cost analysis of the compiled executable."""
+    cost = jitted.lower(*args, **kwargs).compile().cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost.get("flops", float("nan")))
+
+
+def matmul_peak(dtype=jnp.float32, n: int | None = None) -> float:
+    """Achieved FLOP/s of a large square matmul on the default device, measured now."""
+    if n is None:
+        n = 2048 if jax.devices()[0].platform == "cpu" else 8192
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
+    f = jax.jit(lambda x, y: x @ y)
+    return 2 * n ** 3 / time_call(lambda: f(a, b))
+
+
+def write_results(name: str, rows: list[dict], meta: dict) -> str:
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    return path
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
+    print("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).rjust(w) for c, w in zip(columns, widths)))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)

@@ -1,0 +1,108 @@
+"""Model properties that need no reference: batch invariance, CTC compression rules, no retracing."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spes_jax import SearchConfig, beam_search
+from spes_jax.models import S2TModel, init_params
+from spes_jax.models.ctc import compress
+
+
+def _perturb(params, seed=1):
+    """Random init leaves LayerNorm/BatchNorm at identity; shake them so tests see every parameter."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    return jax.tree_util.tree_unflatten(
+        tree, [l + 0.1 * jax.random.normal(k, l.shape) if l.ndim == 1 else l for l, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(ctc_compress_strategy="avg"),
+                                     dict(ctc_compress_strategy="weighted"), dict(ctc_compress_strategy="fixed"),
+                                     dict(arch="s2t_transformer_fbk")])
+def test_batch_of_three_equals_each_alone(tiny_config, variant):
+    cfg = tiny_config.replace(**variant)
+    model = S2TModel(cfg)
+    params = _perturb(init_params(cfg))
+    rng = np.random.default_rng(0)
+    lengths = [57, 140, 96]
+    feats = [rng.standard_normal((n, 80)).astype(np.float32) for n in lengths]
+    prev = [np.concatenate([[2], rng.integers(4, 40, k - 1)]) for k in (5, 9, 3)]
+    T, L = 160, 9  # padded beyond every item, like a bucketed batch
+    xb = np.stack([np.pad(f, ((0, T - len(f)), (0, 0))) for f in feats])
+    pb = np.stack([np.pad(p, (0, L - len(p)), constant_values=1) for p in prev])
+    fwd = jax.jit(model.apply)
+    logits_b, enc_b = fwd({"params": params}, xb, np.array(lengths), pb)
+    for i in range(3):
+        logits_1, enc_1 = fwd({"params": params}, feats[i][None], np.array([lengths[i]]), prev[i][None])
+        n = int(enc_1.valid.sum())
+        assert int(enc_b.valid[i].sum()) == n
+        np.testing.assert_allclose(enc_b.out[i, :n], enc_1.out[0, :n], atol=2e-5)
+        np.testing.assert_allclose(logits_b[i, : len(prev[i])], logits_1[0], atol=2e-5)
+    if variant.get("ctc_compress_strategy") not in (None, "avg"):
+        return  # beam search is checked on the plain and the compressed conformer
+    search = SearchConfig(beam=3, max_len_b=12)
+    res_b = beam_search(model, params, xb, np.array(lengths), cfg=search, max_len=12)
+    for i in range(3):  # alone in its batch (padding to the bucket is covered by the forward above)
+        res_1 = beam_search(model, params, xb[i:i + 1], np.array([lengths[i]]), cfg=search, max_len=12)
+        np.testing.assert_array_equal(res_b.tokens[i], res_1.tokens[0])
+        np.testing.assert_allclose(res_b.scores[i], res_1.scores[0], atol=2e-5)
+
+
+def _reference_compress(x, logits, n, strategy, ratio=4, max_out=-1):
+    """FBK's CtcSupport.average_same_ctc_features for one utterance, written with groupby."""
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    pred = probs[:n].argmax(-1)
+    if strategy == "fixed":
+        groups = [(None, min(ratio, n - s)) for s in range(0, n, ratio)]
+    else:
+        groups = [(k, len(list(g))) for k, g in itertools.groupby(pred.tolist())]
+        if 0 < max_out < len(groups):
+            r = -(-len(groups) // max_out)
+            groups = [(None, sum(c for _, c in groups[i:i + r])) for i in range(0, len(groups), r)]
+    out, start = [], 0
+    for label, count in groups:
+        seg = slice(start, start + count)
+        if strategy == "weighted":
+            w = probs[seg, label]
+        elif strategy == "softmax":
+            w = np.exp(probs[seg, label])
+        else:
+            w = np.ones(count)
+        out.append((w / w.sum()) @ x[seg])
+        start += count
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("strategy,max_out", [("avg", -1), ("avg", 5), ("weighted", -1), ("softmax", -1),
+                                              ("fixed", -1)])
+def test_ctc_compression_matches_reference_rules(strategy, max_out):
+    rng = np.random.default_rng(3)
+    B, T, D, V = 2, 30, 6, 4  # a small vocabulary makes runs of equal predictions
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    logits = rng.standard_normal((B, T, V)).astype(np.float32) * 2
+    lengths = np.array([30, 21])
+    out, n = compress(jnp.asarray(x), jnp.asarray(logits), jnp.asarray(lengths), strategy, 4, max_out)
+    for b in range(B):
+        ref = _reference_compress(x[b], logits[b], lengths[b], strategy, 4, max_out)
+        assert int(n[b]) == len(ref)
+        np.testing.assert_allclose(out[b, : len(ref)], ref, atol=1e-5)
+        assert np.all(np.asarray(out[b, len(ref):]) == 0)
+
+
+def test_beam_search_compiles_once_per_bucket(tiny_config):
+    model = S2TModel(tiny_config)
+    params = init_params(tiny_config)
+    rng = np.random.default_rng(1)
+    search = SearchConfig(beam=2, max_len_b=6)
+    for n in (70, 99, 128):
+        x = np.zeros((1, 128, 80), np.float32)
+        x[0, :n] = rng.standard_normal((n, 80))
+        beam_search(model, params, x, np.array([n]), cfg=search, max_len=6)
+        if n == 70:
+            compiled = beam_search._cache_size()
+    assert beam_search._cache_size() == compiled
