@@ -1,0 +1,166 @@
+"""``Explanation``: raw SPES maps of one utterance, their normalisations, and HDF5 I/O.
+
+Files use the reference's layout so FBK-fairseq's evaluation scripts read ours: one group per
+utterance id with ``fbank_heatmap`` (K, T, C) float32, ``tgt_embed_heatmap`` (K, K, 1) float32,
+``tgt_text`` (the K prefix symbols, starting with </s>), ``src_text`` and ``n_masks``; plus
+``tokens`` (the explained pieces), ``n_token_masks`` and file attributes with our configuration,
+seed, model hash and library version. Raw maps are stored; normalisation happens on read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import SpesError
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(x), x, 0.0).astype(np.float32)
+
+
+def single_mean_std(spec: np.ndarray, prefix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token z-score (sample std, n - 1): over all T x C cells of the spectrogram map and over
+    the causal cells j <= k of the prefix map; non-causal cells become 0, NaN/inf become 0.
+
+    spec: (K, T, C); prefix: (K, K). Returns arrays of the same shapes.
+    """
+    K = spec.shape[0]
+    flat = spec.reshape(K, -1).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z_spec = (flat - flat.mean(1, keepdims=True)) / flat.std(1, ddof=1, keepdims=True)
+        causal = np.tril(np.ones((K, K), bool))
+        p = np.where(causal, prefix.astype(np.float64), np.nan)
+        n = causal.sum(1, keepdims=True)
+        mean = np.nansum(p, 1, keepdims=True) / n
+        std = np.sqrt(np.nansum((p - mean) ** 2, 1, keepdims=True) / (n - 1))
+        z_pre = np.where(causal, (p - mean) / std, 0.0)
+    return _finite(z_spec).reshape(spec.shape), _finite(z_pre)
+
+
+def paired_min_max(spec: np.ndarray, prefix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token min-max to [0, 1] with one min and max shared by the spectrogram map and the causal
+    prefix cells; non-causal cells become 0."""
+    K = spec.shape[0]
+    causal = np.tril(np.ones((K, K), bool))
+    flat = spec.reshape(K, -1).astype(np.float64)
+    p = prefix.astype(np.float64)
+    lo = np.minimum(flat.min(1), np.where(causal, p, np.inf).min(1))[:, None]
+    hi = np.maximum(flat.max(1), np.where(causal, p, -np.inf).max(1))[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (flat - lo) / (hi - lo)
+        q = np.where(causal, (p - lo) / (hi - lo), 0.0)
+    return _finite(s).reshape(spec.shape), _finite(q)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """SPES explanation of one utterance's hypothesis.
+
+    tokens: the K explained pieces (ending with </s>). spectrogram_saliency: (K, T, C) Eq. 3 maps.
+    prefix_saliency: (K, K), row k over prefix positions 0..k (0 = the start token), 0 above the
+    diagonal. prefix_tokens: the K decoder inputs (</s>, y_1, ..., y_{K-1}).
+    """
+
+    id: str
+    tokens: list[str]
+    spectrogram_saliency: np.ndarray
+    prefix_saliency: np.ndarray
+    prefix_tokens: list[str] = field(default_factory=list)
+    text: str = ""
+    n_masks: int = 0
+    n_token_masks: int = 0
+    normalized_: bool = False
+    meta: dict = field(default_factory=dict)
+
+    def normalized(self) -> "Explanation":
+        """Per-token z-score then paired min-max (the reference's ``single_mean_std paired_min_max``)."""
+        spec, prefix = paired_min_max(*single_mean_std(self.spectrogram_saliency, self.prefix_saliency))
+        return dataclasses.replace(self, spectrogram_saliency=spec, prefix_saliency=prefix, normalized_=True)
+
+    def sentence_level(self) -> np.ndarray:
+        """(T, C) mean over tokens of the normalised spectrogram maps."""
+        exp = self if self.normalized_ else self.normalized()
+        return exp.spectrogram_saliency.mean(axis=0)
+
+    def sentence_level_prefix(self) -> np.ndarray:
+        """(K,) mean over tokens of the normalised prefix maps."""
+        exp = self if self.normalized_ else self.normalized()
+        return exp.prefix_saliency.mean(axis=0)
+
+    def save(self, path: str | os.PathLike, attrs: dict | None = None) -> None:
+        """Writes this explanation alone to ``path`` (see ``save_explanations``)."""
+        save_explanations(path, [self], attrs)
+
+
+def save_explanations(path: str | os.PathLike, explanations, attrs: dict | None = None) -> None:
+    """Writes explanations to an HDF5 file atomically (a temporary file renamed into place)."""
+    import h5py
+
+    path = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise SpesError(f"output directory does not exist: {directory}")
+    fd, tmp = tempfile.mkstemp(prefix=".spes-jax-", suffix=".h5", dir=directory)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+            for exp in explanations:
+                if exp.normalized_:
+                    raise SpesError("store raw maps; normalisation is applied on read")
+                g = f.create_group(exp.id)
+                g.create_dataset("fbank_heatmap", data=exp.spectrogram_saliency.astype(np.float32),
+                                 compression="gzip")
+                g.create_dataset("tgt_embed_heatmap", data=exp.prefix_saliency.astype(np.float32)[..., None])
+                g.create_dataset("tgt_text", data=np.array(exp.prefix_tokens, dtype=object),
+                                 dtype=h5py.string_dtype())
+                g.create_dataset("tokens", data=np.array(exp.tokens, dtype=object), dtype=h5py.string_dtype())
+                g.create_dataset("src_text", data=exp.text + "</s>", dtype=h5py.string_dtype())
+                g.create_dataset("n_masks", data=np.int64(exp.n_masks))
+                g.create_dataset("n_token_masks", data=np.int64(exp.n_token_masks))
+                for key, value in exp.meta.items():
+                    g.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _text(x) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def load_explanations(path: str | os.PathLike) -> dict[str, Explanation]:
+    """Reads an explanation file (ours or the reference's) -> {utterance id: Explanation}."""
+    import h5py
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise SpesError(f"explanation file not found: {path}")
+    out: dict[str, Explanation] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            for key in f:
+                g = f[key]
+                prefix_tokens = [_text(t) for t in g["tgt_text"][()]] if "tgt_text" in g else []
+                spec = np.asarray(g["fbank_heatmap"][()], np.float32)
+                prefix = np.asarray(g["tgt_embed_heatmap"][()], np.float32)[..., 0]
+                tokens = [_text(t) for t in g["tokens"][()]] if "tokens" in g else prefix_tokens[1:] + ["</s>"]
+                src = _text(g["src_text"][()]) if "src_text" in g else ""
+                out[key] = Explanation(
+                    id=key, tokens=tokens, spectrogram_saliency=spec, prefix_saliency=prefix,
+                    prefix_tokens=prefix_tokens, text=src[:-4] if src.endswith("</s>") else src,
+                    n_masks=int(g["n_masks"][()]) if "n_masks" in g else 0,
+                    n_token_masks=int(g["n_token_masks"][()]) if "n_token_masks" in g else 0,
+                    meta={k: _text(v) if isinstance(v, (str, bytes)) else v for k, v in g.attrs.items()})
+    except OSError as e:
+        raise SpesError(f"{path}: not a readable HDF5 explanation file ({e})") from None
+    return out
