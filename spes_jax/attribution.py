@@ -129,7 +129,7 @@ def spectrogram_map(num: jax.Array, den: jax.Array, labels: jax.Array) -> jax.Ar
     sums are those of its segment at every level."""
     num_tc = sum(num[l][labels[l]] for l in range(labels.shape[0]))
     den_tc = sum(den[l][labels[l]] for l in range(labels.shape[0]))
-    return ratio(num_tc, den_tc).transpose(2, 0, 1)
+    return ratio(num_tc, den_tc[..., None]).transpose(2, 0, 1)
 
 
 def prefix_map(num: jax.Array, den: jax.Array) -> jax.Array:
