@@ -156,10 +156,8 @@ class SweepEngine:
         self.dtype = dtype
         self.params = jax.device_put(
             jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), model.params), self.replicated)
-        if options.accumulate == "segments" and cfg.perturbation == "bubble":
-            raise SpesError("Bubble Noise masks are continuous: use per-feature accumulation")
-        accumulate = "features" if cfg.perturbation == "bubble" else options.accumulate
-        self.accumulate = accumulate
+        # Bubble Noise masks are continuous, so they can only be accumulated per feature.
+        self.accumulate = "features" if cfg.perturbation == "bubble" else options.accumulate
         sums = self.sharded
         self._original = jax.jit(self._original_impl)
         self._spec_device = jax.jit(self._spec_device_impl, out_shardings=sums, donate_argnums=(2,),
@@ -168,7 +166,7 @@ class SweepEngine:
         self._prefix = jax.jit(self._prefix_impl, out_shardings=sums, donate_argnums=(3,))
         self._prefix_host = jax.jit(self._prefix_host_impl, out_shardings=sums, donate_argnums=(3,))
         self._spec_map = jax.jit(self._spec_map_impl)
-        self._host_keep = jax.jit(self._keep_bits, backend="cpu", static_argnums=(3,))
+        self._host_keep = jax.jit(self._keep_bits, static_argnums=(3,))  # run on CPU-placed inputs
 
     # ----------------------------------------------------------------------------- model calls
     def _logits(self, params, inp: SweepInputs, features: jax.Array) -> jax.Array:
@@ -305,9 +303,11 @@ class SweepEngine:
         z = lambda s: jax.device_put(jnp.zeros((D, *s), jnp.float32), self.sharded)
         return Sums(z(shape[0]), z(shape[1]))
 
+    def n_spectrogram_masks(self) -> int:
+        return self.cfg.masks_per_level * self.cfg.n_levels
+
     def spectrogram_steps(self) -> int:
-        n = self.cfg.masks_per_level * (1 if self.cfg.perturbation == "bubble" else self.cfg.n_levels)
-        return -(-n // self.batch)
+        return -(-self.n_spectrogram_masks() // self.batch)
 
     def prefix_steps(self) -> int:
         return -(-self.cfg.n_token_masks // self.token_batch)
@@ -331,6 +331,7 @@ class SweepEngine:
         else:
             sums = self._zeros(((Lb, Tb, C), (Tb, C)))
         labels = np.asarray(inp.labels) if (keep_fn or self.options.masks == "host") else None
+        n_spec = self.n_spectrogram_masks()
         if self.cfg.n_masks:
             for step in range(self.spectrogram_steps()):
                 if keep_fn is None and self.options.masks == "device":
@@ -339,7 +340,7 @@ class SweepEngine:
                     sums = self._spec_host(self.params, inp, sums, *self._host_batch(inp, labels, step, slots,
                                                                                       keep_fn))
                 if progress:
-                    progress(self.batch)
+                    progress(min(self.batch, n_spec - step * self.batch))
         spec = self._spec_map(sums, inp.labels)
         prefix = jnp.zeros((Lb, Lb), jnp.float32)
         if self.cfg.n_token_masks:
@@ -353,7 +354,7 @@ class SweepEngine:
                     valid = jax.device_put(g < self.cfg.n_token_masks, self.sharded)
                     tsums = self._prefix_host(self.params, inp, extra, tsums, keep, valid)
                 if progress:
-                    progress(self.token_batch)
+                    progress(min(self.token_batch, self.cfg.n_token_masks - step * self.token_batch))
             prefix = prefix_map(tsums.num.sum(0), tsums.den.sum(0))
         return spec, prefix, log_p
 
@@ -365,8 +366,9 @@ class SweepEngine:
         index = g % per_level
         valid = g // per_level < labels.shape[0]
         if keep_fn is None:
-            keep = np.asarray(self._host_keep(jax.device_put(inp.key, jax.devices("cpu")[0]), level, index,
-                                              slots, np.float32(self.cfg.p_spec)))
+            cpu = jax.devices("cpu")[0]
+            args = jax.device_put((inp.key, level, index, np.float32(self.cfg.p_spec)), cpu)
+            keep = np.asarray(self._host_keep(*args[:3], slots, args[3]))
         else:
             keep = np.asarray(keep_fn(level, index), np.float32)
             keep = np.pad(keep, ((0, 0), (0, slots - keep.shape[1])), constant_values=1.0)
@@ -421,7 +423,7 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     if progress:
         from tqdm import tqdm
 
-        total = len(audios) * (engine.spectrogram_steps() * engine.batch + engine.prefix_steps() * engine.token_batch)
+        total = len(audios) * (engine.n_spectrogram_masks() + cfg.n_token_masks)
         bar = tqdm(total=total, unit="mask", desc="SPES", dynamic_ncols=True)
     results = []
     segmentations = prefetch(lambda f: segment(f, cfg), features)

@@ -49,3 +49,32 @@ def reference_batch(ref, names=("input",)):
     T = max(x.shape[0] for x in inputs)
     feats = np.stack([np.pad(x, ((0, T - x.shape[0]), (0, 0))) for x in inputs])
     return order, feats, np.array([x.shape[0] for x in inputs])
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_config):
+    """A tiny random Conformer with every parameter perturbed (so maps are not trivially flat)."""
+    import jax
+
+    from spes_jax.models import init_params
+    from spes_jax.pipeline import SpeechToTextModel
+    from spes_jax.text import Dictionary, Tokenizer
+
+    params = init_params(tiny_config, seed=3)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
+    params = jax.tree_util.tree_unflatten(
+        tree, [l + 0.2 * jax.random.normal(k, l.shape) if l.ndim == 1 else 3 * l for l, k in zip(leaves, keys)])
+    symbols = ["<s>", "<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(tiny_config.vocab_size - 4)]
+    return SpeechToTextModel(tiny_config, params, Tokenizer(Dictionary(symbols), None))
+
+
+def synthetic_features(seconds: float, seed: int = 0) -> np.ndarray:
+    """CMVN-like features with some time-frequency structure (SLIC needs edges to find)."""
+    rng = np.random.default_rng(seed)
+    T = int(seconds * 100)
+    t = np.arange(T)[:, None]
+    c = np.arange(80)[None, :]
+    x = np.sin(t / 7.0) * np.cos(c / 5.0) + 0.3 * rng.standard_normal((T, 80))
+    x = (x - x.mean(0)) / x.std(0)
+    return x.astype(np.float32)
