@@ -197,7 +197,9 @@ _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 def _load_legacy(path: str) -> Any:
     with open(path, "rb") as f:
-        no_storage = lambda pid: (_ for _ in ()).throw(SpesError(f"{path}: unexpected storage reference"))
+        def no_storage(pid):
+            raise SpesError(f"{path}: unexpected storage reference in a header pickle")
+
         if _unpickle(f, no_storage) != _LEGACY_MAGIC:
             raise SpesError(f"{path}: not a fairseq/torch checkpoint (a pickle without torch's magic number)")
         if _unpickle(f, no_storage) != 1001:

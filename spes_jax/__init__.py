@@ -10,5 +10,5 @@ from .pipeline import Hypothesis, SpeechToTextModel, load_model
 __version__ = "0.1.0"
 
 __all__ = ["EngineOptions", "SweepEngine", "explain", "SPESConfig", "Explanation", "load_explanations",
-           "save_explanations", "SearchConfig", "beam_search", "greedy_search", "SpesError", "Hypothesis", "SpeechToTextModel",
-           "load_model", "__version__"]
+           "save_explanations", "SearchConfig", "beam_search", "greedy_search", "SpesError", "Hypothesis",
+           "SpeechToTextModel", "load_model", "__version__"]

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from spes_jax import SearchConfig, beam_search, load_model
-from spes_jax.models import S2TModel
 from conftest import VARIANTS, fixture_path, reference_batch
 
 TOL = 1e-4

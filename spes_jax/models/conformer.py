@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from .config import ModelConfig
-from .ctc import CTCHead
-from .layers import Subsampler, layer_norm, length_mask
+from .ctc import ctc_head, run_layers
+from .layers import Subsampler, layer_norm
 from .outputs import EncoderOutput
 
 
@@ -183,20 +183,13 @@ class ConformerEncoder(nn.Module):
         self.subsample = Subsampler(c.conv_channels, c.encoder_embed_dim, c.conv_kernel_sizes)
         self.conformer_layers = [ConformerLayer(c) for _ in range(c.encoder_layers)]
         if c.ctc_encoder_layer:
-            self.ctc_fc = CTCHead(c.ctc_vocab_size, c.ctc_compress_strategy,
-                                  c.ctc_compress_fixed_ratio, c.ctc_compress_max_out_size)
+            self.ctc_fc = ctc_head(c)
 
     def __call__(self, features: jax.Array, lengths: jax.Array) -> EncoderOutput:
         """features: (B, T, C) CMVN fbank; lengths: (B,) frames."""
         c = self.cfg
         x, lengths = self.subsample(features, lengths)
-        x = c.embed_scale * x
-        valid = length_mask(lengths, x.shape[1])
-        ctc_logits, ctc_lengths, states = None, lengths, []
-        for i, layer in enumerate(self.conformer_layers):
-            x = layer(x, valid, lengths)
-            if i + 1 == c.ctc_encoder_layer:
-                x, ctc_logits, lengths = self.ctc_fc(x, lengths)
-                valid = length_mask(lengths, x.shape[1])
-            states.append(x)
-        return EncoderOutput(x, valid, ctc_logits, ctc_lengths, tuple(states))
+        head = self.ctc_fc if c.ctc_encoder_layer else None
+        x, valid, ctc_logits, states, _ = run_layers(self.conformer_layers, c.embed_scale * x, lengths,
+                                                     c.ctc_encoder_layer, head)
+        return EncoderOutput(x, valid, ctc_logits, lengths, states)

@@ -79,3 +79,24 @@ class CTCHead(nn.Module):
             return x, logits, lengths
         x, lengths = compress(x, logits, lengths, self.strategy, self.fixed_ratio, self.max_out_size)
         return x, logits, lengths
+
+
+def ctc_head(cfg) -> CTCHead:
+    """The CTC head a ``ModelConfig`` asks for."""
+    return CTCHead(cfg.ctc_vocab_size, cfg.ctc_compress_strategy, cfg.ctc_compress_fixed_ratio,
+                   cfg.ctc_compress_max_out_size)
+
+
+def run_layers(layers, x: jax.Array, lengths: jax.Array, ctc_layer: int, head: CTCHead | None):
+    """Runs encoder layers ``layer(x, valid, lengths)``, applying the CTC head (and its compression)
+    after layer ``ctc_layer`` (1-based). Returns (x, valid, ctc logits or None, per-layer states,
+    lengths of the final sequence)."""
+    valid = length_mask(lengths, x.shape[1])
+    ctc_logits, states = None, []
+    for i, layer in enumerate(layers):
+        x = layer(x, valid, lengths)
+        if i + 1 == ctc_layer:
+            x, ctc_logits, lengths = head(x, lengths)
+            valid = length_mask(lengths, x.shape[1])
+        states.append(x)
+    return x, valid, ctc_logits, tuple(states), lengths

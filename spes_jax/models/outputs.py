@@ -14,7 +14,7 @@ class EncoderOutput:
     valid: (B, S) bool, True on real (non-pad) positions.
     ctc_logits: (B, T', V_ctc) raw CTC logits at the CTC layer (before compression), or None.
     ctc_lengths: (B,) valid CTC frames (= subsampled lengths).
-    states: per encoder layer (B, S_l, D) outputs (S_l shrinks after CTC compression ... kept at S).
+    states: per encoder layer (B, S, D) outputs (after the CTC layer: of the compressed sequence).
     """
 
     out: jax.Array

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import ModelConfig
-from .ctc import CTCHead
+from .ctc import ctc_head, run_layers
 from .layers import (MultiheadAttention, Subsampler, activation, fairseq_sinusoids, layer_norm,
                      length_mask, make_positions)
 from .outputs import EncoderOutput
@@ -30,8 +30,8 @@ class EncoderLayer(nn.Module):
         self.fc2 = nn.Dense(self.dim)
         self.final_layer_norm = layer_norm("final_layer_norm")
 
-    def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
-        """x: (B, T, D); valid: (B, T) bool."""
+    def __call__(self, x: jax.Array, valid: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
+        """x: (B, T, D); valid: (B, T) bool (``lengths`` is implied by it)."""
         allowed = valid[:, None, None, :]
         h = self.self_attn_layer_norm(x) if self.normalize_before else x
         x = x + self.self_attn(h, h, allowed)
@@ -56,26 +56,20 @@ class TransformerEncoder(nn.Module):
         if c.encoder_normalize_before:
             self.layer_norm = layer_norm("layer_norm")
         if c.ctc_encoder_layer:
-            self.ctc_fc = CTCHead(c.ctc_vocab_size, c.ctc_compress_strategy,
-                                  c.ctc_compress_fixed_ratio, c.ctc_compress_max_out_size)
+            self.ctc_fc = ctc_head(c)
 
     def __call__(self, features: jax.Array, lengths: jax.Array) -> EncoderOutput:
         """features: (B, T, C) CMVN fbank; lengths: (B,) frames."""
         c = self.cfg
         x, lengths = self.subsample(features, lengths)
-        valid = length_mask(lengths, x.shape[1])
-        x = c.embed_scale * x + fairseq_sinusoids(make_positions(valid, c.pad), c.encoder_embed_dim,
-                                                  c.pad).astype(x.dtype)
-        ctc_logits, ctc_lengths, states = None, lengths, []
-        for i, layer in enumerate(self.transformer_layers):
-            x = layer(x, valid)
-            if i + 1 == c.ctc_encoder_layer:
-                x, ctc_logits, lengths = self.ctc_fc(x, lengths)
-                valid = length_mask(lengths, x.shape[1])
-            states.append(x)
+        positions = make_positions(length_mask(lengths, x.shape[1]), c.pad)
+        x = c.embed_scale * x + fairseq_sinusoids(positions, c.encoder_embed_dim, c.pad).astype(x.dtype)
+        head = self.ctc_fc if c.ctc_encoder_layer else None
+        x, valid, ctc_logits, states, _ = run_layers(self.transformer_layers, x, lengths,
+                                                     c.ctc_encoder_layer, head)
         if c.encoder_normalize_before:
             x = self.layer_norm(x)
-        return EncoderOutput(x, valid, ctc_logits, ctc_lengths, tuple(states))
+        return EncoderOutput(x, valid, ctc_logits, lengths, states)
 
 
 class DecoderLayer(nn.Module):
