@@ -108,6 +108,9 @@ def save_explanations(path: str | os.PathLike, explanations, attrs: dict | None 
         raise SpesError(f"output directory does not exist: {directory}")
     fd, tmp = tempfile.mkstemp(prefix=".spes-jax-", suffix=".h5", dir=directory)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
     try:
         with h5py.File(tmp, "w") as f:
             for key, value in (attrs or {}).items():
