@@ -48,7 +48,7 @@ def _explain(args) -> None:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise SpesError(f"output directory does not exist: {out_dir}")
-    model = load_model(args.model)
+    model = load_model(args.model or args.task)
     if not args.quiet:
         print(f"spes-jax: explaining {len(args.audio)} utterance(s) with {cfg.masks_per_level * cfg.n_levels} "
               f"spectrogram and {cfg.n_token_masks} prefix masks on {jax.devices()[0].platform}", file=sys.stderr)
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="SPES explanations of the model's hypotheses, written to HDF5")
     e.add_argument("audio", nargs="+", help="16 kHz mono WAV files")
     e.add_argument("--out", required=True, help="output HDF5 file (written only when everything succeeded)")
-    e.add_argument("--model", help="converted model directory (default: the embedded ASR model)")
+    e.add_argument("--model", help="converted model directory (default: the embedded model of --task)")
     e.add_argument("--task", choices=["asr", "st"], default="asr", help="asr: tau 7.5 s; st: tau 5 s")
     e.add_argument("--masks", type=int, default=20000, help="spectrogram masks N_X (default 20000)")
     e.add_argument("--token-masks", type=int, default=2000, help="prefix masks N_Y (default 2000)")

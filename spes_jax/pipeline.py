@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import assets
 from .audio import load_features
 from .decoding import SearchConfig, SearchResult, beam_search, greedy_search
 from .errors import SpesError
@@ -20,7 +21,6 @@ from .text import EOS, Dictionary, Tokenizer
 
 Audio = Union[str, os.PathLike, np.ndarray]
 FRAME_BUCKET = 64  # inputs are padded to a multiple of this many frames so compiled steps are reused
-_ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextMod
     """Loads a converted model directory, or an embedded model by name ("asr", "st"; default "asr")."""
     path = os.fspath(name_or_path) if name_or_path is not None else "asr"
     if path in ("asr", "st") and not os.path.exists(path):
-        embedded = os.path.join(_ASSETS, "models", path)
+        embedded = assets.model_dir(path)
         if not os.path.isdir(embedded):
             raise SpesError(f"this installation has no embedded '{path}' model; pass a converted model "
                             f"directory (see 'spes-jax convert')")

@@ -1,0 +1,1 @@
+"""Recipes that build the embedded default models: synthetic speech data and training."""

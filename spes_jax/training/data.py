@@ -1,0 +1,63 @@
+"""Synthetic ASR/ST corpora: sentences, voices, waveforms, word timings and model features."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..audio import fbank, utterance_cmvn
+from .grammar import sentences, vocabulary
+from .synth import WordBank, held_out_voices, spoken_words, train_voices, write_wav
+
+
+@dataclass
+class Utterance:
+    id: str
+    en: str
+    de: str
+    voice: str
+    words: list  # [(word, start s, end s)]
+    features: np.ndarray  # (T, 80) float16 CMVN fbank
+    audio: np.ndarray | None = None  # (N,) waveform, kept for held-out utterances only
+
+
+def build(n_train: int, n_test: int, n_voices: int = 24, seed: int = 0
+          ) -> tuple[list[Utterance], list[Utterance]]:
+    """Training utterances (training voices) and held-out test utterances (new sentences, new voice).
+
+    Returns (train, test); the test sentences never occur in training.
+    """
+    rng = np.random.default_rng(seed)
+    test_rng = np.random.default_rng(seed + 1000)  # the held-out set does not depend on n_train
+    test_sents = sentences(n_test, seed + 1)
+    train_sents = sentences(n_train, seed + 2, exclude={s.en for s in test_sents})
+    voices, held_out = train_voices(rng, n_voices), held_out_voices()
+    bank = WordBank(vocabulary(), voices + held_out)
+
+    def make(prefix, sents, pool, keep_audio, rng):
+        out = []
+        for i, s in enumerate(sents):
+            voice = pool[rng.integers(len(pool))]
+            x, spans = bank.utterance(spoken_words(s.en), voice, rng)
+            feats = utterance_cmvn(fbank(x)).astype(np.float16)
+            out.append(Utterance(f"{prefix}{i:05d}", s.en, s.de, voice.key(), spans, feats,
+                                 x if keep_audio else None))
+        return out
+
+    return (make("train", train_sents, voices, False, rng),
+            make("test", test_sents, held_out, True, test_rng))
+
+
+def export(utterances: list[Utterance], out_dir: str) -> None:
+    """Writes held-out utterances as 16 kHz WAV files plus ``timings.json`` (text, translation, word spans)."""
+    os.makedirs(out_dir, exist_ok=True)
+    meta = {}
+    for u in utterances:
+        write_wav(os.path.join(out_dir, f"{u.id}.wav"), u.audio)
+        meta[u.id] = {"text": u.en, "translation": u.de, "voice": u.voice,
+                      "words": [{"word": w, "start": round(a, 4), "end": round(b, 4)} for w, a, b in u.words]}
+    with open(os.path.join(out_dir, "timings.json"), "w") as f:
+        json.dump(meta, f, indent=1, ensure_ascii=False)

@@ -1,0 +1,238 @@
+"""Train a small FBK-architecture Conformer on synthetic speech, as the paper's models are trained:
+label-smoothed cross-entropy plus an auxiliary CTC loss on an inner encoder layer, Adam with warm-up
+and inverse-square-root decay, and the average of the last checkpoints.
+
+    python -m spes_jax.training.train --task asr --out models/asr   # about an hour on 2 CPU cores
+
+Deterministic from --seed. Writes the model directory (the format ``spes-jax convert`` writes), a
+training curve (curve.json) and the held-out evaluation (eval.json) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..models import ModelConfig, S2TModel, init_params
+from ..models.io import save_model_dir
+from ..pipeline import SpeechToTextModel, load_model
+from ..text import Dictionary, Tokenizer
+from .data import Utterance, build, export
+
+
+def small_config(vocab_size: int) -> ModelConfig:
+    """The embedded models' size: 4 Conformer layers (d 96, 4 heads, kernel 15), 2 decoder layers."""
+    return ModelConfig(conv_channels=192, encoder_embed_dim=96, encoder_layers=4, encoder_attention_heads=4,
+                       conformer_conv_kernel_size=15, decoder_embed_dim=96, decoder_layers=2,
+                       decoder_attention_heads=4, decoder_ffn_embed_dim=384, vocab_size=vocab_size,
+                       ctc_encoder_layer=3, ctc_vocab_size=vocab_size + 1, max_target_positions=256)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, out_dir: str,
+                    model_type: str = "bpe") -> tuple[str, str]:
+    """A SentencePiece model with fairseq's special ids, and the matching dictionary file."""
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size,
+                                   model_type=model_type, character_coverage=1.0, bos_id=0, pad_id=1, eos_id=2,
+                                   unk_id=3, hard_vocab_limit=False, minloglevel=2)
+    spm_path = os.path.join(out_dir, "spm.model")
+    with open(spm_path, "wb") as f:
+        f.write(buf.getvalue())
+    sp = spm.SentencePieceProcessor(model_file=spm_path)
+    dictionary = Dictionary(["<s>", "<pad>", "</s>", "<unk>"] + [sp.id_to_piece(i) for i in range(4, sp.get_piece_size())])
+    dict_path = os.path.join(out_dir, "dict.txt")
+    dictionary.save(dict_path)
+    return dict_path, spm_path
+
+
+def _spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    x = x.copy()
+    T, C = x.shape
+    for _ in range(2):
+        w = rng.integers(0, 13)
+        c0 = rng.integers(0, C - w)
+        x[:, c0:c0 + w] = 0
+        w = rng.integers(0, min(25, T // 5) + 1)
+        t0 = rng.integers(0, T - w + 1)
+        x[t0:t0 + w] = 0
+    return x
+
+
+def batches(utts: list[Utterance], targets: list[list[int]], rng: np.random.Generator, max_frames: int,
+            augment: bool):
+    """One epoch of batches. Frames are padded to multiples of 128 and tokens to 16, and the batch size
+    is fixed per frame bucket (max_frames // frames), so few shapes are ever compiled."""
+    T_of = lambda i: -(-utts[i].features.shape[0] // 128) * 128
+    L_of = lambda i: -(-len(targets[i]) // 16) * 16
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i in rng.permutation(len(utts)):
+        by_shape.setdefault((T_of(i), L_of(i)), []).append(int(i))
+    groups = []
+    for (T, L), idx in by_shape.items():
+        B = max(1, max_frames // T)
+        groups += [(T, L, B, idx[k:k + B]) for k in range(0, len(idx), B)]
+    rng.shuffle(groups)
+    for T, L, B, g in groups:
+        feats = np.zeros((B, T, 80), np.float32)
+        lengths = np.full(B, T, np.int32)
+        prev = np.ones((B, L), np.int32)
+        tgt = np.ones((B, L), np.int32)
+        for row, i in enumerate(g):
+            f = utts[i].features.astype(np.float32)
+            feats[row, : len(f)] = _spec_augment(f, rng) if augment else f
+            lengths[row] = len(f)
+            y = targets[i]
+            tgt[row, : len(y)] = y
+            prev[row, : len(y)] = [2] + y[:-1]
+        yield feats, lengths, prev, tgt, np.arange(B) < len(g)
+
+
+def make_loss(model: S2TModel, cfg: ModelConfig, smoothing: float = 0.1, ctc_weight: float = 0.5):
+    def loss_fn(params, feats, lengths, prev, tgt, real):
+        logits, enc = model.apply({"params": params}, feats, lengths, prev)
+        mask = (tgt != cfg.pad) & real[:, None]
+        logp = jax.nn.log_softmax(logits, axis=-1)
+        nll = -jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
+        smooth = -logp.mean(axis=-1)
+        ce = jnp.sum(((1 - smoothing) * nll + smoothing * smooth) * mask) / mask.sum()
+        ctc_labels = jnp.where(tgt == cfg.eos, cfg.pad, tgt)  # CTC targets: the tokens without </s>
+        label_pad = (ctc_labels == cfg.pad).astype(jnp.float32)
+        frames = enc.ctc_logits.shape[1]
+        logit_pad = (jnp.arange(frames)[None] >= enc.ctc_lengths[:, None]).astype(jnp.float32)
+        ctc = optax.ctc_loss(enc.ctc_logits, logit_pad, ctc_labels, label_pad, blank_id=cfg.ctc_vocab_size - 1)
+        ctc = jnp.sum(ctc * real) / jnp.maximum(jnp.sum((1 - label_pad) * real[:, None]), 1)
+        return ce + ctc_weight * ctc, (ce, ctc)
+
+    return loss_fn
+
+
+def wer(refs: list[str], hyps: list[str]) -> float:
+    """Corpus word error rate in %, on whitespace tokens with punctuation split off."""
+    def words(s):
+        return s.replace("?", " ?").replace(".", " .").replace(",", " ,").split()
+
+    errors = total = 0
+    for r, h in zip(refs, hyps):
+        r, h = words(r), words(h)
+        d = np.arange(len(h) + 1)
+        for i, rw in enumerate(r, 1):
+            prev, d[0] = d.copy(), i
+            for j, hw in enumerate(h, 1):
+                d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (rw != hw))
+        errors += d[-1]
+        total += len(r)
+    return 100.0 * errors / max(total, 1)
+
+
+def evaluate(model: SpeechToTextModel, test: list[Utterance], task: str) -> dict:
+    hyps = [h[0].text for h in model.generate([u.features.astype(np.float32) for u in test], batch_size=16)]
+    refs = [u.en if task == "asr" else u.de for u in test]
+    result = {"n": len(test), "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:10]]}
+    if task == "asr":
+        result["wer"] = wer(refs, hyps)
+    else:
+        import sacrebleu
+
+        result["bleu"] = sacrebleu.corpus_bleu(hyps, [refs]).score
+    return result
+
+
+def evaluate_main(argv=None):
+    """python -m spes_jax.training.train evaluate --model DIR --task asr|st [--test-sentences N]"""
+    ap = argparse.ArgumentParser(description="Score a model on the held-out synthetic test set")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--task", choices=["asr", "st"], default="asr")
+    ap.add_argument("--test-sentences", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+    _, test = build(0, args.test_sentences, seed=args.seed)
+    result = evaluate(load_model(args.model), test, args.task)
+    print(json.dumps(result, indent=1, ensure_ascii=False))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=["asr", "st"], default="asr")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--train-sentences", type=int, default=6000)
+    ap.add_argument("--test-sentences", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--max-frames", type=int, default=12000, help="padded frames per batch")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=400)
+    ap.add_argument("--vocab", type=int, default=300)
+    ap.add_argument("--average", type=int, default=5, help="average this many of the last checkpoints")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--samples", default=None, help="also export 4 held-out utterances (WAV + timings) here")
+    args = ap.parse_args(argv)
+
+    t0 = time.time()
+    train, test = build(args.train_sentences, args.test_sentences, seed=args.seed)
+    print(f"data: {len(train)} train / {len(test)} held-out utterances in {time.time() - t0:.0f} s", flush=True)
+    if args.samples:
+        export(test[:4], args.samples)
+    text = (lambda u: u.en) if args.task == "asr" else (lambda u: u.de)
+    work = tempfile.mkdtemp(prefix="spes-jax-train-")
+    dict_path, spm_path = train_tokenizer([text(u) for u in train], args.vocab, work)
+    tokenizer = Tokenizer(Dictionary.load(dict_path), spm_path)
+    targets = [tokenizer.encode(text(u)) for u in train]
+    cfg = small_config(len(tokenizer.dictionary))
+    model = S2TModel(cfg)
+    params = init_params(cfg, seed=args.seed)
+    schedule = lambda s: args.lr * jnp.minimum((s + 1) / args.warmup, jnp.sqrt(args.warmup / (s + 1)))
+    opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-8))
+    state = opt.init(params)
+    loss_fn = make_loss(model, cfg)
+
+    @jax.jit
+    def step(params, state, *batch):
+        (loss, (ce, ctc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *batch)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss, ce, ctc
+
+    rng = np.random.default_rng(args.seed)
+    curve, snapshots, n = [], [], 0
+    every = max(args.steps // (4 * args.average), 1)
+    while n < args.steps:
+        for batch in batches(train, targets, rng, args.max_frames, augment=True):
+            params, state, loss, ce, ctc = step(params, state, *batch)
+            n += 1
+            if n % 50 == 0:
+                curve.append({"step": n, "loss": float(loss), "ce": float(ce), "ctc": float(ctc),
+                              "lr": float(schedule(n)), "seconds": round(time.time() - t0, 1)})
+                print(json.dumps(curve[-1]), flush=True)
+            if n > args.steps - every * args.average and n % every == 0:
+                snapshots.append(jax.device_get(params))
+            if n >= args.steps:
+                break
+    averaged = jax.tree_util.tree_map(lambda *xs: np.mean(xs, axis=0), *snapshots[-args.average:])
+    source = {"recipe": "spes_jax.training.train", "task": args.task, "seed": args.seed, "steps": args.steps,
+              "train_sentences": args.train_sentences}
+    out = save_model_dir(args.out, cfg, averaged, dict_path, spm_path, source=source, overwrite=True)
+    result = evaluate(load_model(out), test, args.task)
+    result.update(seconds=round(time.time() - t0), steps=args.steps)
+    with open(os.path.join(out, "..", f"{os.path.basename(out)}_curve.json"), "w") as f:
+        json.dump(curve, f)
+    with open(os.path.join(out, "..", f"{os.path.basename(out)}_eval.json"), "w") as f:
+        json.dump(result, f, indent=1, ensure_ascii=False)
+    print(json.dumps({k: v for k, v in result.items() if k != "examples"}))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["evaluate"]:
+        evaluate_main(sys.argv[2:])
+    else:
+        main()

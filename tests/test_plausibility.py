@@ -1,0 +1,25 @@
+import numpy as np
+
+from spes_jax.explanation import Explanation
+from spes_jax.plausibility import time_alignment, token_words
+
+
+def test_token_words():
+    assert token_words(["\u2581where", "\u2581is", "\u2581the", "\u2581do", "g", "?", "</s>"]) == [0, 1, 2, 3, 3, -1, -1]
+
+
+def test_time_alignment_detects_aligned_and_misaligned_maps():
+    rng = np.random.default_rng(0)
+    pieces = ["\u2581one", "\u2581two", "\u2581three", ".", "</s>"]
+    spans = [("one", 0.1, 0.4), ("two", 0.5, 0.8), ("three", 0.9, 1.2)]
+    pairs_good, pairs_bad = [], []
+    for i in range(6):
+        good = rng.random((5, 130, 80)) * 0.1
+        bad = good.copy()
+        for k, (_, s, e) in enumerate(spans):
+            good[k, int(s * 100):int(e * 100)] += 1
+            bad[k, int(spans[(k + 1) % 3][1] * 100):int(spans[(k + 1) % 3][2] * 100)] += 1
+        for maps, out in ((good, pairs_good), (bad, pairs_bad)):
+            out.append((Explanation(str(i), pieces, maps.astype(np.float32), np.zeros((5, 5), np.float32)), spans))
+    assert time_alignment(pairs_good).p < 1e-6
+    assert time_alignment(pairs_bad).p > 0.5

@@ -1,0 +1,84 @@
+"""The synthetic-data generator and training recipe behind the embedded models."""
+
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from spes_jax.training import grammar
+from spes_jax.training.train import batches, make_loss, small_config, train_tokenizer, wer
+from spes_jax.text import Dictionary, Tokenizer
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def test_grammar_is_deterministic_and_reorders():
+    a, b = grammar.sentences(300, 5), grammar.sentences(300, 5)
+    assert a == b and len({s.en for s in a}) == 300
+    kinds = {s.template for s in a}
+    assert {"subordinate", "yesno", "transitive", "location", "count", "where", "colour"} <= kinds
+    sub = next(s for s in a if s.template == "subordinate")
+    assert ", dass " in sub.de and sub.de.rstrip(".").split()[-1] in {v[2] + v[1] for v in grammar.VERBS}
+    yesno = next(s for s in a if s.template == "yesno")
+    assert yesno.de.startswith("Sieht ") and yesno.en.endswith("?")
+    held = grammar.sentences(50, 6, exclude={s.en for s in a})
+    assert not {s.en for s in held} & {s.en for s in a}
+
+
+def test_vocabulary_covers_every_sentence():
+    vocab = set(grammar.vocabulary())
+    for s in grammar.sentences(500, 1):
+        assert set(w.strip(".,?") for w in s.en.split()) <= vocab
+
+
+@needs_espeak
+def test_word_spans_are_exact():
+    from spes_jax.training.synth import WordBank, spoken_words, train_voices
+
+    rng = np.random.default_rng(0)
+    voice = train_voices(rng, 1)
+    s = grammar.sentences(1, 3)[0]
+    words = spoken_words(s.en)
+    bank = WordBank(sorted(set(words)), voice)
+    x, spans = bank.utterance(words, voice[0], rng)
+    assert [w for w, _, _ in spans] == words
+    ends = [0.0] + [e for _, _, e in spans]
+    for (word, start, end), prev_end in zip(spans, ends):
+        assert prev_end <= start < end <= len(x) / 16000
+        rec = bank.audio[(word, voice[0].key())]
+        seg = x[round(start * 16000):round(start * 16000) + len(rec)]
+        gain = seg @ rec / (rec @ rec)  # the utterance's random gain
+        assert 0.4 < gain < 1.1 and np.abs(seg - gain * rec).max() < 0.01  # the word is exactly there
+    between = [x[round(e * 16000) + 1:round(s2 * 16000) - 1] for (_, _, e), (_, s2, _) in zip(spans, spans[1:])]
+    assert np.abs(np.concatenate(between)).max() < 0.01  # only faint noise between words
+
+
+def test_tokenizer_batches_and_loss(tmp_path):
+    sents = grammar.sentences(200, 2)
+    dict_path, spm_path = train_tokenizer([s.en for s in sents], 150, str(tmp_path))
+    tok = Tokenizer(Dictionary.load(dict_path), spm_path)
+    ids = tok.encode(sents[0].en)
+    assert ids[-1] == 2 and tok.decode(ids) == sents[0].en
+
+    class U:  # the fields batches() reads
+        def __init__(self, n):
+            self.features = np.random.default_rng(n).standard_normal((n, 80)).astype(np.float16)
+
+    utts = [U(n) for n in (90, 130, 200, 260)]
+    targets = [tok.encode(s.en) for s in sents[:4]]
+    out = list(batches(utts, targets, np.random.default_rng(0), 1024, augment=True))
+    assert sum(int(b[-1].sum()) for b in out) == 4
+    for feats, lengths, prev, tgt, real in out:
+        assert feats.shape[1] % 128 == 0 and prev.shape == tgt.shape and prev.shape[1] % 16 == 0
+        assert np.all(prev[real, 0] == 2)
+    cfg = small_config(len(tok.dictionary)).replace(encoder_layers=2, ctc_encoder_layer=1, decoder_layers=1)
+    from spes_jax.models import S2TModel, init_params
+
+    loss, (ce, ctc) = jax.jit(make_loss(S2TModel(cfg), cfg))(init_params(cfg), *out[0])
+    assert np.isfinite(float(loss)) and float(ce) > 0 and float(ctc) > 0
+
+
+def test_wer():
+    assert wer(["a b c."], ["a b c."]) == 0
+    assert wer(["a b c d"], ["a x c"]) == 50.0
