@@ -52,6 +52,8 @@ def _explain(args) -> None:
     if not args.quiet:
         print(f"spes-jax: explaining {len(args.audio)} utterance(s) with {cfg.masks_per_level * cfg.n_levels} "
               f"spectrogram and {cfg.n_token_masks} prefix masks on {jax.devices()[0].platform}", file=sys.stderr)
+        if cfg.n_masks < 20000 or cfg.n_token_masks < 2000:
+            print("spes-jax: note: fewer masks than the paper's 20000/2000 give noisier maps", file=sys.stderr)
     exps = explain(model, list(args.audio), cfg, progress=not args.quiet)
     attrs = {"config": cfg.to_json(), "seed": cfg.seed, "library": f"spes-jax {__version__}",
              "model": json.dumps(model.info or {}), "task": args.task}

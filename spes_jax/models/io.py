@@ -51,6 +51,7 @@ def save_model_dir(out_dir: str | os.PathLike, cfg: ModelConfig, params: Any, di
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(os.path.join(tmp, "params"), params)
         checkpointer.wait_until_finished()
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700; the directory is meant to be shared
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
