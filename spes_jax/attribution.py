@@ -241,18 +241,19 @@ class SweepEngine:
 
     # ----------------------------------------------------------------------------- prefix sweep
     def _prefix_scores(self, params, inp: SweepInputs, cross, enc_valid, keep) -> jax.Array:
-        def one(k):
-            if self.options.reuse_encoder:
-                c, v = cross, enc_valid
-            else:  # what a plain forward would do: encode again for every mask
-                enc = self.module.apply({"params": params}, inp.features[None], inp.length[None],
-                                        method=S2TModel.encode)
-                c, v = self.module.apply({"params": params}, enc, method=S2TModel.cross_kv), enc.valid
-            logits = self.module.apply({"params": params}, inp.prev[None], c, v, k[None],
-                                       method=S2TModel.decode)
+        def decode(k, c, v):
+            logits = self.module.apply({"params": params}, inp.prev[None], c, v, k[None], method=S2TModel.decode)
             return logits[0]
 
-        logits = jax.vmap(one)(keep)
+        if self.options.reuse_encoder:
+            logits = jax.vmap(lambda k: decode(k, cross, enc_valid))(keep)
+        else:  # what a plain forward does: encode again for every mask (the input is batched with it)
+            def full(k, x):
+                enc = self.module.apply({"params": params}, x[None], inp.length[None], method=S2TModel.encode)
+                return decode(k, self.module.apply({"params": params}, enc, method=S2TModel.cross_kv), enc.valid)
+
+            feats = jnp.broadcast_to(inp.features, (keep.shape[0],) + inp.features.shape)
+            logits = jax.vmap(full)(keep, feats)
         return self._scores(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), inp)
 
     def _prefix_accumulate(self, sums: Sums, keep, r, valid) -> Sums:
