@@ -75,22 +75,22 @@ class Explanation:
     text: str = ""
     n_masks: int = 0
     n_token_masks: int = 0
-    normalized_: bool = False
+    is_normalized: bool = False
     meta: dict = field(default_factory=dict)
 
     def normalized(self) -> "Explanation":
         """Per-token z-score then paired min-max (the reference's ``single_mean_std paired_min_max``)."""
         spec, prefix = paired_min_max(*single_mean_std(self.spectrogram_saliency, self.prefix_saliency))
-        return dataclasses.replace(self, spectrogram_saliency=spec, prefix_saliency=prefix, normalized_=True)
+        return dataclasses.replace(self, spectrogram_saliency=spec, prefix_saliency=prefix, is_normalized=True)
 
     def sentence_level(self) -> np.ndarray:
         """(T, C) mean over tokens of the normalised spectrogram maps."""
-        exp = self if self.normalized_ else self.normalized()
+        exp = self if self.is_normalized else self.normalized()
         return exp.spectrogram_saliency.mean(axis=0)
 
     def sentence_level_prefix(self) -> np.ndarray:
         """(K,) mean over tokens of the normalised prefix maps."""
-        exp = self if self.normalized_ else self.normalized()
+        exp = self if self.is_normalized else self.normalized()
         return exp.prefix_saliency.mean(axis=0)
 
     def save(self, path: str | os.PathLike, attrs: dict | None = None) -> None:
@@ -116,7 +116,7 @@ def save_explanations(path: str | os.PathLike, explanations, attrs: dict | None 
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
             for exp in explanations:
-                if exp.normalized_:
+                if exp.is_normalized:
                     raise SpesError("store raw maps; normalisation is applied on read")
                 g = f.create_group(exp.id)
                 g.create_dataset("fbank_heatmap", data=exp.spectrogram_saliency.astype(np.float32),

@@ -33,7 +33,7 @@ def token_words(pieces: list[str]) -> list[int]:
 
 def word_saliency(exp: Explanation) -> list[np.ndarray]:
     """Per spoken word of the explained hypothesis: (T,) saliency over frames."""
-    norm = exp if exp.normalized_ else exp.normalized()
+    norm = exp if exp.is_normalized else exp.normalized()
     index = token_words(exp.tokens)
     curves = []
     for w in range(max(index, default=-1) + 1):
