@@ -24,6 +24,13 @@ def test_default_model_transcribes_the_bundled_samples():
         assert hyp.text == timings[name]["text"]
 
 
+def test_embedded_st_model_translates_the_bundled_samples():
+    model = load_model("st")
+    timings = assets.sample_timings()
+    for name, path in assets.samples().items():
+        assert model.transcribe(path).text == timings[name]["translation"]
+
+
 def test_cli_explain_defaults_to_the_embedded_model(tmp_path):
     wav = next(iter(assets.samples().values()))
     out = tmp_path / "exp.h5"
@@ -41,10 +48,11 @@ def test_wheel_ships_models_and_samples(tmp_path):
     assert r.returncode == 0, r.stderr
     (wheel,) = [f for f in os.listdir(tmp_path) if f.endswith(".whl")]
     names = zipfile.ZipFile(tmp_path / wheel).namelist()
-    for required in ("spes_jax/assets/models/asr/config.json", "spes_jax/assets/models/asr/dict.txt",
-                     "spes_jax/assets/models/asr/spm.model", "spes_jax/assets/samples/timings.json"):
-        assert required in names
-    assert any(n.startswith("spes_jax/assets/models/asr/params/") for n in names)
+    for task in ("asr", "st"):
+        for f in ("config.json", "dict.txt", "spm.model"):
+            assert f"spes_jax/assets/models/{task}/{f}" in names
+        assert any(n.startswith(f"spes_jax/assets/models/{task}/params/") for n in names)
+    assert "spes_jax/assets/samples/timings.json" in names
     assert any(n.startswith("spes_jax/assets/samples/") and n.endswith(".wav") for n in names)
 
 
