@@ -5,7 +5,6 @@ import subprocess
 import sys
 import zipfile
 
-import numpy as np
 import pytest
 
 import spes_jax
