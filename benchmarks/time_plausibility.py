@@ -34,7 +34,7 @@ def main():
     pairs, skipped = [], 0
     for u in test:
         feats = u.features.astype(np.float32)
-        hyp = model.transcribe(feats)
+        hyp = model.decode([feats])[0][0]
         n_words = max(token_words(list(hyp.pieces)), default=-1) + 1
         if n_words != len(u.words):
             skipped += 1

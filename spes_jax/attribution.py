@@ -415,7 +415,7 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     for f, u in zip(features, ids):
         _check_length(f, u)
     if targets is None:
-        hyps = [h[0] for h in model.generate(features)]
+        hyps = [h[0] for h in model.decode(features)]
         targets = [list(h.tokens) for h in hyps]
     engine = engine or SweepEngine(model, cfg, devices)
     bar = None

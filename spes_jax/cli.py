@@ -63,6 +63,124 @@ def _explain(args) -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
+def _model_for(args, path_attrs: dict | None = None):
+    from .pipeline import load_model
+
+    task = args.task or (path_attrs or {}).get("task") or "asr"
+    return load_model(args.model or task), task
+
+
+def _file_attrs(path: str) -> dict:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except OSError:
+        return {}
+
+
+def _evaluate(args) -> None:
+    from ._io import write_json
+    from .explanation import load_explanations
+    from .manifest import read_manifest
+    from .metrics import perturbation_curve, size_curve
+    from .plotting import plot_deletion_curves, plot_size_curves
+
+    exps = load_explanations(args.explanations)
+    os.makedirs(args.out_dir, exist_ok=True)
+    results = {"explanations": os.path.abspath(args.explanations)}
+    if "size" in args.metrics:
+        size = size_curve(exps.values(), args.step)
+        results["size"] = size.to_dict()
+        plot_size_curves({"explanations": size}, os.path.join(args.out_dir, "size.png"))
+        print(f"size AUC\tspectrogram {size.auc:.2f}\tprefix {size.auc_prefix:.2f}")
+    curves = [m for m in args.metrics if m != "size"]
+    if curves:
+        if not args.manifest:
+            raise SpesError("deletion and insertion need --manifest (the audio and references)")
+        entries = {e.id: e for e in read_manifest(args.manifest)}
+        missing = [i for i in exps if i not in entries]
+        if missing:
+            raise SpesError(f"{len(missing)} explained utterance(s) not in the manifest, e.g. {missing[0]!r}")
+        model, task = _model_for(args, _file_attrs(args.explanations))
+        scorer = args.scorer or ("bleu" if task == "st" else "wer_max")
+        for metric in curves:
+            c = perturbation_curve(model, exps.values(), {i: e.audio for i, e in entries.items()},
+                                   {i: e.reference for i, e in entries.items()}, metric, scorer, args.step)
+            results[metric] = c.to_dict()
+            plot_deletion_curves({"explanations": c}, os.path.join(args.out_dir, f"{metric}.png"))
+            print(f"{metric} AUC ({scorer})\t{c.auc_fraction:.2f} (p as a fraction; {c.auc:.1f} with p in %)")
+    write_json(os.path.join(args.out_dir, "metrics.json"), results)
+    print(f"wrote {args.out_dir}/metrics.json", file=sys.stderr)
+
+
+def _compare(args) -> None:
+    from .compare import compare, table
+    from .manifest import read_manifest
+
+    entries = read_manifest(args.manifest)[: args.limit]
+    model, task = _model_for(args)
+    payload = compare(model, entries, task, args.out_dir, args.budget_scale, args.methods, args.seed,
+                      progress=not args.quiet)
+    print(table(payload))
+
+
+def _plot(args) -> None:
+    from .audio import load_features
+    from .explanation import load_explanations
+
+    exps = load_explanations(args.explanations)
+    uid = args.id or next(iter(exps), None)
+    if uid not in exps:
+        raise SpesError(f"no utterance {uid!r} in {args.explanations}; it has {list(exps)[:5]}")
+    exp = exps[uid]
+    feats = load_features(args.audio, exp.spectrogram_saliency.shape[2]) if args.audio else None
+    exp.plot(feats, args.token, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _plausibility(args) -> None:
+    from ._io import write_json
+    from .explanation import load_explanations
+    from .manifest import read_word_timings
+    from .plausibility import (
+        kurtosis_ranking,
+        match_timings,
+        positional_saliency,
+        time_alignment,
+    )
+
+    exps = list(load_explanations(args.explanations).values())
+    out: dict = {}
+    if args.timings:
+        pairs, skipped = match_timings(exps, read_word_timings(args.timings))
+        if not pairs:
+            raise SpesError("no explained utterance has word timings matching its hypothesis")
+        ta = time_alignment(pairs)
+        out["time_alignment"] = {"utterances": ta.n_utterances, "skipped": skipped, "words": ta.n_words,
+                                 "inside": float(ta.inside.mean()), "outside": float(ta.outside.mean()),
+                                 "t": ta.t, "p": ta.p}
+        print(f"time alignment: {ta.n_utterances} utterances ({len(skipped)} skipped), {ta.n_words} words; "
+              f"inside {ta.inside.mean():.3f} vs outside {ta.outside.mean():.3f}; t = {ta.t:.2f}, p = {ta.p:.2e}")
+    ranking = kurtosis_ranking(exps, args.min_count)
+    out["kurtosis"] = [r.__dict__ for r in ranking]
+    if ranking:
+        show = lambda rs: ", ".join(f"{r.token} {r.kurtosis:.1f} ({r.count})" for r in rs)
+        print(f"kurtosis, top 5: {show(ranking[:5])}")
+        print(f"kurtosis, bottom 5: {show(ranking[-5:])}")
+    pos = positional_saliency(exps)
+    out["positional"] = {"start": float(pos.start.mean()), "latest": float(pos.latest.mean()),
+                         "intermediate": float(pos.intermediate.mean()) if pos.intermediate.size else None,
+                         "tests": pos.tests}
+    print(f"positional saliency (mean): start {pos.start.mean():.3f}, latest {pos.latest.mean():.3f}, "
+          f"intermediate {pos.intermediate.mean() if pos.intermediate.size else float('nan'):.3f}; " +
+          "; ".join(f"{k}: t = {t:.2f}, p = {p:.1e}" for k, (t, p) in pos.tests.items()))
+    if args.out:
+        write_json(args.out, out)
+        print(f"wrote {args.out}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spes-jax", description="Explain speech-to-text models with SPES, in JAX.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -97,6 +215,47 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64, help="masks per compiled step")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_explain)
+
+    v = sub.add_parser("evaluate", help="deletion, insertion and size of an explanation file")
+    v.add_argument("explanations", help="HDF5 file written by 'spes-jax explain' (or the reference)")
+    v.add_argument("--manifest", help="TSV with id, audio, reference (needed for deletion/insertion)")
+    v.add_argument("--metrics", nargs="+", choices=["deletion", "insertion", "size"], default=["deletion", "size"])
+    v.add_argument("--scorer", choices=["wer", "wer_max", "wer_sentence_max", "bleu"],
+                   help="default: wer_max for ASR, bleu for ST")
+    v.add_argument("--step", type=int, default=5, help="percentage / threshold step (default 5)")
+    v.add_argument("--model", help="model that made the explanations (default: the embedded one of --task)")
+    v.add_argument("--task", choices=["asr", "st"], help="default: as recorded in the file, else asr")
+    v.add_argument("--out-dir", default=".", help="where metrics.json and the curve plots go")
+    v.set_defaults(func=_evaluate)
+
+    m = sub.add_parser("compare", help="SPES vs feature-wise, Bubble Noise and ablations (the paper's Table 1)")
+    m.add_argument("manifest", help="TSV with id, audio, reference")
+    m.add_argument("--out-dir", required=True, help="explanations, results.json, table.md and plots go here")
+    m.add_argument("--task", choices=["asr", "st"], default="asr")
+    m.add_argument("--model", help="converted model directory (default: the embedded model of --task)")
+    m.add_argument("--budget-scale", type=float, default=1.0,
+                   help="multiply every method's mask budget (paper: N_X 20000, N_Y 2000, Bubble Noise 1000)")
+    m.add_argument("--methods", nargs="+", help="subset of: SPES, feature-wise, 'Bubble Noise', '- multi-scale', "
+                   "'- clustering', '- duration adaptation', '- KL'")
+    m.add_argument("--limit", type=int, help="only the first N utterances of the manifest")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.set_defaults(func=_compare)
+
+    g = sub.add_parser("plot", help="spectrogram, saliency map, overlay and prefix matrix of one utterance")
+    g.add_argument("explanations", help="HDF5 explanation file")
+    g.add_argument("--out", required=True, help="image file (.png, .pdf, .svg)")
+    g.add_argument("--id", help="utterance id (default: the first in the file)")
+    g.add_argument("--audio", help="the utterance's WAV file, to draw the spectrogram and the overlay")
+    g.add_argument("--token", type=int, help="explained token index (default: sentence-level map)")
+    g.set_defaults(func=_plot)
+
+    q = sub.add_parser("plausibility", help="time alignment, kurtosis ranking and positional saliency")
+    q.add_argument("explanations", help="HDF5 explanation file")
+    q.add_argument("--timings", help="word timings: CTM, or JSON like the bundled samples' timings.json")
+    q.add_argument("--min-count", type=int, default=1, help="kurtosis: only tokens seen this often (paper: 100)")
+    q.add_argument("--out", help="JSON file for the results")
+    q.set_defaults(func=_plausibility)
     return p
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._io import atomic_output
 from .errors import SpesError
 
 
@@ -93,6 +93,14 @@ class Explanation:
         exp = self if self.is_normalized else self.normalized()
         return exp.prefix_saliency.mean(axis=0)
 
+    def plot(self, features: np.ndarray | None = None, token: int | None = None,
+             path: str | os.PathLike | None = None):
+        """Spectrogram, saliency map and overlay of one token (default: the sentence-level map) and
+        the prefix matrix; see ``spes_jax.plotting.plot_explanation``. Returns a matplotlib Figure."""
+        from .plotting import plot_explanation
+
+        return plot_explanation(self, features, token, path)
+
     def save(self, path: str | os.PathLike, attrs: dict | None = None) -> None:
         """Writes this explanation alone to ``path`` (see ``save_explanations``)."""
         save_explanations(path, [self], attrs)
@@ -102,39 +110,22 @@ def save_explanations(path: str | os.PathLike, explanations, attrs: dict | None 
     """Writes explanations to an HDF5 file atomically (a temporary file renamed into place)."""
     import h5py
 
-    path = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        raise SpesError(f"output directory does not exist: {directory}")
-    fd, tmp = tempfile.mkstemp(prefix=".spes-jax-", suffix=".h5", dir=directory)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-            for exp in explanations:
-                if exp.is_normalized:
-                    raise SpesError("store raw maps; normalisation is applied on read")
-                g = f.create_group(exp.id)
-                g.create_dataset("fbank_heatmap", data=exp.spectrogram_saliency.astype(np.float32),
-                                 compression="gzip")
-                g.create_dataset("tgt_embed_heatmap", data=exp.prefix_saliency.astype(np.float32)[..., None])
-                g.create_dataset("tgt_text", data=np.array(exp.prefix_tokens, dtype=object),
-                                 dtype=h5py.string_dtype())
-                g.create_dataset("tokens", data=np.array(exp.tokens, dtype=object), dtype=h5py.string_dtype())
-                g.create_dataset("src_text", data=exp.text + "</s>", dtype=h5py.string_dtype())
-                g.create_dataset("n_masks", data=np.int64(exp.n_masks))
-                g.create_dataset("n_token_masks", data=np.int64(exp.n_token_masks))
-                for key, value in exp.meta.items():
-                    g.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+        for exp in explanations:
+            if exp.is_normalized:
+                raise SpesError("store raw maps; normalisation is applied on read")
+            g = f.create_group(exp.id)
+            g.create_dataset("fbank_heatmap", data=exp.spectrogram_saliency.astype(np.float32), compression="gzip")
+            g.create_dataset("tgt_embed_heatmap", data=exp.prefix_saliency.astype(np.float32)[..., None])
+            g.create_dataset("tgt_text", data=np.array(exp.prefix_tokens, dtype=object), dtype=h5py.string_dtype())
+            g.create_dataset("tokens", data=np.array(exp.tokens, dtype=object), dtype=h5py.string_dtype())
+            g.create_dataset("src_text", data=exp.text + "</s>", dtype=h5py.string_dtype())
+            g.create_dataset("n_masks", data=np.int64(exp.n_masks))
+            g.create_dataset("n_token_masks", data=np.int64(exp.n_token_masks))
+            for key, value in exp.meta.items():
+                g.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
 
 
 def _text(x) -> str:

@@ -87,7 +87,11 @@ class SpeechToTextModel:
     def generate(self, audios: Sequence[Audio], search: SearchConfig = SearchConfig(),
                  batch_size: int = 8, greedy: bool = False) -> list[list[Hypothesis]]:
         """N-best hypotheses (best first) for every input, batched by length like fairseq."""
-        feats = [self.features(a) for a in audios]
+        return self.decode([self.features(a) for a in audios], search, batch_size, greedy)
+
+    def decode(self, feats: Sequence[np.ndarray], search: SearchConfig = SearchConfig(),
+               batch_size: int = 8, greedy: bool = False) -> list[list[Hypothesis]]:
+        """``generate`` on model inputs: (T_i, C) features already normalised (e.g. perturbed ones)."""
         order = sorted(range(len(feats)), key=lambda i: -feats[i].shape[0])
         results: list[list[Hypothesis]] = [[] for _ in feats]
         for start in range(0, len(order), batch_size):

@@ -75,3 +75,78 @@ def time_alignment(pairs: list[tuple[Explanation, list[tuple[str, float, float]]
     inside, outside = np.array(inside), np.array(outside)
     t, p = stats.ttest_rel(inside, outside, alternative="greater")
     return TimeAlignment(inside, outside, float(t), float(p), len(inside), len(pairs))
+
+
+def match_timings(explanations, timings: dict[str, list[tuple[str, float, float]]]):
+    """Pairs explanations with their word spans; returns (pairs, skipped ids).
+
+    An utterance is left out when it has no timings or when its hypothesis has a different number of
+    words than the timed transcript (the spans would not belong to the hypothesis words).
+    """
+    pairs, skipped = [], []
+    for exp in explanations:
+        spans = timings.get(exp.id)
+        if spans is None or max(token_words(exp.tokens), default=-1) + 1 != len(spans):
+            skipped.append(exp.id)
+        else:
+            pairs.append((exp, spans))
+    return pairs, skipped
+
+
+@dataclass(frozen=True)
+class TokenKurtosis:
+    token: str
+    kurtosis: float  # mean over occurrences (Fisher's definition: 0 for a normal distribution)
+    count: int
+
+
+def kurtosis_ranking(explanations, min_count: int = 1) -> list[TokenKurtosis]:
+    """Tokens by the mean kurtosis of their normalised spectrogram maps, most peaked first
+    (paper, section 8.2: the paper keeps tokens seen over 100 times; ``min_count`` sets that)."""
+    from scipy import stats
+
+    values: dict[str, list[float]] = {}
+    for exp in explanations:
+        norm = exp if exp.is_normalized else exp.normalized()
+        K = norm.spectrogram_saliency.shape[0]
+        k = stats.kurtosis(norm.spectrogram_saliency.reshape(K, -1).astype(np.float64), axis=1)
+        for token, v in zip(exp.tokens, k):
+            if np.isfinite(v):
+                values.setdefault(token, []).append(float(v))
+    ranking = [TokenKurtosis(t, float(np.mean(v)), len(v)) for t, v in values.items() if len(v) >= min_count]
+    return sorted(ranking, key=lambda r: -r.kurtosis)
+
+
+@dataclass(frozen=True)
+class PositionalSaliency:
+    """Normalised prefix saliency by position (paper, section 8.3), over every explained token with
+    at least one previous output token: ``start`` (position 0), ``latest`` (the token just before the
+    explained one), ``intermediate`` (everything between). ``tests``: Welch t-tests of the means."""
+
+    start: np.ndarray
+    latest: np.ndarray
+    intermediate: np.ndarray
+    tests: dict  # "latest>start", "start>intermediate", "latest>intermediate" -> (t, one-sided p)
+
+
+def positional_saliency(explanations) -> PositionalSaliency:
+    from scipy import stats
+
+    start, latest, inter = [], [], []
+    for exp in explanations:
+        p = (exp if exp.is_normalized else exp.normalized()).prefix_saliency
+        for k in range(1, p.shape[0]):
+            start.append(p[k, 0])
+            latest.append(p[k, k])
+            inter.extend(p[k, 1:k])
+    start, latest, inter = (np.array(x, np.float64) for x in (start, latest, inter))
+
+    def test(a, b):
+        if len(a) < 2 or len(b) < 2:
+            return (float("nan"), float("nan"))
+        t, pv = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+        return (float(t), float(pv))
+
+    return PositionalSaliency(start, latest, inter, {"latest>start": test(latest, start),
+                                                     "start>intermediate": test(start, inter),
+                                                     "latest>intermediate": test(latest, inter)})

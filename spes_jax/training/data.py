@@ -61,3 +61,32 @@ def export(utterances: list[Utterance], out_dir: str) -> None:
                       "words": [{"word": w, "start": round(a, 4), "end": round(b, 4)} for w, a, b in u.words]}
     with open(os.path.join(out_dir, "timings.json"), "w") as f:
         json.dump(meta, f, indent=1, ensure_ascii=False)
+
+
+def export_corpus(utterances: list[Utterance], out_dir: str) -> None:
+    """``export`` plus two manifests for ``spes-jax compare`` / ``evaluate``: ``asr.tsv`` (English
+    references) and ``st.tsv`` (German references), both pointing at the same WAV files."""
+    from ..manifest import Entry, write_manifest
+
+    export(utterances, out_dir)
+    for name, ref in (("asr", lambda u: u.en), ("st", lambda u: u.de)):
+        write_manifest(os.path.join(out_dir, f"{name}.tsv"),
+                       [Entry(u.id, os.path.join(out_dir, f"{u.id}.wav"), ref(u)) for u in utterances])
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write the held-out test corpus of the embedded models "
+                                 "(WAV files, timings.json, asr.tsv, st.tsv); needs espeak-ng.")
+    ap.add_argument("--utterances", type=int, default=100)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    _, test = build(0, args.utterances, seed=args.seed)
+    export_corpus(test, args.out)
+    print(f"wrote {len(test)} held-out utterances to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -136,7 +136,7 @@ def wer(refs: list[str], hyps: list[str]) -> float:
 
 
 def evaluate(model: SpeechToTextModel, test: list[Utterance], task: str) -> dict:
-    hyps = [h[0].text for h in model.generate([u.features.astype(np.float32) for u in test], batch_size=16)]
+    hyps = [h[0].text for h in model.decode([u.features.astype(np.float32) for u in test], batch_size=16)]
     refs = [u.en if task == "asr" else u.de for u in test]
     result = {"n": len(test), "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:10]]}
     if task == "asr":

@@ -1,0 +1,147 @@
+"""SPES against its baselines and ablations on a corpus: the paper's Table 1 (deletion and size).
+
+Every method explains the same hypotheses (the model's beam search output, decoded once) with the
+paper's relative budgets: N_X 20,000 and N_Y 2,000, Bubble Noise N_X 1,000. ``budget_scale``
+multiplies all of them by one factor so the comparison fits smaller machines. Each method's
+explanations are written to ``<out_dir>/<method>.h5``; a rerun with the same settings reuses them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._io import write_json
+from .attribution import SweepEngine, explain
+from .config import SPESConfig
+from .errors import SpesError
+from .explanation import load_explanations, save_explanations
+from .manifest import Entry
+from .metrics import higher_is_better, perturbation_curve, size_curve
+
+# name -> (file stem, how the method's config derives from SPES's)
+METHODS: dict[str, tuple[str, Callable[[SPESConfig], SPESConfig]]] = {
+    "SPES": ("spes", lambda c: c),
+    "feature-wise": ("feature_wise", SPESConfig.feature_wise),
+    "Bubble Noise": ("bubble_noise", SPESConfig.bubble_noise),
+    "- multi-scale": ("no_multi_scale", SPESConfig.single_scale),
+    "- clustering": ("no_clustering", SPESConfig.grid),
+    "- duration adaptation": ("no_duration_adaptation", SPESConfig.fixed_k),
+    "- KL": ("no_kl", SPESConfig.prob_diff),
+}
+
+
+def method_config(name: str, task: str, budget_scale: float = 1.0, seed: int = 0) -> SPESConfig:
+    """The configuration of one Table 1 method for ``task`` ("asr" or "st"), budgets scaled."""
+    if name not in METHODS:
+        raise SpesError(f"unknown method {name!r}; choose from {list(METHODS)}")
+    if not 0 < budget_scale <= 1:
+        raise SpesError(f"--budget-scale must be in (0, 1], got {budget_scale}")
+    base = SPESConfig.st(seed=seed) if task == "st" else SPESConfig.asr(seed=seed)
+    cfg = METHODS[name][1](base)
+    return cfg.replace(n_masks=max(cfg.n_levels, round(cfg.n_masks * budget_scale)),
+                       n_token_masks=max(1, round(cfg.n_token_masks * budget_scale)))
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    method: str
+    n_masks: int
+    n_token_masks: int
+    deletion_auc: float
+    size_auc: float
+    size_auc_prefix: float
+    explain_seconds: float
+    deletion: dict
+    size: dict
+
+
+def _log(msg: str) -> None:
+    print(f"spes-jax: {msg}", file=sys.stderr, flush=True)
+
+
+def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: float = 1.0,
+            methods: list[str] | None = None, seed: int = 0, progress: bool = True) -> dict:
+    """Runs every method on ``entries``, measures deletion and size, writes results and the table.
+
+    Returns the results as written to ``<out_dir>/results.json``.
+    """
+    from .plotting import plot_deletion_curves, plot_size_curves
+
+    names = methods or list(METHODS)
+    configs = {n: method_config(n, task, budget_scale, seed) for n in names}  # validates names first
+    if not entries:
+        raise SpesError("the manifest lists no utterances")
+    os.makedirs(out_dir, exist_ok=True)
+    scorer = "bleu" if task == "st" else "wer_max"
+    ids = [e.id for e in entries]
+    audio = {e.id: e.audio for e in entries}
+    refs = {e.id: e.reference for e in entries}
+    features = [model.features(e.audio) for e in entries]
+    _log(f"decoding {len(entries)} utterances")
+    targets = [list(h[0].tokens) for h in model.decode(features)]
+    results: list[MethodResult] = []
+    curves = {}
+    for name in names:
+        cfg = configs[name]
+        path = os.path.join(out_dir, METHODS[name][0] + ".h5")
+        exps, seconds = _cached(path, cfg, ids)
+        if exps is None:
+            _log(f"{name}: explaining with N_X {cfg.masks_per_level * cfg.n_levels}, N_Y {cfg.n_token_masks}")
+            start = time.perf_counter()
+            exps = explain(model, features, cfg, ids=ids, targets=targets, engine=SweepEngine(model, cfg),
+                           progress=progress)
+            seconds = time.perf_counter() - start
+            save_explanations(path, exps, {"config": cfg.to_json(), "seconds": seconds, "task": task})
+        else:
+            _log(f"{name}: reusing {path}")
+        deletion = perturbation_curve(model, exps, audio, refs, "deletion", scorer)
+        size = size_curve(exps)
+        curves[name] = (deletion, size)
+        results.append(MethodResult(name, cfg.masks_per_level * cfg.n_levels, cfg.n_token_masks, deletion.auc_fraction,
+                                    size.auc, size.auc_prefix, seconds, deletion.to_dict(), size.to_dict()))
+        _log(f"{name}: deletion AUC {deletion.auc_fraction:.2f}, size AUC {size.auc:.2f} ({seconds:.0f} s of explaining)")
+    payload = {"task": task, "scorer": scorer, "budget_scale": budget_scale, "seed": seed,
+               "utterances": len(entries), "model": model.path,
+               "deletion_higher_is_better": higher_is_better("deletion", scorer),
+               "methods": [r.__dict__ for r in results]}
+    write_json(os.path.join(out_dir, "results.json"), payload)
+    with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
+        f.write(table(payload) + "\n")
+    plot_deletion_curves({n: c[0] for n, c in curves.items()}, os.path.join(out_dir, "deletion.png"))
+    plot_size_curves({n: c[1] for n, c in curves.items()}, os.path.join(out_dir, "size.png"))
+    return payload
+
+
+def _cached(path: str, cfg: SPESConfig, ids: list[str]):
+    """Explanations already in ``path`` for this exact configuration and utterance set, else None."""
+    import h5py
+
+    if not os.path.isfile(path):
+        return None, 0.0
+    with h5py.File(path, "r") as f:
+        same = f.attrs.get("config") == cfg.to_json() and sorted(f.keys()) == sorted(ids)
+        seconds = float(f.attrs.get("seconds", 0.0))
+    if not same:
+        return None, 0.0
+    exps = load_explanations(path)
+    return [exps[i] for i in ids], seconds
+
+
+def table(payload: dict) -> str:
+    """The paper's Table 1 layout as Markdown."""
+    arrow = "↑" if payload["deletion_higher_is_better"] else "↓"
+    metric = "WER" if payload["scorer"].startswith("wer") else "BLEU"
+    caption = (f"{payload['task'].upper()}, {payload['utterances']} utterances, budget scale "
+               f"{payload['budget_scale']:g} (N_X, N_Y per method below), deletion scored with {payload['scorer']}; "
+               "AUCs on the paper's scale (deletion over the fraction deleted, size over thresholds 0..1)")
+    lines = [caption, "",
+             f"| method | deletion ({metric}) {arrow} | size ↓ | N_X | N_Y | explain time (s) |",
+             "|---|---|---|---|---|---|"]
+    for r in payload["methods"]:
+        lines.append(f"| {r['method']} | {r['deletion_auc']:.2f} | {r['size_auc']:.2f} | {r['n_masks']} | "
+                     f"{r['n_token_masks']} | {r['explain_seconds']:.0f} |")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""Figures: saliency maps as the paper shows them (Fig. 3, 8, 9) and metric curves.
+
+Uses matplotlib's object API (no pyplot state), so it works headless and in threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from ._io import atomic_output
+from .errors import SpesError
+from .explanation import Explanation
+
+FRAME_SHIFT_S = 0.01
+
+
+def _save(fig, path: str | os.PathLike | None):
+    if path is not None:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=150, format=os.path.splitext(os.fspath(path))[1][1:] or "png")
+    return fig
+
+
+def _image(ax, data: np.ndarray, title: str, cmap: str, vmin=None, vmax=None):
+    """Draws a (T, C) array with time on x (seconds) and mel channel on y."""
+    T, C = data.shape
+    im = ax.imshow(data.T, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
+                   extent=(0, T * FRAME_SHIFT_S, 0, C), interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("mel channel")
+    return im
+
+
+def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token: int | None = None,
+                     path: str | os.PathLike | None = None):
+    """Spectrogram, saliency map and overlay for one token (``token=None``: the sentence-level map),
+    then the prefix saliency matrix with token labels.
+
+    features: the (T, C) model input (``model.features(audio)``); without it only the maps are drawn.
+    Returns the matplotlib Figure; writes it to ``path`` (PNG, PDF, SVG) when given.
+    """
+    from matplotlib.figure import Figure
+
+    norm = exp if exp.is_normalized else exp.normalized()
+    K, T, C = norm.spectrogram_saliency.shape
+    if token is not None and not -K <= token < K:
+        raise SpesError(f"{exp.id}: token {token} out of range (the hypothesis has {K} tokens)")
+    if features is not None and features.shape != (T, C):
+        raise SpesError(f"{exp.id}: features of shape {features.shape} do not match the explanation's {(T, C)}")
+    if token is None:
+        saliency, what = norm.sentence_level(), "sentence level (mean over tokens)"
+    else:
+        saliency, what = norm.spectrogram_saliency[token], f"token {token % K}: {exp.tokens[token]!r}"
+    rows = (3 if features is not None else 1) + 1
+    fig = Figure(figsize=(9, 2.3 * rows + (0.1 * K if K > 12 else 0)), layout="constrained")
+    axes = fig.subplots(rows, 1, gridspec_kw={"height_ratios": [1] * (rows - 1) + [1.6]})
+    i = 0
+    if features is not None:
+        _image(axes[0], features, f"{exp.id}: spectrogram (CMVN log-mel)", "gray_r")
+        i = 1
+    im = _image(axes[i], saliency, f"spectrogram saliency, {what}", "inferno", 0, 1)
+    fig.colorbar(im, ax=axes[i], fraction=0.03)
+    if features is not None:
+        _image(axes[2], features, "overlay", "gray_r")
+        # Opacity grows with saliency, so the spectrogram shows through where the map is low.
+        axes[2].imshow(saliency.T, origin="lower", aspect="auto", cmap="inferno", vmin=0, vmax=1,
+                       alpha=np.clip(saliency.T, 0, 1) ** 2 * 0.9, extent=(0, T * FRAME_SHIFT_S, 0, C),
+                       interpolation="nearest")
+        i = 2
+    axes[i].set_xlabel("time (s)")
+    _prefix_panel(axes[-1], norm, fig)
+    return _save(fig, path)
+
+
+def _prefix_panel(ax, norm: Explanation, fig) -> None:
+    K = norm.prefix_saliency.shape[0]
+    causal = np.tril(np.ones((K, K), bool))
+    data = np.ma.masked_where(~causal, norm.prefix_saliency)
+    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+    labels = norm.prefix_tokens or [str(j) for j in range(K)]
+    ax.set_xticks(range(K), [t.replace("</s>", "<s>") for t in labels], rotation=90, fontsize=7)
+    ax.set_yticks(range(K), norm.tokens, fontsize=7)
+    ax.set_xlabel("previous output token (position 0 = start token)")
+    ax.set_ylabel("explained token")
+    ax.set_title("prefix saliency", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+
+
+def plot_deletion_curves(curves: Mapping[str, object], path: str | os.PathLike | None = None):
+    """Deletion/insertion curves (``PerturbationCurve``) of several methods on one axis."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.subplots()
+    for name, c in curves.items():
+        ax.plot(c.percentages, c.scores, marker=".", label=f"{name} (AUC {c.auc_fraction:.2f})")
+    first = next(iter(curves.values()))
+    ax.set_xlabel(f"features {'deleted' if first.metric == 'deletion' else 'kept'} (%)")
+    ax.set_ylabel("BLEU" if first.scorer == "bleu" else "WER (%)")
+    ax.set_title(first.metric)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_size_curves(curves: Mapping[str, object], path: str | os.PathLike | None = None):
+    """Size curves (``SizeCurve``): spectrogram (left) and prefix (right)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for name, c in curves.items():
+        left.plot(c.thresholds, c.spectrogram, marker=".", label=f"{name} (AUC {c.auc:.2f})")
+        right.plot(c.thresholds, c.prefix, marker=".", label=f"{name} (AUC {c.auc_prefix:.2f})")
+    for ax, what in ((left, "spectrogram"), (right, "prefix")):
+        ax.set_xlabel("threshold")
+        ax.set_ylabel(f"{what} features >= threshold (%)")
+        ax.set_title(f"size ({what})")
+        ax.legend(fontsize=7)
+    return _save(fig, path)

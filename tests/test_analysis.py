@@ -1,0 +1,164 @@
+"""Plausibility analyses, figures, manifests, ``spes-jax compare / evaluate / plot / plausibility``."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from spes_jax import SPESConfig, SpesError, explain, load_explanations, load_model
+from spes_jax.assets import sample_timings, samples
+from spes_jax.cli import main
+from spes_jax.compare import METHODS, compare, method_config
+from spes_jax.explanation import Explanation
+from spes_jax.manifest import Entry, read_manifest, read_word_timings, write_manifest
+from spes_jax.plausibility import kurtosis_ranking, match_timings, positional_saliency
+
+IDS = ["test00000", "test00002"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A manifest of two bundled samples and their explanations by the embedded ASR model."""
+    d = tmp_path_factory.mktemp("corpus")
+    wavs, timings = samples(), sample_timings()
+    write_manifest(d / "asr.tsv", [Entry(i, wavs[i], timings[i]["text"]) for i in IDS])
+    model = load_model()
+    exps = explain(model, [wavs[i] for i in IDS], SPESConfig.asr(n_masks=300, n_token_masks=60))
+    path = d / "exp.h5"
+    from spes_jax.explanation import save_explanations
+
+    save_explanations(path, exps, {"task": "asr"})
+    return d, model, exps
+
+
+def test_manifest_and_timings(tmp_path, corpus):
+    d, _, _ = corpus
+    entries = read_manifest(d / "asr.tsv")
+    assert [e.id for e in entries] == IDS and entries[0].reference == sample_timings()[IDS[0]]["text"]
+    ctm = tmp_path / "w.ctm"
+    ctm.write_text(";; comment\nu1 1 0.50 0.25 world 0.9\nu1 1 0.10 0.30 hello\n")
+    assert read_word_timings(ctm) == {"u1": [("hello", 0.1, 0.4), ("world", 0.5, 0.75)]}
+    bundled = os.path.join(os.path.dirname(samples()[IDS[0]]), "timings.json")
+    assert read_word_timings(bundled)[IDS[0]][0][0] == "the"
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("id\tpath\nu\tx.wav\n")
+    with pytest.raises(SpesError, match="'audio' column"):
+        read_manifest(bad)
+    bad.write_text("audio\treference\nmissing.wav\thi\n")
+    with pytest.raises(SpesError, match="not found"):
+        read_manifest(bad)
+    (tmp_path / "x.ctm").write_text("u1 1 zero 0.3 w\n")
+    with pytest.raises(SpesError, match="CTM"):
+        read_word_timings(tmp_path / "x.ctm")
+
+
+def _exp(prefix, K=4, T=6):
+    return Explanation("u", [f"t{k}" for k in range(K)], np.random.default_rng(0).random((K, T, 3)).astype(np.float32),
+                       np.asarray(prefix, np.float32), ["</s>"] + [f"t{k}" for k in range(K - 1)])
+
+
+def test_positional_saliency_by_hand():
+    # Already-normalised maps: start about 0.5, latest about 0.9, intermediate about 0.1.
+    K, rng = 5, np.random.default_rng(0)
+    exps = []
+    for _ in range(3):
+        p = np.tril(0.1 + 0.05 * rng.random((K, K)))
+        p[:, 0] = 0.5 + 0.05 * rng.random(K)
+        p[np.arange(K), np.arange(K)] = 0.9 + 0.05 * rng.random(K)
+        exps.append(Explanation("u", list("abcd") + ["</s>"], np.zeros((K, 5, 2), np.float32), p.astype(np.float32),
+                                is_normalized=True))
+    pos = positional_saliency(exps)
+    assert len(pos.start) == len(pos.latest) == 3 * (K - 1) and len(pos.intermediate) == 3 * (1 + 2 + 3)
+    assert 0.5 <= pos.start.min() and pos.start.max() < 0.55 and pos.latest.min() >= 0.9
+    assert pos.intermediate.max() < 0.15
+    assert all(p < 1e-6 for _, p in pos.tests.values())
+
+
+def test_kurtosis_ranks_peaked_maps_first():
+    K, T, C = 2, 20, 10
+    spec = np.zeros((K, T, C), np.float32)
+    spec[0, 5, 5] = 1.0  # one salient cell: very peaked
+    spec[1] = np.random.default_rng(0).random((T, C))  # diffuse
+    exp = Explanation("u", ["_word", "."], spec, np.tril(np.ones((K, K), np.float32)), ["</s>", "_word"])
+    ranking = kurtosis_ranking([exp])
+    assert [r.token for r in ranking] == ["_word", "."] and ranking[0].kurtosis > 100 > ranking[1].kurtosis
+    assert kurtosis_ranking([exp], min_count=2) == []
+
+
+def test_match_timings_skips_mismatched(corpus):
+    _, _, exps = corpus
+    timings = read_word_timings(os.path.join(os.path.dirname(samples()[IDS[0]]), "timings.json"))
+    timings[IDS[1]] = timings[IDS[1]][:-1]  # one word short: cannot align
+    pairs, skipped = match_timings(exps, timings)
+    assert [e.id for e, _ in pairs] == [IDS[0]] and skipped == [IDS[1]]
+
+
+def test_plot_explanation(tmp_path, corpus):
+    _, model, exps = corpus
+    exp = exps[0]
+    fig = exp.plot(model.features(samples()[exp.id]), token=1, path=tmp_path / "f.png")
+    assert len(fig.axes) == 6  # spectrogram, map (+ colorbar), overlay, prefix matrix (+ colorbar)
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(exp.plot().axes) == 4  # without features: the map and the prefix matrix
+    with pytest.raises(SpesError, match="out of range"):
+        exp.plot(token=99)
+    with pytest.raises(SpesError, match="do not match"):
+        exp.plot(np.zeros((5, 80), np.float32))
+
+
+def test_cli_evaluate_plot_plausibility(tmp_path, corpus, capsys):
+    d, _, _ = corpus
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(d / "exp.h5"), "--manifest", str(d / "asr.tsv"), "--metrics", "deletion",
+                 "insertion", "size", "--out-dir", str(out)]) == 0
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["deletion"]["scorer"] == "wer_max" and len(res["deletion"]["scores"]) == 21
+    assert res["deletion"]["scores"][0] == 0.0  # the model transcribes both samples correctly
+    assert res["insertion"]["scores"][-1] == 0.0
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "deletion.png", "insertion.png", "size.png"}
+    assert "deletion AUC (wer_max)" in capsys.readouterr().out
+    timings = os.path.join(os.path.dirname(samples()[IDS[0]]), "timings.json")
+    assert main(["plausibility", str(d / "exp.h5"), "--timings", timings, "--out", str(tmp_path / "p.json")]) == 0
+    p = json.loads((tmp_path / "p.json").read_text())
+    assert p["time_alignment"]["utterances"] == 2 and p["kurtosis"] and "latest>start" in p["positional"]["tests"]
+    assert main(["plot", str(d / "exp.h5"), "--id", IDS[1], "--audio", samples()[IDS[1]], "--token", "0",
+                 "--out", str(tmp_path / "fig.png")]) == 0
+    assert (tmp_path / "fig.png").stat().st_size > 10000
+    capsys.readouterr()
+    # Bad input: one line, exit 2, nothing written.
+    assert main(["evaluate", str(d / "exp.h5"), "--out-dir", str(tmp_path / "e2")]) == 2
+    assert "need --manifest" in capsys.readouterr().err
+    assert main(["plot", str(d / "exp.h5"), "--id", "nope", "--out", str(tmp_path / "g.png")]) == 2
+    assert not (tmp_path / "g.png").exists()
+    assert main(["compare", str(d / "asr.tsv"), "--out-dir", str(tmp_path / "c"), "--methods", "LIME"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+
+
+def test_method_budgets():
+    spes, bubble = method_config("SPES", "asr"), method_config("Bubble Noise", "asr")
+    assert (spes.n_masks, spes.n_token_masks, bubble.n_masks) == (20000, 2000, 1000)
+    small = {n: method_config(n, "st", budget_scale=0.05) for n in METHODS}
+    assert small["SPES"].n_masks == 1000 and small["Bubble Noise"].n_masks == 50
+    assert small["SPES"].threshold_duration == 500 and small["- KL"].scorer == "prob_diff"
+    assert small["feature-wise"].p_spec == 0.7 and small["- multi-scale"].n_levels == 1
+    assert small["- clustering"].segmentation == "grid" and not small["- duration adaptation"].duration_adaptive
+    with pytest.raises(SpesError, match="budget-scale"):
+        method_config("SPES", "asr", budget_scale=0)
+
+
+def test_compare_writes_table_and_reuses_explanations(tmp_path, corpus):
+    d, model, _ = corpus
+    entries = read_manifest(d / "asr.tsv")
+    methods = ["SPES", "Bubble Noise"]
+    payload = compare(model, entries, "asr", str(tmp_path), budget_scale=0.01, methods=methods, progress=False)
+    assert [m["method"] for m in payload["methods"]] == methods
+    assert [m["n_masks"] for m in payload["methods"]] == [198, 10]
+    table = (tmp_path / "table.md").read_text()
+    assert "| SPES |" in table and "budget scale 0.01" in table
+    assert {"spes.h5", "bubble_noise.h5", "results.json", "deletion.png", "size.png"} <= set(os.listdir(tmp_path))
+    assert sorted(load_explanations(tmp_path / "spes.h5")) == sorted(IDS)
+    before = os.path.getmtime(tmp_path / "spes.h5")
+    again = compare(model, entries, "asr", str(tmp_path), budget_scale=0.01, methods=["SPES"], progress=False)
+    assert os.path.getmtime(tmp_path / "spes.h5") == before  # reused, not recomputed
+    assert again["methods"][0]["deletion_auc"] == payload["methods"][0]["deletion_auc"]
