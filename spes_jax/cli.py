@@ -116,14 +116,28 @@ def _evaluate(args) -> None:
 
 
 def _compare(args) -> None:
-    from .compare import compare, table
+    from ._io import write_json
+    from .compare import compare, paper_table, table
     from .manifest import read_manifest
+    from .pipeline import load_model
 
-    entries = read_manifest(args.manifest)[: args.limit]
-    model, task = _model_for(args)
-    payload = compare(model, entries, task, args.out_dir, args.budget_scale, args.methods, args.seed,
-                      progress=not args.quiet)
-    print(table(payload))
+    tasks = args.task or ["asr"] * len(args.manifest)
+    if len(tasks) != len(args.manifest):
+        raise SpesError(f"--task needs one value per manifest ({len(args.manifest)}), got {len(tasks)}")
+    if args.model and len(args.manifest) > 1:
+        raise SpesError("--model applies to a single manifest; without it each task uses its embedded model")
+    work = [(read_manifest(m)[: args.limit], t) for m, t in zip(args.manifest, tasks)]  # check all inputs first
+    payloads = []
+    for entries, task in work:
+        out = args.out_dir if len(work) == 1 else os.path.join(args.out_dir, task)
+        payloads.append(compare(load_model(args.model or task), entries, task, out, args.budget_scale,
+                                args.methods, args.seed, progress=not args.quiet))
+        print(table(payloads[-1]) + "\n")
+    if len(payloads) > 1:
+        write_json(os.path.join(args.out_dir, "results.json"), payloads)
+        with open(os.path.join(args.out_dir, "table.md"), "w", encoding="utf-8") as f:
+            f.write(paper_table(payloads) + "\n")
+        print(paper_table(payloads))
 
 
 def _plot(args) -> None:
@@ -229,9 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_evaluate)
 
     m = sub.add_parser("compare", help="SPES vs feature-wise, Bubble Noise and ablations (the paper's Table 1)")
-    m.add_argument("manifest", help="TSV with id, audio, reference")
-    m.add_argument("--out-dir", required=True, help="explanations, results.json, table.md and plots go here")
-    m.add_argument("--task", choices=["asr", "st"], default="asr")
+    m.add_argument("manifest", nargs="+", help="TSV files with id, audio, reference (one per task)")
+    m.add_argument("--out-dir", required=True, help="explanations, results.json, table.md and plots go here "
+                   "(in one folder per task when there are several manifests)")
+    m.add_argument("--task", nargs="+", choices=["asr", "st"], help="the task of each manifest (default asr)")
     m.add_argument("--model", help="converted model directory (default: the embedded model of --task)")
     m.add_argument("--budget-scale", type=float, default=1.0,
                    help="multiply every method's mask budget (paper: N_X 20000, N_Y 2000, Bubble Noise 1000)")

@@ -131,6 +131,22 @@ def _cached(path: str, cfg: SPESConfig, ids: list[str]):
     return [exps[i] for i in ids], seconds
 
 
+def paper_table(payloads: list[dict]) -> str:
+    """Several tasks side by side, as the paper's Table 1: one row per method, deletion and size per task."""
+    head = "| method | " + " | ".join(
+        f"{p['task'].upper()} deletion ({'WER' if p['scorer'].startswith('wer') else 'BLEU'}) "
+        f"{'↑' if p['deletion_higher_is_better'] else '↓'} | {p['task'].upper()} size ↓" for p in payloads) + " |"
+    lines = [head, "|---|" + "---|---|" * len(payloads)]
+    names = [m["method"] for m in payloads[0]["methods"]]
+    for name in names:
+        cells = []
+        for p in payloads:
+            r = next((m for m in p["methods"] if m["method"] == name), None)
+            cells += [f"{r['deletion_auc']:.2f}", f"{r['size_auc']:.2f}"] if r else ["", ""]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(payload: dict) -> str:
     """The paper's Table 1 layout as Markdown."""
     arrow = "↑" if payload["deletion_higher_is_better"] else "↓"

@@ -114,6 +114,9 @@ def test_cli_evaluate_plot_plausibility(tmp_path, corpus, capsys):
                  "insertion", "size", "--out-dir", str(out)]) == 0
     res = json.loads((out / "metrics.json").read_text())
     assert res["deletion"]["scorer"] == "wer_max" and len(res["deletion"]["scores"]) == 21
+    _, model, exps = corpus
+    for exp in exps:  # p = 0 decodes exactly the explained hypothesis (batched with the 20 other levels)
+        assert res["deletion"]["hypotheses"][exp.id][0] == exp.text == model.transcribe(samples()[exp.id]).text
     assert res["deletion"]["scores"][0] == 0.0  # the model transcribes both samples correctly
     assert res["insertion"]["scores"][-1] == 0.0
     assert {p.name for p in out.iterdir()} == {"metrics.json", "deletion.png", "insertion.png", "size.png"}
@@ -149,7 +152,7 @@ def test_method_budgets():
 
 def test_compare_writes_table_and_reuses_explanations(tmp_path, corpus):
     d, model, _ = corpus
-    entries = read_manifest(d / "asr.tsv")
+    entries = read_manifest(d / "asr.tsv")[:1]
     methods = ["SPES", "Bubble Noise"]
     payload = compare(model, entries, "asr", str(tmp_path), budget_scale=0.01, methods=methods, progress=False)
     assert [m["method"] for m in payload["methods"]] == methods
@@ -157,8 +160,26 @@ def test_compare_writes_table_and_reuses_explanations(tmp_path, corpus):
     table = (tmp_path / "table.md").read_text()
     assert "| SPES |" in table and "budget scale 0.01" in table
     assert {"spes.h5", "bubble_noise.h5", "results.json", "deletion.png", "size.png"} <= set(os.listdir(tmp_path))
-    assert sorted(load_explanations(tmp_path / "spes.h5")) == sorted(IDS)
+    assert list(load_explanations(tmp_path / "spes.h5")) == IDS[:1]
     before = os.path.getmtime(tmp_path / "spes.h5")
     again = compare(model, entries, "asr", str(tmp_path), budget_scale=0.01, methods=["SPES"], progress=False)
     assert os.path.getmtime(tmp_path / "spes.h5") == before  # reused, not recomputed
     assert again["methods"][0]["deletion_auc"] == payload["methods"][0]["deletion_auc"]
+
+
+def test_paper_table_layout(tmp_path, corpus, capsys):
+    from spes_jax.compare import paper_table
+
+    def payload(task, scorer, higher):
+        return {"task": task, "scorer": scorer, "deletion_higher_is_better": higher,
+                "methods": [{"method": "SPES", "deletion_auc": 90.0, "size_auc": 30.0},
+                            {"method": "feature-wise", "deletion_auc": 70.0, "size_auc": 48.0}]}
+
+    text = paper_table([payload("asr", "wer_max", True), payload("st", "bleu", False)])
+    assert text.splitlines()[0] == ("| method | ASR deletion (WER) ↑ | ASR size ↓ | ST deletion (BLEU) ↓ | "
+                                    "ST size ↓ |")
+    assert "| SPES | 90.00 | 30.00 | 90.00 | 30.00 |" in text
+    d, _, _ = corpus
+    assert main(["compare", str(d / "asr.tsv"), str(d / "asr.tsv"), "--task", "asr",
+                 "--out-dir", str(tmp_path)]) == 2
+    assert "one value per manifest" in capsys.readouterr().err
