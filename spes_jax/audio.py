@@ -18,6 +18,7 @@ from .errors import SpesError
 SAMPLE_RATE = 16000
 _FRAME_LENGTH = 400  # 25 ms at 16 kHz
 _FRAME_SHIFT = 160  # 10 ms
+FRAME_SHIFT_S = _FRAME_SHIFT / SAMPLE_RATE  # seconds per feature frame
 _FFT_SIZE = 512  # next power of two above the frame length
 _PREEMPHASIS = 0.97
 _LOW_FREQ = 20.0

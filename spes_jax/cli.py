@@ -84,7 +84,7 @@ def _evaluate(args) -> None:
     from ._io import write_json
     from .explanation import load_explanations
     from .manifest import read_manifest
-    from .metrics import perturbation_curve, size_curve
+    from .metrics import default_scorer, perturbation_curve, size_curve
     from .plotting import plot_deletion_curves, plot_size_curves
 
     exps = load_explanations(args.explanations)
@@ -104,7 +104,7 @@ def _evaluate(args) -> None:
         if missing:
             raise SpesError(f"{len(missing)} explained utterance(s) not in the manifest, e.g. {missing[0]!r}")
         model, task = _model_for(args, _file_attrs(args.explanations))
-        scorer = args.scorer or ("bleu" if task == "st" else "wer_max")
+        scorer = args.scorer or default_scorer(task)
         for metric in curves:
             c = perturbation_curve(model, exps.values(), {i: e.audio for i, e in entries.items()},
                                    {i: e.reference for i, e in entries.items()}, metric, scorer, args.step)

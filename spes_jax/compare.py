@@ -20,7 +20,7 @@ from .config import SPESConfig
 from .errors import SpesError
 from .explanation import load_explanations, save_explanations
 from .manifest import Entry
-from .metrics import higher_is_better, perturbation_curve, size_curve
+from .metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
 
 # name -> (file stem, how the method's config derives from SPES's)
 METHODS: dict[str, tuple[str, Callable[[SPESConfig], SPESConfig]]] = {
@@ -76,7 +76,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
     if not entries:
         raise SpesError("the manifest lists no utterances")
     os.makedirs(out_dir, exist_ok=True)
-    scorer = "bleu" if task == "st" else "wer_max"
+    scorer = default_scorer(task)
     ids = [e.id for e in entries]
     audio = {e.id: e.audio for e in entries}
     refs = {e.id: e.reference for e in entries}
@@ -131,11 +131,16 @@ def _cached(path: str, cfg: SPESConfig, ids: list[str]):
     return [exps[i] for i in ids], seconds
 
 
+def _deletion_label(payload: dict) -> str:
+    """'deletion (WER) ↑' or 'deletion (BLEU) ↓': the score and which direction is more faithful."""
+    metric = "WER" if payload["scorer"].startswith("wer") else "BLEU"
+    return f"deletion ({metric}) {'↑' if payload['deletion_higher_is_better'] else '↓'}"
+
+
 def paper_table(payloads: list[dict]) -> str:
     """Several tasks side by side, as the paper's Table 1: one row per method, deletion and size per task."""
     head = "| method | " + " | ".join(
-        f"{p['task'].upper()} deletion ({'WER' if p['scorer'].startswith('wer') else 'BLEU'}) "
-        f"{'↑' if p['deletion_higher_is_better'] else '↓'} | {p['task'].upper()} size ↓" for p in payloads) + " |"
+        f"{p['task'].upper()} {_deletion_label(p)} | {p['task'].upper()} size ↓" for p in payloads) + " |"
     lines = [head, "|---|" + "---|---|" * len(payloads)]
     names = [m["method"] for m in payloads[0]["methods"]]
     for name in names:
@@ -149,13 +154,11 @@ def paper_table(payloads: list[dict]) -> str:
 
 def table(payload: dict) -> str:
     """The paper's Table 1 layout as Markdown."""
-    arrow = "↑" if payload["deletion_higher_is_better"] else "↓"
-    metric = "WER" if payload["scorer"].startswith("wer") else "BLEU"
     caption = (f"{payload['task'].upper()}, {payload['utterances']} utterances, budget scale "
                f"{payload['budget_scale']:g} (N_X, N_Y per method below), deletion scored with {payload['scorer']}; "
                "AUCs on the paper's scale (deletion over the fraction deleted, size over thresholds 0..1)")
     lines = [caption, "",
-             f"| method | deletion ({metric}) {arrow} | size ↓ | N_X | N_Y | explain time (s) |",
+             f"| method | {_deletion_label(payload)} | size ↓ | N_X | N_Y | explain time (s) |",
              "|---|---|---|---|---|---|"]
     for r in payload["methods"]:
         lines.append(f"| {r['method']} | {r['deletion_auc']:.2f} | {r['size_auc']:.2f} | {r['n_masks']} | "

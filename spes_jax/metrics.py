@@ -108,6 +108,11 @@ def corpus_score(scorer: str, references: Sequence[str], hypotheses: Sequence[st
     return min(100.0, wer) if scorer == "wer_max" else wer
 
 
+def default_scorer(task: str) -> str:
+    """The paper's deletion scorer: FBK's ``wer_max`` for ASR, BLEU for speech translation."""
+    return "bleu" if task == "st" else "wer_max"
+
+
 def higher_is_better(metric: str, scorer: str) -> bool:
     """Deletion with WER and insertion with BLEU: a faithful explanation gives a high AUC."""
     error_rate = scorer != "bleu"

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .audio import FRAME_SHIFT_S
 from .explanation import Explanation
 
 _SPACE = "\u2581"
-FRAME_SHIFT_S = 0.01
 
 
 def token_words(pieces: list[str]) -> list[int]:

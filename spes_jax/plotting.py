@@ -11,10 +11,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._io import atomic_output
+from .audio import FRAME_SHIFT_S
 from .errors import SpesError
 from .explanation import Explanation
-
-FRAME_SHIFT_S = 0.01
 
 
 def _save(fig, path: str | os.PathLike | None):
