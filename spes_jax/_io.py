@@ -32,6 +32,11 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
         raise
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def write_json(path: str | os.PathLike, payload) -> None:
     import json
 

@@ -116,7 +116,7 @@ def _evaluate(args) -> None:
 
 
 def _compare(args) -> None:
-    from ._io import write_json
+    from ._io import write_json, write_text
     from .compare import compare, paper_table, table
     from .manifest import read_manifest
     from .pipeline import load_model
@@ -135,8 +135,7 @@ def _compare(args) -> None:
         print(table(payloads[-1]) + "\n")
     if len(payloads) > 1:
         write_json(os.path.join(args.out_dir, "results.json"), payloads)
-        with open(os.path.join(args.out_dir, "table.md"), "w", encoding="utf-8") as f:
-            f.write(paper_table(payloads) + "\n")
+        write_text(os.path.join(args.out_dir, "table.md"), paper_table(payloads) + "\n")
         print(paper_table(payloads))
 
 

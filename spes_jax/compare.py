@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._io import write_json
+from ._io import write_json, write_text
 from .attribution import SweepEngine, explain
 from .config import SPESConfig
 from .errors import SpesError
@@ -109,8 +109,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
                "deletion_higher_is_better": higher_is_better("deletion", scorer),
                "methods": [r.__dict__ for r in results]}
     write_json(os.path.join(out_dir, "results.json"), payload)
-    with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
-        f.write(table(payload) + "\n")
+    write_text(os.path.join(out_dir, "table.md"), table(payload) + "\n")
     plot_deletion_curves({n: c[0] for n, c in curves.items()}, os.path.join(out_dir, "deletion.png"))
     plot_size_curves({n: c[1] for n, c in curves.items()}, os.path.join(out_dir, "size.png"))
     return payload

@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 
+from ._io import write_text
 from .errors import SpesError
 
 _REFERENCE_COLUMNS = ("reference", "tgt_text", "text")
@@ -52,9 +53,8 @@ def read_manifest(path: str | os.PathLike) -> list[Entry]:
 def write_manifest(path: str | os.PathLike, entries: list[Entry]) -> None:
     """Writes a manifest with audio paths relative to its folder."""
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("id\taudio\treference\n")
-        f.writelines(f"{e.id}\t{os.path.relpath(e.audio, base)}\t{e.reference}\n" for e in entries)
+    write_text(path, "id\taudio\treference\n" +
+               "".join(f"{e.id}\t{os.path.relpath(e.audio, base)}\t{e.reference}\n" for e in entries))
 
 
 Timings = dict[str, list[tuple[str, float, float]]]
