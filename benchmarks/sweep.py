@@ -13,16 +13,21 @@ of encoder/cross-attention reuse over a full forward for prefix masks.
 from __future__ import annotations
 
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from common import compiled_flops, device_name, matmul_peak, print_table, time_call, write_results
-from spes_jax import EngineOptions, SPESConfig, SweepEngine
+from spes_jax import SPESConfig, core
+from spes_jax.core import segment
+from spes_jax.explainer import compute_params
 from spes_jax.models import ModelConfig, init_params, paper_config
 from spes_jax.pipeline import SpeechToTextModel
-from spes_jax.segmentation import segment
 from spes_jax.text import Dictionary, Tokenizer
 
 TINY = ModelConfig(conv_channels=128, encoder_embed_dim=64, encoder_layers=3, encoder_attention_heads=4,
@@ -43,48 +48,90 @@ def features(seconds: float, seed: int = 0) -> np.ndarray:
     return ((x - x.mean(0)) / x.std(0)).astype(np.float32)
 
 
-class Bench:
-    """One utterance prepared for an engine; times its compiled steps."""
+# ---- Baselines of the design choices: mask sources and a prefix step the library does not ship.
 
-    def __init__(self, model, cfg: SPESConfig, seconds: float, options=EngineOptions()):
-        self.engine = SweepEngine(model, cfg, options=options)
+@dataclass(frozen=True)
+class PerFeature:
+    """The sampler's masks accumulated per (t, c) feature instead of per segment."""
+
+    per_segment: ClassVar[bool] = False
+
+    def __call__(self, inputs, g):
+        level, index = inputs.coords(g)
+        keep = core.perturbation.segment_keep(inputs.key, level, index, inputs.n_slots, inputs.p_spec)
+        mask = keep[inputs.labels[level]]
+        return inputs.features * mask, 1.0 - mask
+
+
+@dataclass(frozen=True)
+class HostMasks:
+    """Masks built on the host and transferred every step as full (B, T, C) arrays (the reference's way):
+    ``inputs.replay`` holds this step's keep bits (B, S) and masks (B, T, C)."""
+
+    per_segment: ClassVar[bool] = True
+
+    def __call__(self, inputs, g):
+        row = g % inputs.replay["masks"].shape[0]
+        return inputs.features * inputs.replay["masks"][row], 1.0 - inputs.replay["keep"][row]
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def prefix_step_full_forward(state, step, *, plan):
+    """A prefix step that re-encodes the unperturbed input for every mask, as a plain forward does."""
+    inputs, params = state.inputs, state.params
+    g = step * plan.token_batch + jnp.arange(plan.token_batch)
+    keep = jax.vmap(plan.token_masks, (None, 0))(inputs, g)
+    feats = jnp.broadcast_to(inputs.features, (len(g),) + inputs.features.shape)
+    logits = jax.vmap(lambda k, x: plan.module.apply({"params": params}, x[None], inputs.length[None],
+                                                     inputs.prev[None], k[None])[0][0])(keep, feats)
+    r = core.sweep._scores(plan, inputs, state.log_p, logits)
+    num, den = core.prefix_sums((1.0 - keep), r)
+    return state.replace(prefix=core.Sums(state.prefix.num + num[None], state.prefix.den + den[None]))
+
+
+class Bench:
+    """One utterance prepared for the core; times its compiled steps."""
+
+    def __init__(self, model, cfg: SPESConfig, seconds: float, spectrogram_masks=None):
+        self.plan = core.make_plan(model.module, cfg, jax.devices()[:1], spectrogram_masks=spectrogram_masks)
         feats = features(seconds)
         tokens = list(np.random.default_rng(1).integers(4, model.cfg.vocab_size, max(2, int(4 * seconds)) - 1)) + [2]
         self.seg = segment(feats, cfg)
-        inp = self.engine.inputs(feats, tokens, self.seg, "bench")
-        log_p, self.extra = self.engine._original(self.engine.params, inp)
-        self.inp = inp.replace(log_p=log_p)
-        self.slots = -(-(int(self.seg.n_segments.max()) + 1) // 256) * 256
-        L = self.inp.prev.shape[0]
-        n_levels, T, C = self.inp.labels.shape
-        if self.engine.accumulate == "segments":
-            self.sums = self.engine._zeros(((n_levels, self.slots, L), (n_levels, self.slots)))
-        else:
-            self.sums = self.engine._zeros(((L, T, C), (T, C)))
-        self.tsums = self.engine._zeros(((L, L), (L,)))
-        self.labels = np.asarray(self.inp.labels)
+        self.cfg = cfg
+        inputs = core.prepare(feats, tokens, self.seg, "bench", cfg, self.plan)
+        if isinstance(spectrogram_masks, HostMasks):
+            inputs = inputs.replace(replay=self._host_batch(inputs))
+        self.state = core.init(compute_params(model, cfg, self.plan), inputs, plan=self.plan)
+
+    def _host_batch(self, inputs):
+        """This step's keep bits and full masks, sampled and expanded on the host."""
+        labels = np.asarray(inputs.labels)
+        g = np.arange(self.plan.batch)
+        level, index = g // int(inputs.per_level), g % int(inputs.per_level)
+        cpu = jax.devices("cpu")[0]
+        key = jax.device_put(inputs.key, cpu)
+        keep = np.stack([np.asarray(core.perturbation.segment_keep(key, l, i, inputs.n_slots, self.cfg.p_spec))
+                         for l, i in zip(level, index)])
+        masks = np.take_along_axis(keep[:, None, :], labels[level].reshape(len(g), 1, -1), axis=2)
+        return {"keep": keep, "masks": masks.reshape(len(g), *labels.shape[1:])}
 
     def spec_step(self):
-        e = self.engine
-        if e.options.masks == "device":
-            self.sums = e._spec_device(e.params, self.inp, self.sums, jnp.int32(0), self.slots)
-        else:
-            self.sums = e._spec_host(e.params, self.inp, self.sums,
-                                     *e._host_batch(self.inp, self.labels, 0, self.slots, None))
-        return self.sums
+        state = self.state
+        if isinstance(self.plan.spectrogram_masks, HostMasks):  # the transfer is part of the cost
+            state = state.replace(inputs=state.inputs.replace(replay=jax.device_put(self._host_batch(state.inputs))))
+        self.state = core.spectrogram_step(state, np.int32(0), plan=self.plan)
+        return self.state.spectrogram
 
-    def prefix_step(self):
-        e = self.engine
-        self.tsums = e._prefix(e.params, self.inp, self.extra, self.tsums, jnp.int32(0))
-        return self.tsums
+    def prefix_step(self, full_forward: bool = False):
+        fn = prefix_step_full_forward if full_forward else core.prefix_step
+        self.state = fn(self.state, np.int32(0), plan=self.plan)
+        return self.state.prefix
 
     def spec_flops(self) -> float:
-        e = self.engine
-        return compiled_flops(e._spec_device, e.params, self.inp, self.sums, jnp.int32(0), self.slots)
+        return compiled_flops(core.spectrogram_step, self.state, np.int32(0), plan=self.plan)
 
     def prefix_flops(self) -> float:
-        e = self.engine
-        return compiled_flops(e._prefix, e.params, self.inp, self.extra, self.tsums, jnp.int32(0))
+        return compiled_flops(core.prefix_step, self.state, np.int32(0), plan=self.plan)
 
 
 def main():
@@ -116,12 +163,11 @@ def main():
                 t_spec = time_call(b.spec_step, args.min_time, 2)
                 t_pre = time_call(b.prefix_step, args.min_time, 2)
                 f_spec, _f_pre = b.spec_flops(), b.prefix_flops()
-                rows.append({"model": name, "seconds": seconds, "precision": precision, "batch": b.engine.batch,
-                             "spec_masks_per_s": b.engine.batch / t_spec,
-                             "prefix_masks_per_s": b.engine.token_batch / t_pre,
-                             "gflop_per_mask": f_spec / b.engine.batch / 1e9,
-                             "frac_of_peak": f_spec / t_spec / peaks[precision],
-                             "prefix_cost_ratio": (t_pre / b.engine.token_batch) / (t_spec / b.engine.batch)})
+                B, TB = b.plan.batch, b.plan.token_batch
+                rows.append({"model": name, "seconds": seconds, "precision": precision, "batch": B,
+                             "spec_masks_per_s": B / t_spec, "prefix_masks_per_s": TB / t_pre,
+                             "gflop_per_mask": f_spec / B / 1e9, "frac_of_peak": f_spec / t_spec / peaks[precision],
+                             "prefix_cost_ratio": (t_pre / TB) / (t_spec / B)})
                 print_table(rows[-1:], list(rows[-1]))
     print()
     print_table(rows, list(rows[0]))
@@ -133,10 +179,10 @@ def main():
     sec = args.ablation_seconds
     base = Bench(model, cfg, sec)
     t_dev = time_call(base.spec_step, args.min_time, 2)
-    t_host = time_call(Bench(model, cfg, sec, EngineOptions(masks="host")).spec_step, args.min_time, 2)
-    t_feat = time_call(Bench(model, cfg, sec, EngineOptions(accumulate="features")).spec_step, args.min_time, 2)
+    t_host = time_call(Bench(model, cfg, sec, HostMasks()).spec_step, args.min_time, 2)
+    t_feat = time_call(Bench(model, cfg, sec, PerFeature()).spec_step, args.min_time, 2)
     t_pre = time_call(base.prefix_step, args.min_time, 2)
-    t_pre_full = time_call(Bench(model, cfg, sec, EngineOptions(reuse_encoder=False)).prefix_step, args.min_time, 2)
+    t_pre_full = time_call(lambda: base.prefix_step(full_forward=True), args.min_time, 2)
     ablations = [
         {"choice": "on-device masks vs host-built (B,T,C) masks", "speedup": t_host / t_dev},
         {"choice": "segment-space vs per-feature (K,T,C) accumulation", "speedup": t_feat / t_dev},

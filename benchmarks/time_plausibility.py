@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from common import device_name, write_results
-from spes_jax import SPESConfig, SweepEngine, explain, load_model
+from spes_jax import SPESConfig, explain, load_model
 from spes_jax.plausibility import time_alignment, token_words
 from spes_jax.training.data import build
 
@@ -30,7 +30,6 @@ def main():
     model = load_model(args.model)
     _, test = build(0, args.utterances)
     cfg = SPESConfig.asr(n_masks=args.masks, n_token_masks=args.token_masks)
-    engine = SweepEngine(model, cfg)
     pairs, skipped = [], 0
     for u in test:
         feats = u.features.astype(np.float32)
@@ -39,7 +38,7 @@ def main():
         if n_words != len(u.words):
             skipped += 1
             continue
-        exp = explain(model, feats, cfg, ids=[u.id], targets=[list(hyp.tokens)], engine=engine)
+        exp = explain(model, feats, cfg, ids=[u.id], targets=[list(hyp.tokens)])
         pairs.append((exp, u.words))
     res = time_alignment(pairs)
     print(f"{res.n_utterances} utterances ({skipped} skipped: word count differs), {res.n_words} words; "

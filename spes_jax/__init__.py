@@ -1,14 +1,14 @@
 """spes-jax: SPES explanations for speech-to-text models, in JAX/Flax."""
 
-from .attribution import EngineOptions, SweepEngine, explain
 from .config import SPESConfig
 from .decoding import SearchConfig, beam_search, greedy_search
 from .errors import SpesError
+from .explainer import explain
 from .explanation import Explanation, load_explanations, save_explanations
 from .pipeline import Hypothesis, SpeechToTextModel, load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["EngineOptions", "SweepEngine", "explain", "SPESConfig", "Explanation", "load_explanations",
+__all__ = ["explain", "SPESConfig", "Explanation", "load_explanations",
            "save_explanations", "SearchConfig", "beam_search", "greedy_search", "SpesError", "Hypothesis",
            "SpeechToTextModel", "load_model", "__version__"]

@@ -36,7 +36,7 @@ def _explain(args) -> None:
     import jax
 
     from . import __version__
-    from .attribution import explain
+    from .explainer import explain
     from .config import SPESConfig
     from .explanation import save_explanations
     from .pipeline import load_model

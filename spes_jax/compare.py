@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._io import write_json, write_text
-from .attribution import SweepEngine, explain
+from .explainer import explain
 from .config import SPESConfig
 from .errors import SpesError
 from .explanation import load_explanations, save_explanations
@@ -92,7 +92,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
         if exps is None:
             _log(f"{name}: explaining with N_X {cfg.masks_per_level * cfg.n_levels}, N_Y {cfg.n_token_masks}")
             start = time.perf_counter()
-            exps = explain(model, features, cfg, ids=ids, targets=targets, engine=SweepEngine(model, cfg),
+            exps = explain(model, features, cfg, ids=ids, targets=targets,
                            progress=progress)
             seconds = time.perf_counter() - start
             save_explanations(path, exps, {"config": cfg.to_json(), "seconds": seconds, "task": task})

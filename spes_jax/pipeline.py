@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import assets
+from ._shapes import bucket
 from .audio import load_features
 from .decoding import SearchConfig, SearchResult, beam_search, greedy_search
 from .errors import SpesError
@@ -20,7 +21,6 @@ from .models.io import read_model_dir
 from .text import EOS, Dictionary, Tokenizer
 
 Audio = Union[str, os.PathLike, np.ndarray]
-FRAME_BUCKET = 64  # inputs are padded to a multiple of this many frames so compiled steps are reused
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,6 @@ class Hypothesis:
 
     def __str__(self) -> str:
         return self.text
-
-
-def bucket(n: int, size: int = FRAME_BUCKET) -> int:
-    return max(size, -(-n // size) * size)
 
 
 def pad_batch(features: Sequence[np.ndarray], frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:

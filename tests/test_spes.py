@@ -11,11 +11,12 @@ import pytest
 import skimage
 
 import spes_jax
-from spes_jax import EngineOptions, SPESConfig, SpesError, SweepEngine, explain, load_model
-from spes_jax.attribution import prefix_map, prefix_sums, segment_sums, spectrogram_map
+from spes_jax import SPESConfig, SpesError, explain, load_model
+from spes_jax import core
+from spes_jax.core import (ReplayedSegmentMasks, ReplayedTokenMasks, Segmentation, kl, prefix_map, prefix_sums,
+                           prob_diff, requested_segments, segment, segment_sums, spectrogram_map)
+from spes_jax.explainer import compute_params
 from spes_jax.explanation import Explanation, paired_min_max, single_mean_std
-from spes_jax.scoring import kl, prob_diff
-from spes_jax.segmentation import Segmentation, requested_segments, segment
 from conftest import ROOT, fixture_path, synthetic_features
 
 RUNS = ("utt0", "utt1")
@@ -48,52 +49,76 @@ def _batched_sums(fn, *arrays, batch=64):
     """Accumulates fn's partial sums over batches of masks, as the engine's steps do."""
     total = None
     for start in range(0, len(arrays[0]), batch):
-        part = [jnp.asarray(a[start:start + batch]) for a in arrays]
-        sums = fn(*part, jnp.ones(len(part[0]), bool))
+        sums = fn(*[jnp.asarray(a[start:start + batch]) for a in arrays])
         total = sums if total is None else jax.tree_util.tree_map(jnp.add, total, sums)
-    return [x[0] for x in total]
+    return total
 
 
 @pytest.mark.parametrize("u", RUNS)
 def test_aggregation_with_recorded_scores_matches_reference(u):
     rec, drec = _records()
     labels, keep, levels = _reference_keep(rec, u)
-    num, den = _batched_sums(lambda k, l, r, v: segment_sums(k, l, r, v, 3), keep, levels,
+    num, den = _batched_sums(lambda k, l, r: segment_sums(1.0 - k, l, r, 3), keep, levels,
                              rec[f"{u}_per_mask_scores"])
     spec = np.asarray(spectrogram_map(num, den, jnp.asarray(labels)))
     _assert_rows_close(spec, rec[f"{u}_fbank_heatmap"], 1e-6)
-    num, den = _batched_sums(prefix_sums, drec[f"{u}_decoder_masks"].astype(np.float32),
+    num, den = _batched_sums(lambda k, r: prefix_sums(1.0 - k, r), drec[f"{u}_decoder_masks"].astype(np.float32),
                              drec[f"{u}_per_mask_scores"])
     prefix = np.asarray(prefix_map(num, den))
     _assert_rows_close(prefix, drec[f"{u}_tgt_embed_heatmap"][..., 0], 1e-6)
 
 
+def _sweep(model, feats, tokens, seg, utt_id, cfg, plan, replay=None):
+    """One utterance through the core: (L, T, C) and (L, L) maps and the (L, V) unperturbed log-probs."""
+    inputs = core.prepare(feats, tokens, seg, utt_id, cfg, plan, replay)
+    state = core.init(compute_params(model, cfg, plan), inputs, plan=plan)
+    spec, prefix = core.run(state, plan, cfg)
+    return np.asarray(spec), np.asarray(prefix), np.asarray(state.log_p)
+
+
 def test_engine_on_reference_masks_matches_reference_maps(converted):
-    """Our model scores the reference's very masks: maps within 1e-4 of each token's largest value."""
+    """Our model scores the reference's very masks (replayed through the core's mask-source
+    interface): maps within 1e-4 of each token's largest value."""
     rec, drec = _records()
     model = load_model(converted("conformer_tiny"))
-    engine = SweepEngine(model, SPESConfig.asr(n_masks=510, n_token_masks=510, batch_size=64,
-                                               token_batch_size=128))
+    cfg = SPESConfig.asr(n_masks=510, n_token_masks=510, batch_size=64, token_batch_size=128)
+    plan = core.make_plan(model.module, cfg, spectrogram_masks=ReplayedSegmentMasks(),
+                          token_masks=ReplayedTokenMasks())
     for u in RUNS:
         labels, keep, _ = _reference_keep(rec, u)
         feats, tokens = rec[f"{u}_slic_input_fbank"], [int(t) for t in rec[f"{u}_target"]]
         seg = Segmentation(labels, labels.reshape(3, -1).max(1), tuple(rec[f"{u}_slic_n_segments_requested"]))
-        inp = engine.inputs(feats, tokens, seg, u)
         dmasks = drec[f"{u}_decoder_masks"].astype(np.float32)
-        L = inp.prev.shape[0]
-
-        def token_keep(g):
-            out = np.ones((len(g), L), np.float32)
-            out[:, : dmasks.shape[1]] = dmasks[np.minimum(g, len(dmasks) - 1)]
-            return out
-
-        # Reference perturb index = level * 170 + j (its masks are level-major).
-        spec, prefix, log_p = engine.sweep(inp, int(labels.max()), keep_fn=lambda l, i: keep[l * 170 + i],
-                                           token_keep_fn=token_keep)
+        S, L = core.sweep.round_up(keep.shape[1], 256), 16
+        # The reference's perturbation index = level * 170 + j (level-major), as the core numbers masks.
+        replay = {"spectrogram": np.pad(keep, ((0, 0), (0, S - keep.shape[1])), constant_values=1.0),
+                  "prefix": np.pad(dmasks, ((0, 0), (0, L - dmasks.shape[1])), constant_values=1.0)}
+        spec, prefix, log_p = _sweep(model, feats, tokens, seg, u, cfg, plan, replay)
         K, T = len(tokens), feats.shape[0]
-        np.testing.assert_allclose(np.exp(np.asarray(log_p)[:K]), rec[f"{u}_original_probs"], atol=1e-5)
-        _assert_rows_close(np.asarray(spec)[:K, :T], rec[f"{u}_fbank_heatmap"], 1e-4)
-        _assert_rows_close(np.asarray(prefix)[:K, :K], drec[f"{u}_tgt_embed_heatmap"][..., 0], 1e-4)
+        np.testing.assert_allclose(np.exp(log_p[:K]), rec[f"{u}_original_probs"], atol=1e-5)
+        _assert_rows_close(spec[:K, :T], rec[f"{u}_fbank_heatmap"], 1e-4)
+        _assert_rows_close(prefix[:K, :K], drec[f"{u}_tgt_embed_heatmap"][..., 0], 1e-4)
+
+
+def test_mask_sources_are_interchangeable(tiny_model):
+    """Replaying the sampler's own keep bits through the replay sources gives the sampler's maps."""
+    feats = synthetic_features(0.7, seed=5)
+    cfg = _small()
+    tokens = [5, 6, 7, 2]
+    seg = segment(feats, cfg)
+    plan = core.make_plan(tiny_model.module, cfg)
+    inputs = core.prepare(feats, tokens, seg, "u", cfg, plan)
+    n, n_tok = cfg.masks_per_level * cfg.n_levels, cfg.n_token_masks
+    level, index = (np.arange(n) // cfg.masks_per_level, np.arange(n) % cfg.masks_per_level)
+    keep = np.stack([np.asarray(core.perturbation.segment_keep(inputs.key, l, i, inputs.n_slots, cfg.p_spec))
+                     for l, i in zip(level, index)])
+    keep_tok = np.stack([np.asarray(core.perturbation.prefix_keep(inputs.key, g, 16, cfg.p_tok)) for g in range(n_tok)])
+    sampled = _sweep(tiny_model, feats, tokens, seg, "u", cfg, plan)
+    replay_plan = core.make_plan(tiny_model.module, cfg, spectrogram_masks=ReplayedSegmentMasks(),
+                                 token_masks=ReplayedTokenMasks())
+    replayed = _sweep(tiny_model, feats, tokens, seg, "u", cfg, replay_plan, {"spectrogram": keep, "prefix": keep_tok})
+    for a, b in zip(sampled, replayed):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_scorers_match_reference():
@@ -205,7 +230,8 @@ _DEVICE_SCRIPT = r"""
 import numpy as np, jax, sys
 sys.path.insert(0, sys.argv[1])
 from conftest import synthetic_features
-from spes_jax import SPESConfig, explain
+from spes_jax import SPESConfig, core, explain
+from spes_jax.explainer import compute_params
 from spes_jax.models import ModelConfig, init_params
 from spes_jax.pipeline import SpeechToTextModel
 from spes_jax.text import Dictionary, Tokenizer
@@ -219,7 +245,16 @@ model = SpeechToTextModel(cfg, params, Tokenizer(Dictionary(["<s>", "<pad>", "</
 spes = SPESConfig.asr(n_segments=(30, 60, 90), n_masks=192, n_token_masks=64, batch_size=32, token_batch_size=32)
 feats = synthetic_features(0.8, seed=4)
 one = explain(model, feats, spes, targets=[[5, 9, 11, 2]], devices=jax.devices()[:1])
+assert core.local_batch_shapes() == {"spectrogram_step": (32, 128, 80), "prefix_step": (32, 16)}
 four = explain(model, feats, spes, targets=[[5, 9, 11, 2]])
+# Each of the 4 devices evaluated 8 of the 32 masks of a step, and holds its own row of the sums.
+assert core.local_batch_shapes() == {"spectrogram_step": (8, 128, 80), "prefix_step": (8, 16)}
+plan = core.make_plan(model.module, spes)
+state = core.init(compute_params(model, spes, plan),
+                  core.prepare(feats, [5, 9, 11, 2], core.segment(feats, spes), "u", spes, plan), plan=plan)
+state = core.spectrogram_step(state, np.int32(0), plan=plan)
+for sums in (state.spectrogram.num, state.prefix.num):
+    assert len(sums.addressable_shards) == 4 and {s.data.shape[0] for s in sums.addressable_shards} == {1}
 for a, b in [(one.spectrogram_saliency, four.spectrogram_saliency), (one.prefix_saliency, four.prefix_saliency)]:
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(a).max())
     assert np.abs(a).max() > 0
@@ -234,27 +269,25 @@ def test_same_maps_on_one_and_four_devices():
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
 
 
-def test_engine_compiles_once_per_bucket(tiny_model):
-    cfg = _small()
-    engine = SweepEngine(tiny_model, cfg)
+def test_explain_compiles_once_per_bucket(tiny_model, tiny_config):
+    """Separate ``explain`` calls on new utterances of one bucket trace nothing new, even with a
+    fresh model object holding other weights (the compiled steps are keyed by the model's shape)."""
+    import time
+
+    from spes_jax.pipeline import SpeechToTextModel
+
+    cfg = _small(seed=11)
+    times, counts = [], []
     for i, seconds in enumerate((0.5, 0.55, 0.6)):  # all in the 64-frame bucket
-        explain(tiny_model, synthetic_features(seconds, seed=i), cfg, targets=[[5, 6, 2]], engine=engine)
-        if i == 0:
-            sizes = (engine._spec_device._cache_size(), engine._prefix._cache_size())
-    assert (engine._spec_device._cache_size(), engine._prefix._cache_size()) == sizes
-
-
-@pytest.mark.parametrize("options", [EngineOptions(masks="host"), EngineOptions(accumulate="features"),
-                                     EngineOptions(reuse_encoder=False)])
-def test_engine_options_change_speed_not_results(tiny_model, options):
-    feats = synthetic_features(0.7, seed=5)
-    cfg = _small()
-    ref = explain(tiny_model, feats, cfg, targets=[[5, 6, 7, 2]])
-    alt = explain(tiny_model, feats, cfg, targets=[[5, 6, 7, 2]], engine=SweepEngine(tiny_model, cfg, options=options))
-    np.testing.assert_allclose(alt.spectrogram_saliency, ref.spectrogram_saliency, rtol=1e-5,
-                               atol=1e-6 * np.abs(ref.spectrogram_saliency).max())
-    np.testing.assert_allclose(alt.prefix_saliency, ref.prefix_saliency, rtol=1e-5,
-                               atol=1e-6 * np.abs(ref.prefix_saliency).max())
+        model = tiny_model if i < 2 else SpeechToTextModel(
+            tiny_config, jax.tree_util.tree_map(lambda x: 0.5 * x, tiny_model.params), tiny_model.tokenizer)
+        start = time.perf_counter()
+        explain(model, synthetic_features(seconds, seed=20 + i), cfg, targets=[[5, 6, 2]])
+        times.append(time.perf_counter() - start)
+        counts.append(core.trace_counts())
+    assert counts[0] == counts[1] == counts[2]
+    print(f"\nexplain: first call {times[0]:.2f} s, second {times[1]:.3f} s ({100 * times[1] / times[0]:.1f} %), "
+          f"third (new model object) {times[2]:.3f} s")
 
 
 @pytest.mark.parametrize("variant", ["feature_wise", "bubble_noise", "single_scale", "grid", "fixed_k", "prob_diff"])

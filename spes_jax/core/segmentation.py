@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
-from .config import SPESConfig
+from ..config import SPESConfig
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,351 @@
+"""The SPES sweep as pure, compiled functions: ``init`` -> ``spectrogram_step``/``prefix_step`` -> ``finalize``.
+
+Every function is jitted once at module level with a hashable ``SweepPlan`` (the model module, the
+mask sources, the scorer, the batch sizes and the device mesh) as its static argument, so any two
+sweeps with equal plans and equal padded shapes share one compilation, whoever calls them.
+
+Per step, each device of the plan's 1-D mesh (axis ``"masks"``) derives its own share of the batch
+(mask numbers offset by its axis index), runs the teacher-forced model under ``vmap``, scores every
+token in float32 and adds the scores into its own partial sums of Eq. 3 (state fields with a leading
+device axis, one row per device). Nothing per mask leaves the device; ``finalize`` reduces the rows
+once and scatters the per-segment sums to (K, T, C) maps.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ..config import SPESConfig
+from ..models import S2TModel
+from .._shapes import SEGMENT_BUCKET, TOKEN_BUCKET, bucket, round_up
+from ..text import EOS, PAD
+from .perturbation import BubbleMasks, SegmentMasks, TokenMasks, utterance_key
+from .scoring import impact
+from .segmentation import Segmentation
+
+AXIS = "masks"
+
+# How often each compiled function has been traced, and the per-device mask batch it was traced
+# for: what tests and benchmarks read to check that work is neither recompiled nor replicated.
+_traces: collections.Counter = collections.Counter()
+_local_batch: dict[str, tuple[int, ...]] = {}
+
+
+def trace_counts() -> dict[str, int]:
+    """Number of traces (= compilations) of each sweep function so far in this process."""
+    return dict(_traces)
+
+
+def local_batch_shapes() -> dict[str, tuple[int, ...]]:
+    """Shape of the perturbed batch one device evaluated, per step function, at its last trace."""
+    return dict(_local_batch)
+
+
+@flax.struct.dataclass
+class SweepInputs:
+    """One utterance padded to its buckets (T frames, L tokens, S segment ids per level).
+
+    features: (T, C) float32 model input, zero beyond ``length``.
+    length: () int32 valid frames.
+    labels: (n_levels, T, C) int32 segment id of every feature per level, 1-based, 0 on padding.
+    prev: (L,) int32 decoder input </s>, y_1 .. y_{K-1}, then <pad>.
+    target: (L,) int32 explained tokens y_1 .. y_K (y_K = </s>), then <pad>.
+    n_tokens: () int32 K.
+    key: the utterance's PRNG key (seed folded with its id).
+    p_spec, p_tok: () float32 occlusion probabilities of a segment / a prefix position.
+    per_level: () int32 spectrogram masks per granularity level.
+    n_masks, n_token_masks: () int32 spectrogram / prefix masks of the sweep.
+    channel_mean, channel_std: (C,) float32 statistics of the unpadded features (Bubble Noise).
+    replay: recorded masks for the replay sources ({"spectrogram": (N, S), "prefix": (N', L)}) or None.
+    n_slots: S, static.
+    """
+
+    features: jax.Array
+    length: jax.Array
+    labels: jax.Array
+    prev: jax.Array
+    target: jax.Array
+    n_tokens: jax.Array
+    key: jax.Array
+    p_spec: jax.Array
+    p_tok: jax.Array
+    per_level: jax.Array
+    n_masks: jax.Array
+    n_token_masks: jax.Array
+    channel_mean: jax.Array
+    channel_std: jax.Array
+    replay: dict | None = None
+    n_slots: int = flax.struct.field(pytree_node=False, default=SEGMENT_BUCKET)
+
+    def coords(self, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Global mask number -> (granularity level, index within the level)."""
+        level = jnp.minimum(g // self.per_level, self.labels.shape[0] - 1)
+        return level, g % self.per_level
+
+
+@flax.struct.dataclass
+class Sums:
+    """Partial sums of Eq. 3, one row per device: num (D, ...) and den (D, ...)."""
+
+    num: jax.Array
+    den: jax.Array
+
+
+@flax.struct.dataclass
+class SweepState:
+    """Everything a sweep carries between steps.
+
+    log_p: (L, V) float32 unperturbed log-probabilities; cross / enc_valid: the unperturbed encoder's
+    cross-attention keys/values and (1, S') validity, reused by every prefix mask.
+    spectrogram: per segment (D, n_levels, S, L) / (D, n_levels, S), or per feature (D, L, T, C) / (D, T, C).
+    prefix: (D, L, L) / (D, L).
+    """
+
+    params: Any
+    inputs: SweepInputs
+    log_p: jax.Array
+    cross: Any
+    enc_valid: jax.Array
+    spectrogram: Sums
+    prefix: Sums
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPlan:
+    """What a sweep computes and where (static: equal plans share compilations).
+
+    module: the model; spectrogram_masks / token_masks: mask sources (``core.perturbation``);
+    scorer: "kl" or "prob_diff"; batch / token_batch: masks per step over all devices (a multiple of
+    the mesh size); mesh: 1-D device mesh with axis "masks".
+    """
+
+    module: S2TModel
+    mesh: Mesh
+    spectrogram_masks: Any = SegmentMasks()
+    token_masks: Any = TokenMasks()
+    scorer: str = "kl"
+    batch: int = 64
+    token_batch: int = 256
+
+    @property
+    def n_devices(self) -> int:
+        return self.mesh.devices.size
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())
+
+    @property
+    def per_device(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P(AXIS))
+
+
+def make_plan(module: S2TModel, config: SPESConfig, devices: Sequence[jax.Device] | None = None, *,
+              spectrogram_masks: Any = None, token_masks: Any = None) -> SweepPlan:
+    """The plan of ``config`` on ``devices`` (default: all). Batches are rounded up to the device count."""
+    devices = list(devices or jax.devices())
+    n = len(devices)
+    if spectrogram_masks is None:
+        spectrogram_masks = (BubbleMasks(config.bubbles_per_second, config.bubble_width_s, config.bubble_height_mel)
+                             if config.perturbation == "bubble" else SegmentMasks())
+    return SweepPlan(module=module, mesh=Mesh(np.array(devices), (AXIS,)),
+                     spectrogram_masks=spectrogram_masks, token_masks=token_masks or TokenMasks(),
+                     scorer=config.scorer, batch=round_up(config.batch_size, n),
+                     token_batch=round_up(config.token_batch_size, n))
+
+
+def prepare(features: np.ndarray, tokens: Sequence[int], segmentation: Segmentation, utt_id: str,
+            config: SPESConfig, plan: SweepPlan, replay: dict | None = None) -> SweepInputs:
+    """Pads one utterance to its buckets and places it, replicated, on the plan's devices.
+
+    features: (T, C) model input; tokens: the K explained ids ending with </s>; segmentation: labels
+    (n_levels, T, C). ``replay`` arrays are padded by the caller to S / L columns.
+    """
+    T, C = features.shape
+    Tb, K = bucket(T), len(tokens)
+    Lb = round_up(K, TOKEN_BUCKET)
+    n_levels = segmentation.labels.shape[0]
+    labels = np.zeros((n_levels, Tb, C), np.int32)
+    labels[:, :T] = segmentation.labels
+    feats = np.zeros((Tb, C), np.float32)
+    feats[:T] = features
+    prev = np.full(Lb, PAD, np.int32)
+    prev[:K] = [EOS] + list(tokens[:-1])
+    target = np.full(Lb, PAD, np.int32)
+    target[:K] = tokens
+    inputs = SweepInputs(
+        features=feats, length=np.int32(T), labels=labels, prev=prev, target=target, n_tokens=np.int32(K),
+        key=utterance_key(config.seed, utt_id), p_spec=np.float32(config.p_spec),
+        p_tok=np.float32(config.p_tok), per_level=np.int32(max(config.masks_per_level, 1)),
+        n_masks=np.int32(config.masks_per_level * config.n_levels), n_token_masks=np.int32(config.n_token_masks),
+        channel_mean=features.mean(0), channel_std=features.std(0), replay=replay,
+        n_slots=round_up(int(segmentation.n_segments.max()) + 1, SEGMENT_BUCKET))
+    return jax.device_put(inputs, plan.replicated)
+
+
+# ------------------------------------------------------------------------------------ Eq. 3, pure
+# S = sum_i r_i (1 - M_i) / sum_i (1 - M_i), 0 where a feature or position was never perturbed.
+
+def segment_sums(occluded: jax.Array, level: jax.Array, r: jax.Array, n_levels: int
+                 ) -> tuple[jax.Array, jax.Array]:
+    """occluded (B, S) per-segment weights of each mask's level, level (B,), r (B, K) ->
+    numerator (n_levels, S, K) and denominator (n_levels, S)."""
+    onehot = jax.nn.one_hot(level, n_levels)
+    return jnp.einsum("bl,bs,bk->lsk", onehot, occluded, r), jnp.einsum("bl,bs->ls", onehot, occluded)
+
+
+def feature_sums(occluded: jax.Array, r: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """occluded (B, T, C) per-feature weights, r (B, K) -> (K, T, C) and (T, C)."""
+    return jnp.einsum("btc,bk->ktc", occluded, r), occluded.sum(axis=0)
+
+
+def prefix_sums(occluded: jax.Array, r: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """occluded (B, L) prefix weights, r (B, K) -> numerator (K, L) and denominator (L,)."""
+    return jnp.einsum("bj,bk->kj", occluded, r), occluded.sum(axis=0)
+
+
+def ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+    return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def spectrogram_map(num: jax.Array, den: jax.Array, labels: jax.Array) -> jax.Array:
+    """Segment sums num (n_levels, S, K), den (n_levels, S) and labels (n_levels, T, C) -> (K, T, C):
+    a feature's sums are those of its segment at every level."""
+    num_tc = sum(num[l][labels[l]] for l in range(labels.shape[0]))
+    den_tc = sum(den[l][labels[l]] for l in range(labels.shape[0]))
+    return ratio(num_tc, den_tc[..., None]).transpose(2, 0, 1)
+
+
+def prefix_map(num: jax.Array, den: jax.Array) -> jax.Array:
+    """num (K, L), den (L,) -> (K, L) causal map (0 where position j > token k)."""
+    K, L = num.shape
+    return jnp.where(jnp.tril(jnp.ones((K, L), bool)), ratio(num, den), 0.0)
+
+
+# ------------------------------------------------------------------------------------ compiled steps
+
+def _trace(name: str) -> None:
+    _traces[name] += 1
+
+
+def _scores(plan: SweepPlan, inputs: SweepInputs, log_p: jax.Array, logits: jax.Array) -> jax.Array:
+    """(B, L, V) perturbed logits -> (B, L) float32 impact, 0 on padded token positions."""
+    r = impact(plan.scorer, log_p, jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), inputs.target)
+    return jnp.where(jnp.arange(r.shape[-1]) < inputs.n_tokens, r, 0.0)
+
+
+def _model_dtype(params) -> jnp.dtype:
+    return jax.tree_util.tree_leaves(params)[0].dtype
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def init(params, inputs: SweepInputs, *, plan: SweepPlan) -> SweepState:
+    """Unperturbed pass (log-probabilities, cross-attention keys/values) and zero sums."""
+    _trace("init")
+    module = plan.module
+    apply = lambda *a, **k: module.apply({"params": params}, *a, **k)
+    feats = inputs.features.astype(_model_dtype(params))
+    enc = apply(feats[None], inputs.length[None], method=S2TModel.encode)
+    cross = apply(enc, method=S2TModel.cross_kv)
+    logits = apply(inputs.prev[None], cross, enc.valid, method=S2TModel.decode)[0]
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    D, (n_levels, T, C), L = plan.n_devices, inputs.labels.shape, inputs.prev.shape[0]
+    zeros = lambda *shape: jax.lax.with_sharding_constraint(jnp.zeros((D, *shape), jnp.float32), plan.per_device)
+    if plan.spectrogram_masks.per_segment:
+        spec = Sums(zeros(n_levels, inputs.n_slots, L), zeros(n_levels, inputs.n_slots))
+    else:
+        spec = Sums(zeros(L, T, C), zeros(T, C))
+    return SweepState(params, inputs, log_p, cross, enc.valid, spec, Sums(zeros(L, L), zeros(L)))
+
+
+def _mask_numbers(step: jax.Array, batch: int, local: int) -> jax.Array:
+    """The global numbers of this device's masks in ``step``: (local,) int32."""
+    return step * batch + jax.lax.axis_index(AXIS) * local + jnp.arange(local)
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def spectrogram_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> SweepState:
+    """Adds ``plan.batch`` spectrogram masks (numbers step*batch ...) to the sums; each device does 1/D."""
+    _trace("spectrogram_step")
+    source = plan.spectrogram_masks
+    local = plan.batch // plan.n_devices
+
+    def body(params, inputs, log_p, num, den, step):
+        g = _mask_numbers(step, plan.batch, local)
+        valid = (g < inputs.n_masks).astype(jnp.float32)
+        perturbed, occluded = jax.vmap(source, (None, 0))(inputs, g)
+        _local_batch["spectrogram_step"] = perturbed.shape
+        logits = jax.vmap(lambda x: plan.module.apply(
+            {"params": params}, x[None], inputs.length[None], inputs.prev[None])[0][0])(
+            perturbed.astype(_model_dtype(params)))
+        r = _scores(plan, inputs, log_p, logits) * valid[:, None]
+        occluded = occluded * valid.reshape((-1,) + (1,) * (occluded.ndim - 1))
+        if source.per_segment:
+            d_num, d_den = segment_sums(occluded, inputs.coords(g)[0], r, inputs.labels.shape[0])
+        else:
+            d_num, d_den = feature_sums(occluded, r)
+        return num + d_num[None], den + d_den[None]
+
+    num, den = jax.shard_map(body, mesh=plan.mesh, in_specs=(P(), P(), P(), P(AXIS), P(AXIS), P()),
+                             out_specs=(P(AXIS), P(AXIS)))(
+        state.params, state.inputs, state.log_p, state.spectrogram.num, state.spectrogram.den, step)
+    return state.replace(spectrogram=Sums(num, den))
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def prefix_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> SweepState:
+    """Adds ``plan.token_batch`` prefix masks; the unperturbed encoder output is reused by all of them."""
+    _trace("prefix_step")
+    local = plan.token_batch // plan.n_devices
+
+    def body(params, inputs, log_p, cross, enc_valid, num, den, step):
+        g = _mask_numbers(step, plan.token_batch, local)
+        valid = (g < inputs.n_token_masks).astype(jnp.float32)
+        keep = jax.vmap(plan.token_masks, (None, 0))(inputs, g)
+        _local_batch["prefix_step"] = keep.shape
+        logits = jax.vmap(lambda k: plan.module.apply(
+            {"params": params}, inputs.prev[None], cross, enc_valid, k[None], method=S2TModel.decode)[0])(keep)
+        r = _scores(plan, inputs, log_p, logits) * valid[:, None]
+        d_num, d_den = prefix_sums((1.0 - keep) * valid[:, None], r)
+        return num + d_num[None], den + d_den[None]
+
+    num, den = jax.shard_map(body, mesh=plan.mesh, in_specs=(P(), P(), P(), P(), P(), P(AXIS), P(AXIS), P()),
+                             out_specs=(P(AXIS), P(AXIS)))(
+        state.params, state.inputs, state.log_p, state.cross, state.enc_valid, state.prefix.num,
+        state.prefix.den, step)
+    return state.replace(prefix=Sums(num, den))
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def finalize(state: SweepState, *, plan: SweepPlan) -> tuple[jax.Array, jax.Array]:
+    """Reduces the devices' sums once: (L, T, C) spectrogram maps and (L, L) causal prefix maps."""
+    _trace("finalize")
+    num, den = state.spectrogram.num.sum(0), state.spectrogram.den.sum(0)
+    if plan.spectrogram_masks.per_segment:
+        spec = spectrogram_map(num, den, state.inputs.labels)
+    else:
+        spec = ratio(num, den)
+    return spec, prefix_map(state.prefix.num.sum(0), state.prefix.den.sum(0))
+
+
+def run(state: SweepState, plan: SweepPlan, config: SPESConfig,
+        progress: Callable[[int], None] | None = None) -> tuple[jax.Array, jax.Array]:
+    """All steps of ``config``'s mask counts, then ``finalize``. ``progress(n)`` is told the masks of
+    each step as it is dispatched (dispatch is asynchronous)."""
+    for kind, total, batch, step_fn in (("spectrogram", config.masks_per_level * config.n_levels * bool(config.n_masks),
+                                         plan.batch, spectrogram_step),
+                                        ("prefix", config.n_token_masks, plan.token_batch, prefix_step)):
+        for i in range(-(-total // batch)):
+            state = step_fn(state, np.int32(i), plan=plan)
+            if progress:
+                progress(min(batch, total - i * batch))
+    return finalize(state, plan=plan)

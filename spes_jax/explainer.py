@@ -1,0 +1,93 @@
+"""``explain``: audio in, ``Explanation`` out. Host-side work around the compiled sweep of ``core``.
+
+Features and hypotheses are computed first, SLIC runs one utterance ahead in a background thread,
+and each utterance is swept by the module-level compiled functions of ``core.sweep``: a second call
+with the same configuration and buckets compiles nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .audio import FRAME_SHIFT_S
+from .config import SPESConfig
+from .core import sweep
+from .core.segmentation import prefetch, segment
+from .errors import SpesError
+from .explanation import Explanation
+from .pipeline import SpeechToTextModel
+
+MIN_FRAMES = 16  # below this the encoder sees fewer than 4 frames: no meaningful map over time
+
+
+def _check_length(features: np.ndarray, utt_id: str) -> None:
+    # NaN/inf are already rejected by model.features.
+    if features.shape[0] < MIN_FRAMES:
+        raise SpesError(f"{utt_id}: audio too short to explain: {features.shape[0]} frames "
+                        f"({features.shape[0] * FRAME_SHIFT_S:.2f} s); need at least {MIN_FRAMES} frames")
+
+
+def _utt_id(audio, i: int) -> str:
+    if isinstance(audio, (str, os.PathLike)):
+        return os.path.splitext(os.path.basename(os.fspath(audio)))[0]
+    return str(i)
+
+
+def compute_params(model: SpeechToTextModel, config: SPESConfig, plan: sweep.SweepPlan):
+    """The model's parameters in the configured precision, replicated on the plan's devices."""
+    dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
+    return jax.device_put(jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), model.params), plan.replicated)
+
+
+def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *, ids: Sequence[str] | None = None,
+            targets: Sequence[Sequence[int]] | None = None, devices: Sequence[jax.Device] | None = None,
+            progress: bool = False):
+    """SPES explanations of the model's own hypotheses.
+
+    audio: an audio path, a waveform, a raw (T, C) fbank, or a list of these. The hypothesis of each
+    input is the model's beam search output (beam 5, no-repeat-ngram 5) unless ``targets`` gives
+    token ids (ending with </s>). The masks are split over ``devices`` (default: all local devices).
+    Returns an ``Explanation`` (or a list for a list input).
+    """
+    cfg = config or SPESConfig.asr()
+    single = not isinstance(audio, (list, tuple))
+    audios = [audio] if single else list(audio)
+    if not audios:
+        raise SpesError("nothing to explain")
+    ids = list(ids) if ids is not None else [_utt_id(a, i) for i, a in enumerate(audios)]
+    if len(set(ids)) != len(ids):
+        raise SpesError("utterance ids must be unique (two inputs share a file name?)")
+    features = [model.features(a) for a in audios]
+    for f, u in zip(features, ids):
+        _check_length(f, u)
+    if targets is None:
+        targets = [list(h[0].tokens) for h in model.decode(features)]
+    plan = sweep.make_plan(model.module, cfg, devices)
+    params = compute_params(model, cfg, plan)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        per_utt = cfg.masks_per_level * cfg.n_levels + cfg.n_token_masks
+        bar = tqdm(total=len(audios) * per_utt, unit="mask", desc="SPES", dynamic_ncols=True)
+    results = []
+    for utt_id, feats, tokens, seg in zip(ids, features, targets, prefetch(lambda f: segment(f, cfg), features)):
+        inputs = sweep.prepare(feats, tokens, seg, utt_id, cfg, plan)
+        state = sweep.init(params, inputs, plan=plan)
+        spec, prefix = jax.device_get(sweep.run(state, plan, cfg, bar.update if bar else None))
+        K, T = len(tokens), feats.shape[0]
+        pieces = model.dictionary.pieces(tokens)
+        results.append(Explanation(
+            id=utt_id, tokens=pieces, spectrogram_saliency=np.asarray(spec[:K, :T], np.float32),
+            prefix_saliency=np.asarray(prefix[:K, :K], np.float32), prefix_tokens=["</s>"] + pieces[:-1],
+            text=model.tokenizer.decode(tokens), n_masks=cfg.masks_per_level * cfg.n_levels,
+            n_token_masks=cfg.n_token_masks,
+            meta={"requested_segments": list(seg.requested), "n_segments": [int(n) for n in seg.n_segments]}))
+    if bar:
+        bar.close()
+    return results[0] if single else results
