@@ -101,7 +101,7 @@ class Bench:
         inputs = core.prepare(feats, tokens, self.seg, "bench", cfg, self.plan)
         if isinstance(spectrogram_masks, HostMasks):
             inputs = inputs.replace(replay=self._host_batch(inputs))
-        self.state = core.init(compute_params(model, cfg, self.plan), inputs, plan=self.plan)
+        self.state = core.init(compute_params(model, self.plan), inputs, plan=self.plan)
 
     def _host_batch(self, inputs):
         """This step's keep bits and full masks, sampled and expanded on the host."""

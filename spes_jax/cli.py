@@ -196,6 +196,9 @@ def _plausibility(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spes-jax", description="Explain speech-to-text models with SPES, in JAX.")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not keep compiled steps on disk (default: reuse them across runs, in "
+                        "$SPES_JAX_CACHE_DIR or ~/.cache/spes-jax/xla)")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="convert an FBK-fairseq checkpoint into a spes-jax model directory")
@@ -275,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.no_compile_cache:
+        from ._compile_cache import enable
+
+        enable()
     try:
         args.func(args)
     except SpesError as e:

@@ -11,7 +11,6 @@ import os
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .audio import FRAME_SHIFT_S
@@ -38,10 +37,9 @@ def _utt_id(audio, i: int) -> str:
     return str(i)
 
 
-def compute_params(model: SpeechToTextModel, config: SPESConfig, plan: sweep.SweepPlan):
-    """The model's parameters in the configured precision, replicated on the plan's devices."""
-    dtype = jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32
-    return jax.device_put(jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), model.params), plan.replicated)
+def compute_params(model: SpeechToTextModel, plan: sweep.SweepPlan):
+    """The model's (float32) parameters, replicated on the plan's devices."""
+    return jax.device_put(model.params, plan.replicated)
 
 
 def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *, ids: Sequence[str] | None = None,
@@ -68,7 +66,7 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     if targets is None:
         targets = [list(h[0].tokens) for h in model.decode(features)]
     plan = sweep.make_plan(model.module, cfg, devices)
-    params = compute_params(model, cfg, plan)
+    params = compute_params(model, plan)
     bar = None
     if progress:
         from tqdm import tqdm

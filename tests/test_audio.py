@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from spes_jax import SpesError, audio
-from conftest import fixture_path
+from support import fixture_path
 
 
 def _write_wav(path, samples, rate=16000, channels=1, width=2):

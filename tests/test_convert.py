@@ -12,7 +12,7 @@ import pytest
 from convert import UnsafeCheckpointError, convert_checkpoint, load_checkpoint
 from spes_jax import SpesError, load_model
 from spes_jax.models.io import read_model_dir
-from conftest import ROOT, fixture_path
+from support import ROOT, fixture_path
 import torch_writer
 
 

@@ -10,7 +10,7 @@ import pytest
 import spes_jax
 from spes_jax import SPESConfig, assets, explain, load_model
 from spes_jax.plausibility import time_alignment
-from conftest import ROOT
+from support import ROOT
 
 
 def test_default_model_transcribes_the_bundled_samples():

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import fixture_path, synthetic_features
+from support import fixture_path, synthetic_features
 
 from spes_jax import SpesError, load_explanations, load_model
 from spes_jax.explanation import Explanation

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spes_jax import SearchConfig, beam_search, load_model
-from conftest import VARIANTS, fixture_path, reference_batch
+from support import VARIANTS, fixture_path, reference_batch
 
 TOL = 1e-4
 

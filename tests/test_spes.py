@@ -17,7 +17,7 @@ from spes_jax.core import (ReplayedSegmentMasks, ReplayedTokenMasks, Segmentatio
                            prob_diff, requested_segments, segment, segment_sums, spectrogram_map)
 from spes_jax.explainer import compute_params
 from spes_jax.explanation import Explanation, paired_min_max, single_mean_std
-from conftest import ROOT, fixture_path, synthetic_features
+from support import ROOT, fixture_path, synthetic_features
 
 RUNS = ("utt0", "utt1")
 
@@ -71,7 +71,7 @@ def test_aggregation_with_recorded_scores_matches_reference(u):
 def _sweep(model, feats, tokens, seg, utt_id, cfg, plan, replay=None):
     """One utterance through the core: (L, T, C) and (L, L) maps and the (L, V) unperturbed log-probs."""
     inputs = core.prepare(feats, tokens, seg, utt_id, cfg, plan, replay)
-    state = core.init(compute_params(model, cfg, plan), inputs, plan=plan)
+    state = core.init(compute_params(model, plan), inputs, plan=plan)
     spec, prefix = core.run(state, plan, cfg)
     return np.asarray(spec), np.asarray(prefix), np.asarray(state.log_p)
 
@@ -229,7 +229,7 @@ def test_same_maps_at_batch_sizes_8_and_64(tiny_model):
 _DEVICE_SCRIPT = r"""
 import numpy as np, jax, sys
 sys.path.insert(0, sys.argv[1])
-from conftest import synthetic_features
+from support import synthetic_features
 from spes_jax import SPESConfig, core, explain
 from spes_jax.explainer import compute_params
 from spes_jax.models import ModelConfig, init_params
@@ -250,7 +250,7 @@ four = explain(model, feats, spes, targets=[[5, 9, 11, 2]])
 # Each of the 4 devices evaluated 8 of the 32 masks of a step, and holds its own row of the sums.
 assert core.local_batch_shapes() == {"spectrogram_step": (8, 128, 80), "prefix_step": (8, 16)}
 plan = core.make_plan(model.module, spes)
-state = core.init(compute_params(model, spes, plan),
+state = core.init(compute_params(model, plan),
                   core.prepare(feats, [5, 9, 11, 2], core.segment(feats, spes), "u", spes, plan), plan=plan)
 state = core.spectrogram_step(state, np.int32(0), plan=plan)
 for sums in (state.spectrogram.num, state.prefix.num):

@@ -151,8 +151,10 @@ class SweepPlan:
 
 def make_plan(module: S2TModel, config: SPESConfig, devices: Sequence[jax.Device] | None = None, *,
               spectrogram_masks: Any = None, token_masks: Any = None) -> SweepPlan:
-    """The plan of ``config`` on ``devices`` (default: all). Batches are rounded up to the device count."""
+    """The plan of ``config`` on ``devices`` (default: all): ``module`` computing in the configured
+    precision, batches rounded up to a multiple of the device count."""
     devices = list(devices or jax.devices())
+    module = S2TModel(module.cfg, dtype=jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32)
     n = len(devices)
     if spectrogram_masks is None:
         spectrogram_masks = (BubbleMasks(config.bubbles_per_second, config.bubble_width_s, config.bubble_height_mel)
@@ -243,18 +245,13 @@ def _scores(plan: SweepPlan, inputs: SweepInputs, log_p: jax.Array, logits: jax.
     return jnp.where(jnp.arange(r.shape[-1]) < inputs.n_tokens, r, 0.0)
 
 
-def _model_dtype(params) -> jnp.dtype:
-    return jax.tree_util.tree_leaves(params)[0].dtype
-
-
 @functools.partial(jax.jit, static_argnames=("plan",))
 def init(params, inputs: SweepInputs, *, plan: SweepPlan) -> SweepState:
     """Unperturbed pass (log-probabilities, cross-attention keys/values) and zero sums."""
     _trace("init")
     module = plan.module
     apply = lambda *a, **k: module.apply({"params": params}, *a, **k)
-    feats = inputs.features.astype(_model_dtype(params))
-    enc = apply(feats[None], inputs.length[None], method=S2TModel.encode)
+    enc = apply(inputs.features[None], inputs.length[None], method=S2TModel.encode)
     cross = apply(enc, method=S2TModel.cross_kv)
     logits = apply(inputs.prev[None], cross, enc.valid, method=S2TModel.decode)[0]
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -285,8 +282,7 @@ def spectrogram_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> 
         perturbed, occluded = jax.vmap(source, (None, 0))(inputs, g)
         _local_batch["spectrogram_step"] = perturbed.shape
         logits = jax.vmap(lambda x: plan.module.apply(
-            {"params": params}, x[None], inputs.length[None], inputs.prev[None])[0][0])(
-            perturbed.astype(_model_dtype(params)))
+            {"params": params}, x[None], inputs.length[None], inputs.prev[None])[0][0])(perturbed)
         r = _scores(plan, inputs, log_p, logits) * valid[:, None]
         occluded = occluded * valid.reshape((-1,) + (1,) * (occluded.ndim - 1))
         if source.per_segment:

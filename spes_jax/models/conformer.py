@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -52,16 +53,17 @@ class RelativeMultiHeadAttention(nn.Module):
 
     dim: int
     heads: int
+    dtype: Any = jnp.float32
 
     def setup(self):
         dh = self.dim // self.heads
         self.u_bias = self.param("u_bias", nn.initializers.xavier_uniform(), (self.heads, dh))
         self.v_bias = self.param("v_bias", nn.initializers.xavier_uniform(), (self.heads, dh))
-        self.query_proj = nn.Dense(self.dim)
-        self.key_proj = nn.Dense(self.dim)
-        self.value_proj = nn.Dense(self.dim)
-        self.pos_proj = nn.Dense(self.dim, use_bias=False)
-        self.out_proj = nn.Dense(self.dim)
+        self.query_proj = nn.Dense(self.dim, dtype=self.dtype)
+        self.key_proj = nn.Dense(self.dim, dtype=self.dtype)
+        self.value_proj = nn.Dense(self.dim, dtype=self.dtype)
+        self.pos_proj = nn.Dense(self.dim, use_bias=False, dtype=self.dtype)
+        self.out_proj = nn.Dense(self.dim, dtype=self.dtype)
 
     def __call__(self, x: jax.Array, valid: jax.Array, lengths: jax.Array) -> jax.Array:
         """x: (B, T, D); valid: (B, T) bool; lengths: (B,)."""
@@ -86,10 +88,11 @@ class SelfAttentionModule(nn.Module):
 
     dim: int
     heads: int
+    dtype: Any = jnp.float32
 
     def setup(self):
-        self.layer_norm = layer_norm("layer_norm")
-        self.attention = RelativeMultiHeadAttention(self.dim, self.heads)
+        self.layer_norm = layer_norm("layer_norm", self.dtype)
+        self.attention = RelativeMultiHeadAttention(self.dim, self.heads, self.dtype)
 
     def __call__(self, x, valid, lengths):
         return self.attention(self.layer_norm(x), valid, lengths)
@@ -100,11 +103,12 @@ class FeedForwardModule(nn.Module):
 
     dim: int
     expansion: int
+    dtype: Any = jnp.float32
 
     def setup(self):
-        self.layernorm = layer_norm("layernorm")
-        self.first_linear = nn.Dense(self.dim * self.expansion)
-        self.second_linear = nn.Dense(self.dim)
+        self.layernorm = layer_norm("layernorm", self.dtype)
+        self.first_linear = nn.Dense(self.dim * self.expansion, dtype=self.dtype)
+        self.second_linear = nn.Dense(self.dim, dtype=self.dtype)
 
     def __call__(self, x):
         return self.second_linear(nn.silu(self.first_linear(self.layernorm(x))))
@@ -130,16 +134,17 @@ class ConvModule(nn.Module):
     dim: int
     kernel_size: int
     expansion: int
+    dtype: Any = jnp.float32
 
     def setup(self):
-        self.layernorm = layer_norm("layernorm")
-        self.first_pointwise_conv1d = nn.Dense(self.dim * self.expansion)
+        self.layernorm = layer_norm("layernorm", self.dtype)
+        self.first_pointwise_conv1d = nn.Dense(self.dim * self.expansion, dtype=self.dtype)
         pad = (self.kernel_size - 1) // 2
         inner = self.dim * self.expansion // 2
         self.depthwise_conv1d = nn.Conv(inner, (self.kernel_size,), padding=[(pad, pad)],
-                                        feature_group_count=inner, use_bias=False)
+                                        feature_group_count=inner, use_bias=False, dtype=self.dtype)
         self.batchnorm = FrozenBatchNorm()
-        self.second_pointwise_conv1d = nn.Dense(self.dim)
+        self.second_pointwise_conv1d = nn.Dense(self.dim, dtype=self.dtype)
 
     def __call__(self, x, valid):
         keep = valid[..., None]
@@ -154,15 +159,16 @@ class ConformerLayer(nn.Module):
     """Macaron FFN, relative MHSA, convolution, FFN, final LayerNorm."""
 
     cfg: ModelConfig
+    dtype: Any = jnp.float32
 
     def setup(self):
         c = self.cfg
         d = c.encoder_embed_dim
-        self.first_feed_forward = FeedForwardModule(d, c.feed_forward_expansion_factor)
-        self.attention = SelfAttentionModule(d, c.encoder_attention_heads)
-        self.conv_module = ConvModule(d, c.conformer_conv_kernel_size, c.conv_expansion_factor)
-        self.second_feed_forward = FeedForwardModule(d, c.feed_forward_expansion_factor)
-        self.layernorm = layer_norm("layernorm")
+        self.first_feed_forward = FeedForwardModule(d, c.feed_forward_expansion_factor, self.dtype)
+        self.attention = SelfAttentionModule(d, c.encoder_attention_heads, self.dtype)
+        self.conv_module = ConvModule(d, c.conformer_conv_kernel_size, c.conv_expansion_factor, self.dtype)
+        self.second_feed_forward = FeedForwardModule(d, c.feed_forward_expansion_factor, self.dtype)
+        self.layernorm = layer_norm("layernorm", self.dtype)
 
     def __call__(self, x, valid, lengths):
         half = 0.5 if self.cfg.conformer_half_step_residual else 1.0
@@ -177,11 +183,12 @@ class ConformerEncoder(nn.Module):
     """Subsampler (x sqrt(d)), Conformer layers, CTC head (and compression) at the configured layer."""
 
     cfg: ModelConfig
+    dtype: Any = jnp.float32
 
     def setup(self):
         c = self.cfg
-        self.subsample = Subsampler(c.conv_channels, c.encoder_embed_dim, c.conv_kernel_sizes)
-        self.conformer_layers = [ConformerLayer(c) for _ in range(c.encoder_layers)]
+        self.subsample = Subsampler(c.conv_channels, c.encoder_embed_dim, c.conv_kernel_sizes, self.dtype)
+        self.conformer_layers = [ConformerLayer(c, self.dtype) for _ in range(c.encoder_layers)]
         if c.ctc_encoder_layer:
             self.ctc_fc = ctc_head(c)
 

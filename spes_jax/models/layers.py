@@ -7,7 +7,7 @@ converter maps a state_dict key to a Flax path by rule, not by table.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -18,9 +18,10 @@ import jax.numpy as jnp
 NEG_INF = -1e9
 
 
-def layer_norm(name: str) -> nn.LayerNorm:
-    # Two-pass variance, eps 1e-5: torch.nn.LayerNorm's numerics.
-    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
+def layer_norm(name: str, dtype: Any = jnp.float32) -> nn.LayerNorm:
+    # Two-pass variance, eps 1e-5: torch.nn.LayerNorm's numerics. Statistics are reduced in float32
+    # whatever the compute dtype; the output is in the compute dtype.
+    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, name=name)
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -74,6 +75,7 @@ class Subsampler(nn.Module):
     conv_channels: int
     out_dim: int
     kernel_sizes: tuple[int, ...]
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -82,7 +84,7 @@ class Subsampler(nn.Module):
         n = len(self.kernel_sizes)
         for i, k in enumerate(self.kernel_sizes):
             out = self.conv_channels if i < n - 1 else 2 * self.out_dim
-            x = nn.Conv(out, (k,), strides=(2,), padding=[(k // 2, k // 2)], dtype=x.dtype,
+            x = nn.Conv(out, (k,), strides=(2,), padding=[(k // 2, k // 2)], dtype=self.dtype,
                         name=f"conv_layers_{i}")(x)
             x = nn.glu(x, axis=-1)
             lengths = (lengths - 1) // 2 + 1
@@ -95,12 +97,13 @@ class MultiheadAttention(nn.Module):
 
     dim: int
     heads: int
+    dtype: Any = jnp.float32
 
     def setup(self):
-        self.q_proj = nn.Dense(self.dim)
-        self.k_proj = nn.Dense(self.dim)
-        self.v_proj = nn.Dense(self.dim)
-        self.out_proj = nn.Dense(self.dim)
+        self.q_proj = nn.Dense(self.dim, dtype=self.dtype)
+        self.k_proj = nn.Dense(self.dim, dtype=self.dtype)
+        self.v_proj = nn.Dense(self.dim, dtype=self.dtype)
+        self.out_proj = nn.Dense(self.dim, dtype=self.dtype)
 
     def _split(self, x: jax.Array) -> jax.Array:
         return x.reshape(*x.shape[:-1], self.heads, self.dim // self.heads)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -13,14 +15,19 @@ from .transformer import CrossKV, Decoder, TransformerEncoder
 
 
 class S2TModel(nn.Module):
-    """FBK ``conformer`` / ``s2t_transformer_fbk``. Call its methods through ``apply(..., method=...)``."""
+    """FBK ``conformer`` / ``s2t_transformer_fbk``. Call its methods through ``apply(..., method=...)``.
+
+    ``dtype`` is the compute dtype (flax's policy): parameters stay float32 and are cast where they
+    are used; LayerNorm / BatchNorm statistics, softmaxes and the output logits are float32.
+    """
 
     cfg: ModelConfig
+    dtype: Any = jnp.float32
 
     def setup(self):
         enc = ConformerEncoder if self.cfg.arch == "conformer" else TransformerEncoder
-        self.encoder = enc(self.cfg)
-        self.decoder = Decoder(self.cfg)
+        self.encoder = enc(self.cfg, self.dtype)
+        self.decoder = Decoder(self.cfg, self.dtype)
 
     def encode(self, features: jax.Array, lengths: jax.Array) -> EncoderOutput:
         """features: (B, T, C); lengths: (B,) valid frames."""

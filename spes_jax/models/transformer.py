@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,13 +22,14 @@ class EncoderLayer(nn.Module):
     heads: int
     ffn_dim: int
     normalize_before: bool
+    dtype: Any = jnp.float32
 
     def setup(self):
-        self.self_attn = MultiheadAttention(self.dim, self.heads)
-        self.self_attn_layer_norm = layer_norm("self_attn_layer_norm")
-        self.fc1 = nn.Dense(self.ffn_dim)
-        self.fc2 = nn.Dense(self.dim)
-        self.final_layer_norm = layer_norm("final_layer_norm")
+        self.self_attn = MultiheadAttention(self.dim, self.heads, self.dtype)
+        self.self_attn_layer_norm = layer_norm("self_attn_layer_norm", self.dtype)
+        self.fc1 = nn.Dense(self.ffn_dim, dtype=self.dtype)
+        self.fc2 = nn.Dense(self.dim, dtype=self.dtype)
+        self.final_layer_norm = layer_norm("final_layer_norm", self.dtype)
 
     def __call__(self, x: jax.Array, valid: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
         """x: (B, T, D); valid: (B, T) bool (``lengths`` is implied by it)."""
@@ -46,15 +47,16 @@ class TransformerEncoder(nn.Module):
     """FBK ``s2t_transformer_fbk`` encoder: subsampler, sinusoidal positions, Transformer layers, CTC."""
 
     cfg: ModelConfig
+    dtype: Any = jnp.float32
 
     def setup(self):
         c = self.cfg
-        self.subsample = Subsampler(c.conv_channels, c.encoder_embed_dim, c.conv_kernel_sizes)
+        self.subsample = Subsampler(c.conv_channels, c.encoder_embed_dim, c.conv_kernel_sizes, self.dtype)
         self.transformer_layers = [
             EncoderLayer(c.encoder_embed_dim, c.encoder_attention_heads, c.encoder_ffn_embed_dim,
-                         c.encoder_normalize_before) for _ in range(c.encoder_layers)]
+                         c.encoder_normalize_before, self.dtype) for _ in range(c.encoder_layers)]
         if c.encoder_normalize_before:
-            self.layer_norm = layer_norm("layer_norm")
+            self.layer_norm = layer_norm("layer_norm", self.dtype)
         if c.ctc_encoder_layer:
             self.ctc_fc = ctc_head(c)
 
@@ -80,15 +82,16 @@ class DecoderLayer(nn.Module):
     ffn_dim: int
     normalize_before: bool
     activation_fn: str
+    dtype: Any = jnp.float32
 
     def setup(self):
-        self.self_attn = MultiheadAttention(self.dim, self.heads)
-        self.self_attn_layer_norm = layer_norm("self_attn_layer_norm")
-        self.encoder_attn = MultiheadAttention(self.dim, self.heads)
-        self.encoder_attn_layer_norm = layer_norm("encoder_attn_layer_norm")
-        self.fc1 = nn.Dense(self.ffn_dim)
-        self.fc2 = nn.Dense(self.dim)
-        self.final_layer_norm = layer_norm("final_layer_norm")
+        self.self_attn = MultiheadAttention(self.dim, self.heads, self.dtype)
+        self.self_attn_layer_norm = layer_norm("self_attn_layer_norm", self.dtype)
+        self.encoder_attn = MultiheadAttention(self.dim, self.heads, self.dtype)
+        self.encoder_attn_layer_norm = layer_norm("encoder_attn_layer_norm", self.dtype)
+        self.fc1 = nn.Dense(self.ffn_dim, dtype=self.dtype)
+        self.fc2 = nn.Dense(self.dim, dtype=self.dtype)
+        self.final_layer_norm = layer_norm("final_layer_norm", self.dtype)
 
     def _block(self, x, norm, fn):
         if self.normalize_before:
@@ -118,17 +121,18 @@ class Decoder(nn.Module):
     """fairseq ``TransformerDecoder``: scaled embeddings + sinusoids, layers, final norm, projection."""
 
     cfg: ModelConfig
+    dtype: Any = jnp.float32
 
     def setup(self):
         c = self.cfg
-        self.embed_tokens = nn.Embed(c.vocab_size, c.decoder_embed_dim)
+        self.embed_tokens = nn.Embed(c.vocab_size, c.decoder_embed_dim, dtype=self.dtype)
         self.layers = [DecoderLayer(c.decoder_embed_dim, c.decoder_attention_heads, c.decoder_ffn_embed_dim,
-                                    c.decoder_normalize_before, c.decoder_activation_fn)
+                                    c.decoder_normalize_before, c.decoder_activation_fn, self.dtype)
                        for _ in range(c.decoder_layers)]
         if c.decoder_normalize_before:
-            self.layer_norm = layer_norm("layer_norm")
+            self.layer_norm = layer_norm("layer_norm", self.dtype)
         if not c.share_decoder_input_output_embed:
-            self.output_projection = nn.Dense(c.vocab_size, use_bias=False)
+            self.output_projection = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype)
 
     def embed(self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array | None = None) -> jax.Array:
         """tokens, positions: (B, L) ints; token_mask: optional (B, L) multiplier of the scaled token

@@ -1,0 +1,42 @@
+"""Helpers shared by the test modules (fixtures live in conftest.py)."""
+
+import os
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.environ.get("SPES_FBK_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures", "fbk"))
+VARIANTS = ("conformer_tiny", "conformer_tiny_ctccompress_avg", "s2t_transformer_fbk_tiny")
+
+
+def fixture_path(*parts: str) -> str:
+    """A file of the FBK reference fixtures. Missing fixtures fail the test: the parity tests are the
+    ground truth and must not pass by skipping; set SPES_SKIP_FIXTURES=1 to skip them deliberately."""
+    path = os.path.join(FIXTURES, *parts)
+    if not os.path.exists(path):
+        msg = f"FBK reference fixtures not found at {FIXTURES} (set SPES_FBK_FIXTURES)"
+        if os.environ.get("SPES_SKIP_FIXTURES") == "1":
+            pytest.skip(msg)
+        pytest.fail(msg + "; set SPES_SKIP_FIXTURES=1 to skip the parity tests", pytrace=False)
+    return path
+
+
+def reference_batch(ref, names=("input",)):
+    """The reference's batch: inputs in ``batch_order`` zero-padded, and their lengths."""
+    order = ref["batch_order"]
+    inputs = [ref[f"input_{i}"] for i in order]
+    T = max(x.shape[0] for x in inputs)
+    feats = np.stack([np.pad(x, ((0, T - x.shape[0]), (0, 0))) for x in inputs])
+    return order, feats, np.array([x.shape[0] for x in inputs])
+
+
+def synthetic_features(seconds: float, seed: int = 0) -> np.ndarray:
+    """CMVN-like features with some time-frequency structure (SLIC needs edges to find)."""
+    rng = np.random.default_rng(seed)
+    T = int(seconds * 100)
+    t = np.arange(T)[:, None]
+    c = np.arange(80)[None, :]
+    x = np.sin(t / 7.0) * np.cos(c / 5.0) + 0.3 * rng.standard_normal((T, 80))
+    x = (x - x.mean(0)) / x.std(0)
+    return x.astype(np.float32)
