@@ -49,17 +49,10 @@ def _ref(name):
     return np.load(_recipe(name, "reference", f"{name}_reference.npz"))
 
 
-def _batch_independent(ref, key, b, i):
-    """Whether the reference's batched output of input i (row b) equals its single-input output."""
-    single, batch = ref[f"single{i}_{key}"], ref[f"batch_{key}"]
-    if key == "dec_log_probs":
-        return np.abs(single[0] - batch[b, : single.shape[1]]).max() <= TOL
+def _batch_independent(ref, b, i):
+    """Whether the reference's batched encoder output of input i (row b) equals its single-input one."""
+    single, batch = ref[f"single{i}_encoder_out"], ref[f"batch_encoder_out"]
     return np.abs(single[:, 0] - batch[: single.shape[0], b]).max() <= TOL
-
-
-def _forward(model, feats, lengths, prev):
-    logits, enc = jax.jit(model.module.apply)({"params": model.params}, feats, lengths, prev)
-    return np.asarray(jax.nn.log_softmax(logits, axis=-1)), jax.device_get(enc)
 
 
 def _compare(ref, run, b, enc, logp, row, prev_len):
@@ -76,35 +69,6 @@ def _compare(ref, run, b, enc, logp, row, prev_len):
     assert np.abs(logp[row, :prev_len] - ref[f"{run}_dec_log_probs"][b, :prev_len]).max() <= TOL
 
 
-@pytest.mark.parametrize("name", RECIPES)
-def test_forward_parity(name, recipe_model):
-    """Each input alone, and batched wherever the reference's batched output is batch-independent;
-    where it is not (--batch-unsafe-relative-shift), our batched rows equal the reference's single runs."""
-    model = load_model(recipe_model(name)[0])
-    ref = _ref(name)
-    for i in range(2):
-        x, p = ref[f"input_{i}"], ref[f"prev_output_tokens_{i}"]
-        logp, enc = _forward(model, x[None], np.array([len(x)]), p[None])
-        _compare(ref, f"single{i}", 0, enc, logp, 0, len(p))
-    order = ref["batch_order"]
-    inputs = [ref[f"input_{i}"] for i in order]
-    prevs = [ref[f"prev_output_tokens_{i}"] for i in order]
-    T, L = max(map(len, inputs)), max(map(len, prevs))
-    feats = np.stack([np.pad(x, ((0, T - len(x)), (0, 0))) for x in inputs])
-    prev = np.stack([np.pad(p, (0, L - len(p)), constant_values=1) for p in prevs])
-    logp, enc = _forward(model, feats, np.array([len(x) for x in inputs]), prev)
-    dependent = 0
-    for b, i in enumerate(order):
-        if _batch_independent(ref, "encoder_out", b, i):
-            _compare(ref, "batch", b, enc, logp, b, len(prevs[b]))
-        else:
-            dependent += 1
-            n = int((~ref[f"single{i}_encoder_padding_mask"][0]).sum())
-            assert np.abs(np.asarray(enc.out)[b, :n] - ref[f"single{i}_encoder_out"][:n, 0]).max() <= TOL
-    # Only the padding-unsafe shift makes fairseq's batched output depend on the batch.
-    assert dependent == (1 if model.cfg.is_conformer and "unsafe" in name else 0)
-
-
 def _search_config(expected):
     gen = expected["generator"]
     return SearchConfig(beam=gen["beam"], no_repeat_ngram_size=gen["no_repeat_ngram_size"],
@@ -112,24 +76,61 @@ def _search_config(expected):
                         lenpen=gen["lenpen"], unk_penalty=gen["unkpen"])
 
 
+def _check_nbest(res, row, nbest):
+    assert len(nbest) == res.tokens.shape[1]
+    for k, hyp in enumerate(nbest):
+        n = int(res.lengths[row, k])
+        assert res.tokens[row, k, :n].tolist() == hyp["tokens"], (row, k)
+        assert abs(float(res.scores[row, k]) - hyp["score"]) <= TOL
+        np.testing.assert_allclose(res.positional_scores[row, k, :n], hyp["positional_scores"], atol=TOL)
+
+
 @pytest.mark.parametrize("name", RECIPES)
-def test_beam_search_parity(name, recipe_model):
-    """All 5 hypotheses of each input alone: tokens identical, scores within 1e-4."""
+def test_parity(name, recipe_model):
+    """encoder_out, CTC logits and forced log-probs of each input alone, and of the reference's batch
+    wherever its batched output is batch-independent (elsewhere, --batch-unsafe-relative-shift, our
+    batched rows equal the reference's single runs); all 5 beam hypotheses of every input identical.
+
+    Inputs live in one static (T_max, L_max) buffer, as the pipeline pads them: one compilation.
+    """
     model = load_model(recipe_model(name)[0])
     ref = _ref(name)
+    order = list(ref["batch_order"])
+    inputs = [ref[f"input_{i}"] for i in order]
+    prevs = [ref[f"prev_output_tokens_{i}"] for i in order]
+    T, L = max(map(len, inputs)), max(map(len, prevs))
+    feats = np.stack([np.pad(x, ((0, T - len(x)), (0, 0))) for x in inputs])
+    prev = np.stack([np.pad(p, (0, L - len(p)), constant_values=1) for p in prevs])
+    lengths = np.array([len(x) for x in inputs])
+    forward = jax.jit(model.module.apply)
+
+    def run(rows):
+        logits, enc = forward({"params": model.params}, feats[rows], lengths[rows], prev[rows])
+        return np.asarray(jax.nn.log_softmax(logits, axis=-1)), jax.device_get(enc)
+
+    for b, i in enumerate(order):
+        logp, enc = run([b])
+        _compare(ref, f"single{i}", 0, enc, logp, 0, len(prevs[b]))
+    logp, enc = run(list(range(len(order))))
+    dependent = 0
+    for b, i in enumerate(order):
+        if _batch_independent(ref, b, i):
+            _compare(ref, "batch", b, enc, logp, b, len(prevs[b]))
+        else:
+            dependent += 1
+            _compare(ref, f"single{i}", 0, enc, logp, b, len(prevs[b]))
+    # Only the padding-unsafe shift makes fairseq's batched output depend on the batch.
+    assert dependent == (1 if "unsafe" in name else 0)
+
     expected = json.load(open(_recipe(name, "reference", f"{name}_beam_search.json")))
     assert expected["target_dictionary_size"] == model.cfg.vocab_size == len(model.dictionary)
     cfg = _search_config(expected)
-    for i, nbest in enumerate(expected["hypotheses"]["single"]):
-        x = ref[f"input_{i}"][None]
-        res = jax.device_get(beam_search(model.module, model.params, x, np.array([x.shape[1]]), cfg=cfg,
-                                         max_len=cfg.max_len(x.shape[1], model.cfg.max_target_positions)))
-        assert len(nbest) == cfg.beam
-        for k, hyp in enumerate(nbest):
-            n = int(res.lengths[0, k])
-            assert res.tokens[0, k, :n].tolist() == hyp["tokens"], (i, k)
-            assert abs(float(res.scores[0, k]) - hyp["score"]) <= TOL
-            np.testing.assert_allclose(res.positional_scores[0, k, :n], hyp["positional_scores"], atol=TOL)
+    res = jax.device_get(beam_search(model.module, model.params, feats, lengths, cfg=cfg,
+                                     max_len=cfg.max_len(T, model.cfg.max_target_positions)))
+    for b, i in enumerate(order):
+        _check_nbest(res, b, expected["hypotheses"]["single"][i])
+        if _batch_independent(ref, b, i):
+            _check_nbest(res, b, expected["hypotheses"]["batch"][b])
 
 
 def test_joint_ctc_dictionary_and_auxiliary_decoder(recipe_model):
@@ -145,8 +146,13 @@ def test_joint_ctc_dictionary_and_auxiliary_decoder(recipe_model):
     ref = _ref("conformer_joint_ctc")
     sd = load_checkpoint(_recipe("conformer_joint_ctc", "model", "conformer_joint_ctc.pt"))["model"]
     x = ref["input_1"][None]
-    enc = model.module.apply({"params": model.params}, x, np.array([x.shape[1]]), method=S2TModel.encode)
-    aux = np.asarray(model.module.apply({"params": model.params}, enc, method=S2TModel.auxiliary_ctc))
+
+    @jax.jit
+    def aux_logits(params, x, n):
+        enc = model.module.apply(params, x, n, method=S2TModel.encode)
+        return model.module.apply(params, enc, method=S2TModel.auxiliary_ctc)
+
+    aux = np.asarray(aux_logits({"params": model.params}, x, np.array([x.shape[1]])))
     theirs = ref["single1_encoder_out"][:, 0] @ sd["auxiliary_decoder.fc.weight"].T + sd["auxiliary_decoder.fc.bias"]
     assert aux.shape == (1, 78, 101) and np.abs(aux[0] - theirs).max() <= TOL
 
@@ -244,8 +250,12 @@ def test_other_architecture_is_refused_by_name(tmp_path):
     assert "architecture 'conformer_with_tags' is not supported (supported: conformer, conformer_s," in err
 
 
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", [
+    "conformer_joint_ctc", "s2t_transformer_s",
+    pytest.param("conformer_share_unsafe_avg", marks=pytest.mark.slow),
+    pytest.param("s2t_transformer_m_fbk_distance_penalty_log", marks=pytest.mark.slow)])
 def test_spes_runs_on_converted_model(name, recipe_model):
+    """The engine on each new kind of model (the other two differ only in options the engine never sees)."""
     model = load_model(recipe_model(name)[0])
     x = _ref(name)["input_0"][:100]
     cfg = SPESConfig.asr(n_segments=(10, 20), n_masks=16, n_token_masks=8, batch_size=8, token_batch_size=8)
