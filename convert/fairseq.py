@@ -304,8 +304,9 @@ def convert_checkpoint(checkpoint: str, out_dir: str, config_yaml: str | None = 
         if extra:
             dict_path = _extended_dictionary(dict_path, extra, tmp)
         out = save_model_dir(out_dir, cfg, params, dict_path, spm_path, data, source, overwrite)
-    for note in notes if report else ():
-        report(note)
+    if report is not None:
+        for note in notes:
+            report(note)
     return out
 
 

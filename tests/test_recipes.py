@@ -157,6 +157,23 @@ def test_joint_ctc_dictionary_and_auxiliary_decoder(recipe_model):
     assert aux.shape == (1, 78, 101) and np.abs(aux[0] - theirs).max() <= TOL
 
 
+def test_joint_ctc_with_language_tags_drops_the_auxiliary_decoder(tmp_path):
+    """With --ignore-prefix-size the CtcDecoder also needs the target's language tag: dropped, with a note."""
+    name = "conformer_joint_ctc"
+
+    def lang_norm(sd):
+        sd["auxiliary_decoder.lang_embed_layernorm.weight"] = np.ones(64, np.float32)
+        sd["auxiliary_decoder.lang_embed_layernorm.bias"] = np.zeros(64, np.float32)
+
+    notes = []
+    out = convert_checkpoint(str(_rewritten(tmp_path, name, lambda a: a.update(ignore_prefix_size=1), lang_norm)),
+                             str(tmp_path / "m"), config_yaml=_recipe(name, "model", "config.yaml"),
+                             report=notes.append)
+    cfg, params, *_ = read_model_dir(out)
+    assert cfg.auxiliary_ctc_vocab_size == 0 and "auxiliary_decoder" not in params
+    assert any(n.startswith("auxiliary CTC decoder dropped") for n in notes)
+
+
 def test_shared_embeddings_keep_one_table(recipe_model):
     _, params, *_ = read_model_dir(recipe_model("s2t_transformer_s")[0])
     sd = load_checkpoint(_recipe("s2t_transformer_s", "model", "s2t_transformer_s.pt"))["model"]
