@@ -3,7 +3,6 @@ reference's own outputs, the notes on ignored options, and a short SPES run on e
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 

@@ -19,7 +19,7 @@ ACTIVATIONS = ("relu", "gelu", "swish", "silu", "tanh", "linear")
 class ModelConfig:
     """Everything that shapes the network. Defaults are the FBK ``conformer`` arch defaults."""
 
-    arch: str = "conformer"
+    arch: str = "conformer"  # the reference model (register_model name); --arch itself: source.arch
     input_feat_per_channel: int = 80
     input_channels: int = 1
     conv_channels: int = 1024
