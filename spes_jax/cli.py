@@ -14,7 +14,8 @@ def _convert(args) -> None:
     from convert import convert_checkpoint
 
     out = convert_checkpoint(args.checkpoint, args.out, config_yaml=args.config_yaml, dict_path=args.dict,
-                             spm_path=args.spm, overwrite=args.overwrite)
+                             spm_path=args.spm, overwrite=args.overwrite,
+                             report=lambda note: print(f"note: {note}"))
     print(f"wrote {out}")
 
 
