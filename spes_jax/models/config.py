@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpesError
+from ..text import EOS, PAD
 
 # The reference's models (``register_model`` names): two encoders, one decoder.
 ARCHS = ("conformer", "conformer_joint_ctc", "s2t_transformer_fbk", "s2t_transformer")
@@ -49,8 +50,8 @@ class ModelConfig:
     decoder_activation_fn: str = "relu"
     share_decoder_input_output_embed: bool = False
     vocab_size: int = 10000
-    pad: int = 1
-    eos: int = 2
+    pad: int = PAD
+    eos: int = EOS
     max_source_positions: int = 6000
     max_target_positions: int = 1024
 
