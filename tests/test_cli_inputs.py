@@ -184,3 +184,13 @@ def test_provenance_makes_files_self_describing(tiny_model, tmp_path):
 
     changed[key] = jax.tree_util.tree_map(lambda x: x + 1, changed[key])
     assert parameters_sha256(changed) != parameters_sha256(tiny_model.params)
+
+
+def test_library_warnings_print_as_one_line(capsys):
+    from spes_jax.cli import _show_warning
+    from spes_jax.errors import SpesNote
+
+    _show_warning("a.mp3: resampled from 44100 Hz to 16000 Hz", SpesNote, "audio.py", 1)
+    _show_warning("s.wav: the audio is silent", SpesWarning, "inputs.py", 1)
+    assert capsys.readouterr().err == ("spes-jax: note: a.mp3: resampled from 44100 Hz to 16000 Hz\n"
+                                       "spes-jax: warning: s.wav: the audio is silent\n")

@@ -314,7 +314,7 @@ def test_cli_explain_writes_nothing_on_failure(tmp_path, converted):
     assert r.returncode == 0, r.stderr
     exp = spes_jax.load_explanations(out)["utt0_16k"]
     assert exp.text == "it is a fish" and exp.tokens[-1] == "</s>"
-    assert exp.meta["audio"] == good and len(exp.meta["token_ids"]) == len(exp.tokens)
+    assert exp.meta["audio"] == os.path.abspath(good) and len(exp.meta["token_ids"]) == len(exp.tokens)
     assert os.listdir(tmp_path) == ["out.h5"]
     r = subprocess.run(cmd + ["--targets", "it is a fish", good], capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "exists; pass --overwrite" in r.stderr
