@@ -4,8 +4,9 @@
 
 Explains held-out synthetic utterances (new sentences, a voice never seen in training; exact word
 spans from the generator) and tests whether word-level saliency is higher inside the word's span than
-outside (paired Student's t-test over words). Utterances whose hypothesis has a different number of
-words than the reference are left out and counted. Needs espeak-ng to synthesise the utterances.
+outside (paired Student's t-test over words). Hypothesis words are paired with timed words by content;
+utterances where fewer than half of them are recognised are left out and counted. Needs espeak-ng
+to synthesise the utterances.
 """
 
 from __future__ import annotations
