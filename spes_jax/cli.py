@@ -235,11 +235,9 @@ def _plot(args) -> None:
 def _first_mismatch(exps, timings) -> str:
     from .plausibility import hypothesis_words
 
-    for exp in exps:
-        if exp.id in timings:
-            timed = " ".join(w for w, _, _ in timings[exp.id])
-            return f"{exp.id}: said {' '.join(hypothesis_words(exp.tokens))!r}, timed {timed!r}"
-    return f"no timings for {exps[0].id!r}" if exps else "no explanations"
+    exp = next(e for e in exps if e.id in timings)
+    timed = " ".join(w for w, _, _ in timings[exp.id])
+    return f"{exp.id}: said {' '.join(hypothesis_words(exp.tokens))!r}, timed {timed!r}"
 
 
 def _plausibility(args) -> None:
@@ -263,6 +261,9 @@ def _plausibility(args) -> None:
                             "hypothesis word with the span where it is spoken, and a translation's words are "
                             "not spoken in the source audio")
         timings = read_word_timings(args.timings)
+        if not any(e.id in timings for e in exps):
+            raise SpesError(f"{args.timings} has no timings for the utterances of {args.explanations} "
+                            f"(e.g. {exps[0].id if exps else None!r})")
         pairs, skipped = match_timings(exps, timings)
         if not pairs:
             raise SpesError(f"the words in {args.timings} do not match the hypotheses in {args.explanations} "
