@@ -194,3 +194,13 @@ def test_library_warnings_print_as_one_line(capsys):
     _show_warning("s.wav: the audio is silent", SpesWarning, "inputs.py", 1)
     assert capsys.readouterr().err == ("spes-jax: note: a.mp3: resampled from 44100 Hz to 16000 Hz\n"
                                        "spes-jax: warning: s.wav: the audio is silent\n")
+
+
+def test_timings_of_other_utterances(files, tmp_path, capsys):
+    from spes_jax.cli import main
+
+    (tmp_path / "t.json").write_text('{"u9": {"words": [{"word": "the", "start": 0.1, "end": 0.3}]}}')
+    assert main(["plausibility", str(files / "asr.h5"), "--timings", str(tmp_path / "t.json")]) == 2
+    assert "has no timings for the utterances of" in capsys.readouterr().err
+    assert main(["plausibility", str(files / "asr.h5"), "--timings", str(files / "timings.json")]) == 0
+    assert "time alignment: 1 utterances (0 skipped), 6 words" in capsys.readouterr().out
