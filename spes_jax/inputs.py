@@ -30,6 +30,7 @@ def peak_frame_dbfs(waveform: np.ndarray, frame: int = 400) -> float:
 
 
 def check_silence(waveform: np.ndarray, name: str) -> None:
+    """Warns when even the loudest 25 ms of a (N,) waveform is below ``SILENCE_DBFS``."""
     level = peak_frame_dbfs(waveform)
     if level < SILENCE_DBFS:
         warnings.warn(f"{name}: the audio is silent (loudest 25 ms at {level:.0f} dBFS, below {SILENCE_DBFS:.0f}); "
