@@ -6,8 +6,10 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
-from .errors import SpesError
+from . import __version__
+from .errors import SpesError, SpesNote, SpesWarning
 
 
 def _convert(args) -> None:
@@ -33,31 +35,40 @@ def _transcribe(args) -> None:
             print(f"{path}\t{hyp.text}")
 
 
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+
+
 def _explain(args) -> None:
     import jax
 
-    from . import __version__
+    from ._io import check_output
     from .explainer import explain
     from .config import SPESConfig
     from .explanation import save_explanations
+    from .inputs import read_targets
     from .pipeline import load_model
+    from .provenance import provenance
 
-    base = SPESConfig.st() if args.task == "st" else SPESConfig.asr()
+    if args.masks == 0 and args.token_masks == 0:
+        raise SpesError("--masks 0 and --token-masks 0 leave nothing to explain")
+    if os.path.splitext(args.out)[1].lower() not in HDF5_SUFFIXES:
+        raise SpesError(f"--out {args.out}: explanations are written as HDF5; name the file with one of "
+                        f"{', '.join(HDF5_SUFFIXES)}")
+    check_output(args.out, args.overwrite)
+    task = args.task or ("st" if args.model == "st" else "asr")
+    base = SPESConfig.st() if task == "st" else SPESConfig.asr()
     cfg = base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
                        precision=args.precision, batch_size=args.batch_size,
                        token_batch_size=max(args.batch_size, base.token_batch_size))
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise SpesError(f"output directory does not exist: {out_dir}")
-    model = load_model(args.model or args.task)
+    model = load_model(args.model or task)
+    targets = read_targets(model, args.targets, len(args.audio)) if args.targets else None
     if not args.quiet:
         print(f"spes-jax: explaining {len(args.audio)} utterance(s) with {cfg.masks_per_level * cfg.n_levels} "
               f"spectrogram and {cfg.n_token_masks} prefix masks on {jax.devices()[0].platform}", file=sys.stderr)
         if cfg.n_masks < 20000 or cfg.n_token_masks < 2000:
             print("spes-jax: note: fewer masks than the paper's 20000/2000 give noisier maps", file=sys.stderr)
-    exps = explain(model, list(args.audio), cfg, progress=not args.quiet)
-    attrs = {"config": cfg.to_json(), "seed": cfg.seed, "library": f"spes-jax {__version__}",
-             "model": json.dumps(model.info or {}), "task": args.task}
+    exps = explain(model, list(args.audio), cfg, targets=targets, progress=not args.quiet)
+    attrs, exps = provenance(model, cfg, task, exps, args.audio)
     save_explanations(args.out, exps, attrs)
     for exp in exps:
         print(f"{exp.id}\t{exp.text}")
@@ -85,35 +96,57 @@ def _evaluate(args) -> None:
     from ._io import write_json
     from .explanation import load_explanations
     from .manifest import read_manifest
-    from .metrics import default_scorer, perturbation_curve, size_curve
+    from .metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
     from .plotting import plot_deletion_curves, plot_size_curves
 
+    # Every input and output is checked before any work; files are written only at the end.
     exps = load_explanations(args.explanations)
-    os.makedirs(args.out_dir, exist_ok=True)
-    results = {"explanations": os.path.abspath(args.explanations)}
-    if "size" in args.metrics:
-        size = size_curve(exps.values(), args.step)
-        results["size"] = size.to_dict()
-        plot_size_curves({"explanations": size}, os.path.join(args.out_dir, "size.png"))
-        print(f"size AUC\tspectrogram {size.auc:.2f}\tprefix {size.auc_prefix:.2f}")
     curves = [m for m in args.metrics if m != "size"]
+    entries = {}
     if curves:
         if not args.manifest:
             raise SpesError("deletion and insertion need --manifest (the audio and references)")
         entries = {e.id: e for e in read_manifest(args.manifest)}
         missing = [i for i in exps if i not in entries]
         if missing:
-            raise SpesError(f"{len(missing)} explained utterance(s) not in the manifest, e.g. {missing[0]!r}")
+            raise SpesError(f"{len(missing)} explained utterance(s) not in the manifest {args.manifest}, "
+                            f"e.g. {missing[0]!r}")
+    outputs = {}
+    if args.out_dir:
+        if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+            raise SpesError(f"--out-dir {args.out_dir}: is a file, not a directory")
+        names = ["metrics.json"] + [f"{m}.png" for m in args.metrics]
+        for name in names:
+            path = os.path.join(args.out_dir, name)
+            if os.path.exists(path) and not args.overwrite:
+                raise SpesError(f"--out-dir {args.out_dir}: {name} exists; pass --overwrite to replace it")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.out_dir))):
+            raise SpesError(f"--out-dir {args.out_dir}: its parent directory does not exist")
+    results = {"explanations": os.path.abspath(args.explanations)}
+    if "size" in args.metrics:
+        size = size_curve(exps.values(), args.step)
+        results["size"] = size.to_dict()
+        outputs["size.png"] = (plot_size_curves, {"explanations": size})
+        print(f"size AUC\tspectrogram {size.auc:.2f}\tprefix {size.auc_prefix:.2f}\t(percentage of normalised "
+              "features above each threshold, over thresholds 0..1, the paper's scale; lower is more compact)")
+    if curves:
         model, task = _model_for(args, _file_attrs(args.explanations))
         scorer = args.scorer or default_scorer(task)
         for metric in curves:
             c = perturbation_curve(model, exps.values(), {i: e.audio for i, e in entries.items()},
                                    {i: e.reference for i, e in entries.items()}, metric, scorer, args.step)
             results[metric] = c.to_dict()
-            plot_deletion_curves({"explanations": c}, os.path.join(args.out_dir, f"{metric}.png"))
-            print(f"{metric} AUC ({scorer})\t{c.auc_fraction:.2f} (p as a fraction; {c.auc:.1f} with p in %)")
-    write_json(os.path.join(args.out_dir, "metrics.json"), results)
-    print(f"wrote {args.out_dir}/metrics.json", file=sys.stderr)
+            outputs[f"{metric}.png"] = (plot_deletion_curves, {"explanations": c})
+            better = "higher" if higher_is_better(metric, scorer) else "lower"
+            print(f"{metric} AUC\t{c.auc_fraction:.2f}\t({scorer} over the fraction of features "
+                  f"{'deleted' if metric == 'deletion' else 'kept'}, 0..1, the paper's scale; "
+                  f"{better} is more faithful)")
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+        for name, (plot, data) in outputs.items():
+            plot(data, os.path.join(args.out_dir, name))
+        write_json(os.path.join(args.out_dir, "metrics.json"), results)
+        print(f"wrote {args.out_dir}/metrics.json and the curve plots", file=sys.stderr)
 
 
 def _compare(args) -> None:
@@ -128,6 +161,11 @@ def _compare(args) -> None:
     if args.model and len(args.manifest) > 1:
         raise SpesError("--model applies to a single manifest; without it each task uses its embedded model")
     work = [(read_manifest(m)[: args.limit], t) for m, t in zip(args.manifest, tasks)]  # check all inputs first
+    dirs = [args.out_dir] if len(work) == 1 else [args.out_dir] + [os.path.join(args.out_dir, t) for t in tasks]
+    done = [os.path.join(d, "results.json") for d in dirs if os.path.exists(os.path.join(d, "results.json"))]
+    if done and not args.overwrite:
+        raise SpesError(f"--out-dir {args.out_dir}: {done[0]} exists; pass --overwrite to replace the results "
+                        "(explanations made with the same settings are reused)")
     payloads = []
     for entries, task in work:
         out = args.out_dir if len(work) == 1 else os.path.join(args.out_dir, task)
@@ -140,22 +178,70 @@ def _compare(args) -> None:
         print(paper_table(payloads))
 
 
+def _token_index(exp, token: str) -> int:
+    """--token: a 0-based index (negative counts from the end) or a piece of the hypothesis."""
+    try:
+        return int(token)
+    except ValueError:
+        pass
+    for k, piece in enumerate(exp.tokens):
+        if token in (piece, piece.lstrip("\u2581")):
+            return k
+    raise SpesError(f"--token {token!r}: not a token of {exp.id}'s hypothesis; its tokens are {' '.join(exp.tokens)}")
+
+
+def _recorded_audio(exp) -> str | None:
+    """The audio file an explanation records, if it is still there and unchanged (else a warning)."""
+    from .provenance import file_sha256
+
+    path = exp.meta.get("audio")
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        warnings.warn(f"{exp.id}: the recorded audio {path} is not there; drawing the maps only (pass --audio)",
+                      SpesWarning)
+        return None
+    if exp.meta.get("audio_sha256") not in (None, file_sha256(path)):
+        warnings.warn(f"{exp.id}: {path} changed since it was explained; drawing the maps only", SpesWarning)
+        return None
+    return path
+
+
 def _plot(args) -> None:
+    from matplotlib.figure import Figure
+
+    from ._io import check_output
     from .audio import load_features
     from .explanation import load_explanations
 
+    suffix = os.path.splitext(args.out)[1][1:].lower()
+    formats = Figure().canvas.get_supported_filetypes()
+    if suffix not in formats:
+        raise SpesError(f"--out {args.out}: not an image format matplotlib writes; use one of "
+                        f"{', '.join('.' + f for f in sorted(formats))}")
+    check_output(args.out, args.overwrite)
     exps = load_explanations(args.explanations)
     uid = args.id or next(iter(exps), None)
     if uid not in exps:
         raise SpesError(f"no utterance {uid!r} in {args.explanations}; it has {list(exps)[:5]}")
     exp = exps[uid]
-    feats = load_features(args.audio, exp.spectrogram_saliency.shape[2]) if args.audio else None
-    exp.plot(feats, args.token, args.out)
+    token = _token_index(exp, args.token) if args.token is not None else None
+    audio = args.audio or _recorded_audio(exp)
+    feats = load_features(audio, exp.spectrogram_saliency.shape[2]) if audio else None
+    exp.plot(feats, token, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
+def _first_mismatch(exps, timings) -> str:
+    from .plausibility import hypothesis_words
+
+    exp = next(e for e in exps if e.id in timings)
+    timed = " ".join(w for w, _, _ in timings[exp.id])
+    return f"{exp.id}: said {' '.join(hypothesis_words(exp.tokens))!r}, timed {timed!r}"
+
+
 def _plausibility(args) -> None:
-    from ._io import write_json
+    from ._io import check_output, write_json
     from .explanation import load_explanations
     from .manifest import read_word_timings
     from .plausibility import (
@@ -165,12 +251,24 @@ def _plausibility(args) -> None:
         time_alignment,
     )
 
+    if args.out:
+        check_output(args.out, args.overwrite)
     exps = list(load_explanations(args.explanations).values())
     out: dict = {}
     if args.timings:
-        pairs, skipped = match_timings(exps, read_word_timings(args.timings))
+        if _file_attrs(args.explanations).get("task") == "st":
+            raise SpesError(f"{args.explanations} explains translations (task st): time alignment pairs each "
+                            "hypothesis word with the span where it is spoken, and a translation's words are "
+                            "not spoken in the source audio")
+        timings = read_word_timings(args.timings)
+        if not any(e.id in timings for e in exps):
+            raise SpesError(f"{args.timings} has no timings for the utterances of {args.explanations} "
+                            f"(e.g. {exps[0].id if exps else None!r})")
+        pairs, skipped = match_timings(exps, timings)
         if not pairs:
-            raise SpesError("no explained utterance has word timings matching its hypothesis")
+            raise SpesError(f"the words in {args.timings} do not match the hypotheses in {args.explanations} "
+                            f"(e.g. {_first_mismatch(exps, timings)}); the timings must be of the words "
+                            "the model said, in its language")
         ta = time_alignment(pairs)
         out["time_alignment"] = {"utterances": ta.n_utterances, "skipped": skipped, "words": ta.n_words,
                                  "inside": float(ta.inside.mean()), "outside": float(ta.outside.mean()),
@@ -195,8 +293,12 @@ def _plausibility(args) -> None:
         print(f"wrote {args.out}", file=sys.stderr)
 
 
+AUDIO_HELP = "audio files: WAV (any PCM or float format), FLAC, OGG/Vorbis, MP3; resampled to 16 kHz mono"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spes-jax", description="Explain speech-to-text models with SPES, in JAX.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--no-compile-cache", action="store_true",
                    help="do not keep compiled steps on disk (default: reuse them across runs, in "
                         "$SPES_JAX_CACHE_DIR or ~/.cache/spes-jax/xla)")
@@ -212,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_convert)
 
     t = sub.add_parser("transcribe", help="decode audio with beam search")
-    t.add_argument("audio", nargs="+", help="16 kHz mono WAV files")
-    t.add_argument("--model", help="converted model directory (default: the embedded ASR model)")
+    t.add_argument("audio", nargs="+", help=AUDIO_HELP)
+    t.add_argument("--model", help="converted model directory, or an embedded model: asr (default), st")
     t.add_argument("--beam", type=int, default=5)
     t.add_argument("--greedy", action="store_true", help="greedy search instead of beam search")
     t.add_argument("--batch-size", type=int, default=8)
@@ -221,10 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_transcribe)
 
     e = sub.add_parser("explain", help="SPES explanations of the model's hypotheses, written to HDF5")
-    e.add_argument("audio", nargs="+", help="16 kHz mono WAV files")
-    e.add_argument("--out", required=True, help="output HDF5 file (written only when everything succeeded)")
-    e.add_argument("--model", help="converted model directory (default: the embedded model of --task)")
-    e.add_argument("--task", choices=["asr", "st"], default="asr", help="asr: tau 7.5 s; st: tau 5 s")
+    e.add_argument("audio", nargs="+", help=AUDIO_HELP)
+    e.add_argument("--out", required=True, help="output HDF5 file, .h5 (written only when everything succeeded)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    e.add_argument("--model", help="converted model directory, or an embedded model: asr, st "
+                   "(default: the embedded model of --task)")
+    e.add_argument("--task", choices=["asr", "st"], help="SPES settings, asr: tau 7.5 s; st: tau 5 s "
+                   "(default: st for --model st, else asr)")
+    e.add_argument("--targets", metavar="TEXT_OR_FILE", help="explain this transcript or translation instead "
+                   "of the model's own hypothesis: a text (one audio file) or a file with one line per audio file")
     e.add_argument("--masks", type=int, default=20000, help="spectrogram masks N_X (default 20000)")
     e.add_argument("--token-masks", type=int, default=2000, help="prefix masks N_Y (default 2000)")
     e.add_argument("--seed", type=int, default=0)
@@ -240,9 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--scorer", choices=["wer", "wer_max", "wer_sentence_max", "bleu"],
                    help="default: wer_max for ASR, bleu for ST")
     v.add_argument("--step", type=int, default=5, help="percentage / threshold step (default 5)")
-    v.add_argument("--model", help="model that made the explanations (default: the embedded one of --task)")
+    v.add_argument("--model", help="model that made the explanations: a converted model directory or an "
+                   "embedded model, asr or st (default: the embedded one of --task)")
     v.add_argument("--task", choices=["asr", "st"], help="default: as recorded in the file, else asr")
-    v.add_argument("--out-dir", default=".", help="where metrics.json and the curve plots go")
+    v.add_argument("--out-dir", help="write metrics.json and the curve plots here (default: print only)")
+    v.add_argument("--overwrite", action="store_true", help="replace existing files in --out-dir")
     v.set_defaults(func=_evaluate)
 
     m = sub.add_parser("compare", help="SPES vs feature-wise, Bubble Noise and ablations (the paper's Table 1)")
@@ -250,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out-dir", required=True, help="explanations, results.json, table.md and plots go here "
                    "(in one folder per task when there are several manifests)")
     m.add_argument("--task", nargs="+", choices=["asr", "st"], help="the task of each manifest (default asr)")
-    m.add_argument("--model", help="converted model directory (default: the embedded model of --task)")
+    m.add_argument("--model", help="converted model directory, or an embedded model: asr, st "
+                   "(default: the embedded model of --task)")
+    m.add_argument("--overwrite", action="store_true", help="replace existing results in --out-dir")
     m.add_argument("--budget-scale", type=float, default=1.0,
                    help="multiply every method's mask budget (paper: N_X 20000, N_Y 2000, Bubble Noise 1000)")
     m.add_argument("--methods", nargs="+", help="subset of: SPES, feature-wise, 'Bubble Noise', '- multi-scale', "
@@ -263,9 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("plot", help="spectrogram, saliency map, overlay and prefix matrix of one utterance")
     g.add_argument("explanations", help="HDF5 explanation file")
     g.add_argument("--out", required=True, help="image file (.png, .pdf, .svg)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     g.add_argument("--id", help="utterance id (default: the first in the file)")
-    g.add_argument("--audio", help="the utterance's WAV file, to draw the spectrogram and the overlay")
-    g.add_argument("--token", type=int, help="explained token index (default: sentence-level map)")
+    g.add_argument("--audio", help="the utterance's audio file, to draw the spectrogram and the overlay "
+                   "(default: the file recorded in the explanation file, if it is still there)")
+    g.add_argument("--token", help="explained token: a 0-based index (negative from the end) or a piece, e.g. "
+                   "'▁takes' or 'takes' (default: the sentence-level map)")
     g.set_defaults(func=_plot)
 
     q = sub.add_parser("plausibility", help="time alignment, kurtosis ranking and positional saliency")
@@ -273,8 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--timings", help="word timings: CTM, or JSON like the bundled samples' timings.json")
     q.add_argument("--min-count", type=int, default=1, help="kurtosis: only tokens seen this often (paper: 100)")
     q.add_argument("--out", help="JSON file for the results")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     q.set_defaults(func=_plausibility)
     return p
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings as one ``spes-jax: note/warning: ...`` line; others as Python prints them."""
+    if issubclass(category, SpesWarning):
+        print(f"spes-jax: {'note' if issubclass(category, SpesNote) else 'warning'}: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,7 +407,10 @@ def main(argv: list[str] | None = None) -> int:
 
         enable()
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default", SpesWarning)
+            warnings.showwarning = _show_warning
+            args.func(args)
     except SpesError as e:
         print(f"spes-jax: error: {e}", file=sys.stderr)
         return 2

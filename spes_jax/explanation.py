@@ -3,8 +3,9 @@
 Files use the reference's layout so FBK-fairseq's evaluation scripts read ours: one group per
 utterance id with ``fbank_heatmap`` (K, T, C) float32, ``tgt_embed_heatmap`` (K, K, 1) float32,
 ``tgt_text`` (the K prefix symbols, starting with </s>), ``src_text`` and ``n_masks``; plus
-``tokens`` (the explained pieces), ``n_token_masks`` and file attributes with our configuration,
-seed, model hash and library version. Raw maps are stored; normalisation happens on read.
+``tokens`` (the explained pieces), ``n_token_masks``, an ``axes`` attribute on every array, and
+the provenance attributes of ``spes_jax.provenance`` (docs/explanation-files.md has the table). Raw
+maps are stored; normalisation happens on read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,16 @@ import numpy as np
 
 from ._io import atomic_output
 from .errors import SpesError
+
+
+# Axis names of each per-utterance dataset, stored as its ``axes`` attribute.
+AXES = {"fbank_heatmap": "token, frame, mel_bin", "tgt_embed_heatmap": "token, prefix_position, singleton",
+        "tgt_text": "prefix_position", "tokens": "token"}
+
+
+def _attr(value):
+    """An HDF5 attribute value: strings, numbers and arrays as they are, anything else as JSON."""
+    return value if isinstance(value, (str, int, float, np.ndarray)) else json.dumps(value)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
@@ -58,7 +69,7 @@ def paired_min_max(spec: np.ndarray, prefix: np.ndarray) -> tuple[np.ndarray, np
     return _finite(s).reshape(spec.shape), _finite(q)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Explanation:
     """SPES explanation of one utterance's hypothesis.
 
@@ -77,6 +88,12 @@ class Explanation:
     n_token_masks: int = 0
     is_normalized: bool = False
     meta: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        K, T, C = self.spectrogram_saliency.shape
+        return (f"Explanation(id={self.id!r}, text={self.text!r}, {K} tokens, spectrogram_saliency ({K}, {T}, {C}), "
+                f"prefix_saliency ({K}, {K}), n_masks={self.n_masks}, n_token_masks={self.n_token_masks}"
+                f"{', normalized' if self.is_normalized else ''})")
 
     def normalized(self) -> "Explanation":
         """Per-token z-score then paired min-max (the reference's ``single_mean_std paired_min_max``)."""
@@ -112,7 +129,7 @@ def save_explanations(path: str | os.PathLike, explanations, attrs: dict | None 
 
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         for key, value in (attrs or {}).items():
-            f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+            f.attrs[key] = _attr(value)
         for exp in explanations:
             if exp.is_normalized:
                 raise SpesError("store raw maps; normalisation is applied on read")
@@ -124,8 +141,10 @@ def save_explanations(path: str | os.PathLike, explanations, attrs: dict | None 
             g.create_dataset("src_text", data=exp.text + "</s>", dtype=h5py.string_dtype())
             g.create_dataset("n_masks", data=np.int64(exp.n_masks))
             g.create_dataset("n_token_masks", data=np.int64(exp.n_token_masks))
+            for name, axes in AXES.items():
+                g[name].attrs["axes"] = axes
             for key, value in exp.meta.items():
-                g.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+                g.attrs[key] = _attr(value)
 
 
 def _text(x) -> str:

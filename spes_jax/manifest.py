@@ -16,7 +16,7 @@ _REFERENCE_COLUMNS = ("reference", "tgt_text", "text")
 @dataclass(frozen=True)
 class Entry:
     id: str
-    audio: str  # path to a WAV file
+    audio: str  # path to an audio file
     reference: str
 
 

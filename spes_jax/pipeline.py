@@ -74,10 +74,11 @@ class SpeechToTextModel:
         return self.tokenizer.dictionary
 
     def features(self, audio: Audio) -> np.ndarray:
-        """A WAV path, a (N,) 16 kHz waveform or a raw (T, C) fbank -> (T, C) model input."""
+        """An audio file, a (N,) 16 kHz waveform or a raw (T, C) fbank -> (T, C) model input."""
         feats = load_features(audio, self.cfg.input_feat_per_channel, self.data.get("cmvn") == "utterance")
         if feats.shape[0] < 8:
-            raise SpesError(f"audio too short: {feats.shape[0]} frames (need at least 8, i.e. 0.1 s)")
+            name = f"{os.fspath(audio)}: " if isinstance(audio, (str, os.PathLike)) else ""
+            raise SpesError(f"{name}audio too short: {feats.shape[0]} frames (need at least 8, i.e. 0.1 s)")
         return feats
 
     def generate(self, audios: Sequence[Audio], search: SearchConfig = SearchConfig(),

@@ -65,13 +65,13 @@ class Tokenizer:
                 raise SpesError(f"SentencePiece model not found: {spm_path}")
             self._sp = spm.SentencePieceProcessor(model_file=os.fspath(spm_path))
 
+    def split(self, text: str) -> list[str]:
+        """Text -> pieces (SentencePiece, or whitespace words without a SentencePiece model)."""
+        return text.split() if self._sp is None else self._sp.encode(text, out_type=str)
+
     def encode(self, text: str) -> list[int]:
         """Text -> ids ending with </s> (fairseq ``encode_line(append_eos=True)``)."""
-        if self._sp is None:
-            pieces = text.split()
-        else:
-            pieces = self._sp.encode(text, out_type=str)
-        return [self.dictionary.index(p) for p in pieces] + [EOS]
+        return [self.dictionary.index(p) for p in self.split(text)] + [EOS]
 
     def decode(self, ids) -> str:
         """Ids -> text; specials are dropped, SentencePiece word boundaries become spaces."""

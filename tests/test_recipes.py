@@ -15,7 +15,7 @@ from convert.archs import model_name
 from spes_jax import SearchConfig, SPESConfig, SpesError, beam_search, explain, load_model
 from spes_jax.models import S2TModel
 from spes_jax.models.io import read_model_dir
-from conftest import ROOT, fixture_path
+from support import ROOT, fixture_path
 import torch_writer
 
 TOL = 1e-4
