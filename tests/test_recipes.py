@@ -50,7 +50,7 @@ def _ref(name):
 
 def _batch_independent(ref, b, i):
     """Whether the reference's batched encoder output of input i (row b) equals its single-input one."""
-    single, batch = ref[f"single{i}_encoder_out"], ref[f"batch_encoder_out"]
+    single, batch = ref[f"single{i}_encoder_out"], ref["batch_encoder_out"]
     return np.abs(single[:, 0] - batch[: single.shape[0], b]).max() <= TOL
 
 
