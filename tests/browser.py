@@ -48,11 +48,14 @@ def console_errors(driver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def requested_urls(driver) -> list[str]:
-    """Every URL the page asked the network stack for since the last call."""
+def requested_urls(driver, document: str) -> list[str]:
+    """Every URL that pages loaded from ``document`` (a URL without fragment) asked the network
+    stack for since the last call (the browser's own pages are left out)."""
     urls = []
     for entry in driver.get_log("performance"):
         msg = json.loads(entry["message"])["message"]
         if msg["method"] == "Network.requestWillBeSent":
-            urls.append(msg["params"]["request"]["url"])
+            params = msg["params"]
+            if params.get("documentURL", "").split("#")[0] == document:
+                urls.append(params["request"]["url"])
     return urls

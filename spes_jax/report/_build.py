@@ -184,7 +184,7 @@ def _payload(u: Utterance, task: str) -> tuple[dict, dict]:
         view["features"] = _pack(_quantise(feats, lo, hi))
         view["audio"] = {"rate": SAMPLE_RATE, "n": int(wave.size), "data": _pack(_mu_law(wave))}
     row = {"id": exp.id, "duration": round(T * FRAME_SHIFT_S, 2), "tokens": K, "hypothesis": exp.text,
-           "reference": u.reference, "size AUC": round(size_curve([exp]).auc, 2)}
+           "reference": u.reference, "size AUC": round(size_curve([norm]).auc, 2)}
     if u.reference:
         name = "BLEU" if task == "st" else "WER"
         row[name] = round(corpus_score(name.lower(), [u.reference], [exp.text]), 2)

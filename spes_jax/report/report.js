@@ -233,6 +233,7 @@
   }
 
   function drawOver() {
+    if (!state.d || $("view").hidden) return;
     const d = state.d, main = $("main"), over = $("over");
     const W = main.parentElement.clientWidth, G = geometry(d, W), g = sizeCanvas(over, W, G.H);
     over.style.width = W + "px";
@@ -373,7 +374,7 @@
     state.playing = false;
     state.playhead = null;
     $("play").innerHTML = "&#9654; Play";
-    if (state.d) drawOver();
+    drawOver();
   }
 
   // Plays [from, to) seconds; gain (per 10 ms frame, 0 or 1) silences frames, with 5 ms ramps.
