@@ -190,7 +190,7 @@
     g.save(); g.translate(cx + cw + 48, M.t + M.plot / 2); g.rotate(Math.PI / 2);
     g.textAlign = "center"; g.fillText(state.mode === "raw" ? "saliency (raw)" : "saliency", 0, 0); g.restore();
 
-    $("caption").innerHTML = cur.caption;
+    $("caption").innerHTML = cur.caption + " Bars: saliency of the previous tokens.";
     drawStrip(d, k, cur);
     drawOver();
   }
@@ -228,6 +228,8 @@
 
   function drawTopP(g, d, cur, G) {
     const keep = topFrames(d, cur), invert = $("invert").checked, w = G.pw / d.T;
+    g.fillStyle = "#4a5262"; g.font = "10px system-ui, sans-serif"; g.textAlign = "left"; g.textBaseline = "middle";
+    g.fillText(`top ${$("p").value} %`, M.l + G.pw + 6, G.yTop + 2);
     g.fillStyle = invert ? "#d0463c" : "#f0a33c";
     for (let t = 0; t < d.T; t++) if (keep[t]) g.fillRect(M.l + t * w, G.yTop, Math.max(w, 1), 4);
   }
