@@ -29,7 +29,7 @@
     if (d.audio) d.audio.bytes = await inflate(d.audio.data);
     d.gmin = Math.min(...d.raw[0]);
     d.gmax = Math.max(...d.raw[1]);
-    d.prefixMax = Math.max(1e-12, ...d.prefixRaw.flat());
+    d.prefixMax = d.prefixRaw.flat().reduce((a, v) => Math.max(a, v), 1e-12);
     d.sentence = null;
     cache.set(i, d);
     if (cache.size > 3) cache.delete(cache.keys().next().value);
