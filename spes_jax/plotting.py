@@ -91,17 +91,22 @@ def _prefix_panel(ax, norm: Explanation, fig) -> None:
 def word_maps(exp: Explanation) -> tuple[list[str], np.ndarray]:
     """Word-level maps: the mean of each word's normalised token maps, words grouped from
     SentencePiece pieces by ``plausibility.token_words`` (a piece starting with U+2581 begins a word;
-    </s> and punctuation-only pieces stay tokens of their own). Returns (labels, (W, T, C) maps)."""
+    </s> and punctuation-only pieces stay tokens of their own), as the report's word mode does.
+    Returns (labels, (W, T, C) maps)."""
     from .plausibility import token_words
 
     norm = exp if exp.is_normalized else exp.normalized()
     index = token_words(exp.tokens)
-    groups: list[list[int]] = []
+    groups: list[list[int]] = []  # in order of first piece; a word's pieces may enclose punctuation
+    words: dict[int, list[int]] = {}
     for k, w in enumerate(index):
-        if w >= 0 and k > 0 and index[k - 1] == w:
-            groups[-1].append(k)
-        else:
+        if w < 0:
             groups.append([k])
+        elif w in words:
+            words[w].append(k)
+        else:
+            words[w] = [k]
+            groups.append(words[w])
     labels = ["".join(exp.tokens[k] for k in g).replace("\u2581", "") for g in groups]
     return labels, np.stack([norm.spectrogram_saliency[g].mean(axis=0) for g in groups])
 

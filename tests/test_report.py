@@ -157,14 +157,16 @@ def test_token_and_word_grid(tmp_path):
     from spes_jax.plotting import plot_token_grid, word_maps
 
     exp, _ = synthetic("g", 7, 60)
-    exp = Explanation("g", [f"{SPACE}the", f"{SPACE}bro", "wn", f"{SPACE}dog", "s", ".", "</s>"],
+    exp = Explanation("g", [f"{SPACE}the", f"{SPACE}bro", "wn", f"{SPACE}don", "'", "t", "</s>"],
                       exp.spectrogram_saliency, exp.prefix_saliency)
     labels, maps = word_maps(exp)
-    assert labels == ["the", "brown", "dogs", ".", "</s>"]
-    np.testing.assert_allclose(maps[1], exp.normalized().spectrogram_saliency[1:3].mean(0), atol=1e-6)
+    assert labels == ["the", "brown", "dont", "'", "</s>"]
+    norm = exp.normalized().spectrogram_saliency
+    np.testing.assert_allclose(maps[1], norm[1:3].mean(0), atol=1e-6)
+    np.testing.assert_allclose(maps[2], norm[[3, 5]].mean(0), atol=1e-6)
     fig = plot_token_grid(exp, columns=3)
     assert [ax.get_title(loc="left") for ax in fig.axes if ax.get_visible() and ax.get_title(loc="left")] == \
-        ["1: the", "2: bro", "3: wn", "4: dog", "5: s", "6: .", "7: </s>"]
+        ["1: the", "2: bro", "3: wn", "4: don", "5: '", "6: t", "7: </s>"]
     exp.save(tmp_path / "g.h5")
     assert main(["plot", str(tmp_path / "g.h5"), "--grid", "words", "--columns", "5", "--out", str(tmp_path / "w.png")]) == 0
     assert (tmp_path / "w.png").stat().st_size > 5000
