@@ -117,7 +117,7 @@ class Explanation:
         import html
 
         return (f'<iframe srcdoc="{html.escape(self.to_html(), quote=True)}" sandbox="allow-scripts" '
-                f'style="width: 100%; height: 760px; border: 0"></iframe>')
+                f'style="width: 100%; height: 820px; border: 0"></iframe>')
 
     def save(self, path: str | os.PathLike, attrs: dict | None = None) -> None:
         """Writes this explanation alone to ``path`` (see ``save_explanations``)."""

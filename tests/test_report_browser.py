@@ -146,3 +146,18 @@ def test_index_of_1000_utterances(driver, tmp_path):
     wait_for(driver, "return window.spesReport.state.d && window.spesReport.state.d.id === 'utt0500'")
     assert driver.find_element(By.ID, "caption").text.startswith("Token 1 of 3")
     assert_clean(driver, url)
+
+
+def test_notebook_display(driver, tmp_path):
+    """``_repr_html_`` (an iframe, as a notebook shows it) draws the explanation."""
+    exp, _ = synthetic("nb", K=5, T=200)
+    page = tmp_path / "notebook.html"
+    page.write_text(f"<!DOCTYPE html><html><body>{exp._repr_html_()}</body></html>", encoding="utf-8")
+    url = open_page(driver, page)
+    driver.switch_to.frame(driver.find_element("tag name", "iframe"))
+    try:
+        assert wait_for(driver, "return window.spesReport.firstViewMs")
+        assert driver.execute_script("return window.spesReport.state.d.K") == 5
+    finally:
+        driver.switch_to.default_content()
+    assert browser.console_errors(driver) == []

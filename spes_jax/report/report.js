@@ -419,7 +419,7 @@
     $("audio").querySelectorAll("button").forEach((b) => (b.disabled = !has));
     $("play-sel").disabled = !has || !state.sel;
     $("status").textContent = has ? (state.sel ? `selection ${state.sel[0].toFixed(2)}\u2013${state.sel[1].toFixed(2)} s` : "")
-      : "no audio in this report (build it with --audio)";
+      : "no audio in this report (give the audio when building it)";
   }
 
   function wireAudio() {
