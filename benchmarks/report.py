@@ -1,7 +1,7 @@
 """Report page: bytes per minute of audio, and the time to the first drawn view in headless Chromium.
 
     python benchmarks/report.py [--result OUT.h5 --audio MANIFEST.tsv --timings timings.json
-                                 --screenshots docs/figures]
+                                 --metrics eval/metrics.json --screenshots docs/figures]
 
 Size: synthetic 60 s utterances (40 tokens, the issue's case, and 150 tokens, a fast speaker's minute
 of SentencePiece pieces) with audio, split into token maps, spectrogram and audio. First view: a
@@ -56,6 +56,7 @@ def main():
     ap.add_argument("--result", help="explanation file or folder")
     ap.add_argument("--audio", help="WAV, folder or manifest (as spes-jax report --audio)")
     ap.add_argument("--timings")
+    ap.add_argument("--metrics", help="metrics.json of spes-jax evaluate (per-utterance deletion AUC)")
     ap.add_argument("--screenshots", help="folder for report_index.png and report_view.png")
     ap.add_argument("--view", default="test00001", help="utterance of the view screenshot")
     ap.add_argument("--token", type=int, default=5, help="token shown in the view screenshot (0-based)")
@@ -73,7 +74,7 @@ def main():
         if args.result:
             exps, attrs = load_result(args.result)
             path = Path(tmp, "real.html")
-            items = utterances(exps, args.audio, args.timings)
+            items = utterances(exps, args.audio, args.timings, args.metrics)
             write_report(path, items, task=attrs.get("task", "asr"), title="SPES: bundled samples",
                          source=f"{len(items)} utterances, embedded {attrs.get('task', 'asr').upper()} model")
             seconds = sum(e.spectrogram_saliency.shape[1] for e in exps.values()) / 100
@@ -94,10 +95,11 @@ def main():
 def shoot(driver, path, args):
     from selenium.webdriver.common.by import By
 
-    driver.set_window_size(1360, 1010)
+    driver.set_window_size(1360, 520)
     driver.get(path.as_uri())
     time.sleep(0.5)
     driver.save_screenshot(os.path.join(args.screenshots, "report_index.png"))
+    driver.set_window_size(1360, 1010)
     driver.get(path.as_uri() + "#u=" + args.view)
     time.sleep(0.5)
     driver.find_element(By.CSS_SELECTOR, f'.tok[data-pos="{args.token + 1}"]').click()

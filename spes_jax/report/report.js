@@ -115,13 +115,13 @@
       for (let c = 0; c < C; c++) {
         const i = t * C + c, o = ((C - 1 - c) * T + t) * 4;
         // Dark = loud, as in the paper's figures; paler under the overlay so the colours stand out.
-        const grey = features ? 255 - (layer === "overlay" ? 0.6 : 1) * features[i] : 0;
+        const grey = features ? 255 - (layer === "overlay" ? 0.7 : 1) * features[i] : 0;
         let r = grey, g = grey, b = grey;
         if (layer !== "spectrogram") {
           const s = Math.max(0, Math.min(1, (cur.map[i] - cur.lo) / span));
           const col = rgb(s);
           // Overlay: opacity grows with saliency, so the spectrogram shows where the map is low.
-          const a = layer === "overlay" ? 0.9 * s * s : 1;
+          const a = layer === "overlay" ? 0.95 * Math.pow(s, 1.5) : 1;
           r = grey * (1 - a) + col[0] * a; g = grey * (1 - a) + col[1] * a; b = grey * (1 - a) + col[2] * a;
         }
         px[o] = r; px[o + 1] = g; px[o + 2] = b; px[o + 3] = 255;
@@ -440,7 +440,7 @@
   const NUMERIC = new Set(["duration", "tokens", "WER", "BLEU", "deletion AUC", "insertion AUC", "size AUC"]);
   const columns = ["id", "duration", "tokens", "hypothesis", "reference", "WER", "BLEU", "deletion AUC", "insertion AUC", "size AUC"]
     .filter((c) => rows.some((r) => r[c] !== undefined && r[c] !== ""));
-  const WIDTH = { id: 150, duration: 110, tokens: 76, hypothesis: null, reference: null };
+  const WIDTH = { id: 150, duration: 124, tokens: 76, hypothesis: null, reference: null, "deletion AUC": 132, "insertion AUC": 140 };
 
   function buildHead() {
     const head = $("thead");
@@ -478,7 +478,8 @@
   function renderRows() {
     const wrap = $("table-wrap"), body = $("tbody");
     const first = Math.max(0, Math.floor(wrap.scrollTop / ROW_H) - 10);
-    const last = Math.min(shown.length, first + Math.ceil(wrap.clientHeight / ROW_H) + 20);
+    // the box may still be growing to its full height (max-height), so count with the window's height
+    const last = Math.min(shown.length, first + Math.ceil(Math.max(wrap.clientHeight, window.innerHeight) / ROW_H) + 20);
     const cell = (r, c) => {
       const v = r[c];
       if (c === "id") return `<td><a href="#u=${encodeURIComponent(r.id)}">${escapeHtml(v)}</a></td>`;
