@@ -170,3 +170,15 @@ def test_token_and_word_grid(tmp_path):
     exp.save(tmp_path / "g.h5")
     assert main(["plot", str(tmp_path / "g.h5"), "--grid", "words", "--columns", "5", "--out", str(tmp_path / "w.png")]) == 0
     assert (tmp_path / "w.png").stat().st_size > 5000
+
+
+def test_reference_explanation_file():
+    """The reference implementation's own output (no ``tokens`` dataset) makes a report."""
+    from conftest import fixture_path
+
+    exps, _ = load_result(fixture_path("spes", "spes_fbank_run_explanations.h5"))
+    page = build_report(utterances(exps))
+    rows = script_json(page, "spes-meta")["rows"]
+    assert [r["id"] for r in rows] == list(exps) and all(r["tokens"] > 1 for r in rows)
+    view = script_json(page, "spes-u0")
+    assert view["tokens"][-1] == "</s>" and view["features"] is None and view["audio"] is None

@@ -89,7 +89,7 @@
   const M = { l: 54, r: 92, t: 10, plot: 250 };
   const geometry = (d, W) => {
     const pw = W - M.l - M.r, words = d.timings ? 24 : 0;
-    const yWords = M.t + M.plot + 6, yTop = yWords + words, yAxis = yTop + 10;
+    const yWords = M.t + M.plot + 6, yTop = yWords + (words || 10), yAxis = yTop + 10;
     return { pw, yWords, yTop, yAxis, H: yAxis + 38, x: (t) => M.l + (t / (d.T * d.shift)) * pw };
   };
 
@@ -157,7 +157,8 @@
     g.font = "11px system-ui, sans-serif";
     g.fillStyle = "#4a5262";
     g.textAlign = "right"; g.textBaseline = "middle";
-    for (let c = 0; c <= d.C; c += 20) {
+    const melStep = d.C >= 40 ? 20 : d.C >= 10 ? 5 : 1;
+    for (let c = 0; c <= d.C; c += melStep) {
       const y = M.t + M.plot - (c / d.C) * M.plot;
       g.fillText(String(c), M.l - 7, y);
       g.fillRect(M.l - 4, Math.round(y), 4, 1);
