@@ -200,7 +200,8 @@ def _colormap(name: str) -> list[int]:
 
 
 def _script_json(payload, element_id: str) -> str:
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    # "<" only occurs inside JSON strings; escaping it keeps "</script>" and "<!--" from ending the element
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 
