@@ -120,8 +120,9 @@
         if (layer !== "spectrogram") {
           const s = Math.max(0, Math.min(1, (cur.map[i] - cur.lo) / span));
           const col = rgb(s);
-          // Overlay: opacity grows with saliency, so the spectrogram shows where the map is low.
-          const a = layer === "overlay" ? 0.95 * Math.pow(s, 1.5) : 1;
+          // Overlay: transparent below 0.2 of the colour range, then opacity grows with saliency, so
+          // the spectrogram shows wherever the map is low.
+          const a = layer === "overlay" ? 0.95 * Math.pow(Math.max(0, s - 0.2) / 0.8, 1.3) : 1;
           r = grey * (1 - a) + col[0] * a; g = grey * (1 - a) + col[1] * a; b = grey * (1 - a) + col[2] * a;
         }
         px[o] = r; px[o + 1] = g; px[o + 2] = b; px[o + 3] = 255;
