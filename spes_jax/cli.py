@@ -228,7 +228,16 @@ def _plot(args) -> None:
     token = _token_index(exp, args.token) if args.token is not None else None
     audio = args.audio or _recorded_audio(exp)
     feats = load_features(audio, exp.spectrogram_saliency.shape[2]) if audio else None
-    exp.plot(feats, token, args.out)
+    if args.grid:
+        from .manifest import read_word_timings
+        from .plotting import plot_token_grid
+
+        if token is not None:
+            raise SpesError("--token and --grid exclude each other (the grid shows every token)")
+        timings = read_word_timings(args.timings).get(uid) if args.timings else None
+        plot_token_grid(exp, feats, args.grid == "words", timings, args.columns, args.out)
+    else:
+        exp.plot(feats, token, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
@@ -238,6 +247,17 @@ def _first_mismatch(exps, timings) -> str:
     exp = next(e for e in exps if e.id in timings)
     timed = " ".join(w for w, _, _ in timings[exp.id])
     return f"{exp.id}: said {' '.join(hypothesis_words(exp.tokens))!r}, timed {timed!r}"
+
+
+def _report(args) -> None:
+    from .report import load_result, utterances, write_report
+
+    exps, attrs = load_result(args.result)
+    items = utterances(exps, args.audio, args.timings, args.metrics)
+    task = args.task or attrs.get("task") or "asr"
+    write_report(args.out, items, title=args.title or f"SPES: {os.path.basename(os.path.normpath(args.result))}",
+                 task=task, source=f"{len(items)} utterance(s), {sum(u.audio is not None for u in items)} with audio")
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", file=sys.stderr)
 
 
 def _plausibility(args) -> None:
@@ -380,7 +400,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the file recorded in the explanation file, if it is still there)")
     g.add_argument("--token", help="explained token: a 0-based index (negative from the end) or a piece, e.g. "
                    "'▁takes' or 'takes' (default: the sentence-level map)")
+    g.add_argument("--grid", choices=["tokens", "words"], help="every token's (or word's) map in one figure, "
+                   "one shared colour scale")
+    g.add_argument("--timings", help="with --grid: word timings (CTM or JSON) drawn as word boundaries")
+    g.add_argument("--columns", type=int, default=3, help="with --grid: panels per row (default 3)")
     g.set_defaults(func=_plot)
+
+    r = sub.add_parser("report", help="one self-contained, offline HTML page to explore a run in a browser")
+    r.add_argument("result", help="HDF5 explanation file (one or many utterances) or a folder of them")
+    r.add_argument("--out", required=True, help="output HTML file")
+    r.add_argument("--audio", help="to embed audio and spectrograms: a WAV file, a folder of <id>.wav files, "
+                   "or a manifest TSV (id, audio, optional reference)")
+    r.add_argument("--timings", help="word timings: CTM, or JSON like the bundled samples' timings.json")
+    r.add_argument("--metrics", help="metrics.json of 'spes-jax evaluate', for per-utterance deletion AUCs "
+                   "(needs --audio as a manifest with references)")
+    r.add_argument("--task", choices=["asr", "st"], help="WER (asr) or BLEU (st) in the index; default: as recorded")
+    r.add_argument("--title", help="page title")
+    r.set_defaults(func=_report)
 
     q = sub.add_parser("plausibility", help="time alignment, kurtosis ranking and positional saliency")
     q.add_argument("explanations", help="HDF5 explanation file")

@@ -118,6 +118,24 @@ class Explanation:
 
         return plot_explanation(self, features, token, path)
 
+    def to_html(self, audio=None, timings=None, reference: str = "", task: str = "asr") -> str:
+        """A self-contained interactive page of this explanation (see ``spes_jax.report``).
+
+        audio: the explained 16 kHz WAV path or (N,) waveform, embedded for playback and the
+        spectrogram; timings: [(word, start s, end s)] drawn under the map.
+        """
+        from .report import Utterance, build_report
+
+        return build_report([Utterance(self, audio, timings, reference)], title=f"SPES: {self.id}", task=task)
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the page of ``to_html`` in a sandboxed iframe (its script and styles stay
+        out of the notebook's)."""
+        import html
+
+        return (f'<iframe srcdoc="{html.escape(self.to_html(), quote=True)}" sandbox="allow-scripts" '
+                f'style="width: 100%; height: 820px; border: 0"></iframe>')
+
     def save(self, path: str | os.PathLike, attrs: dict | None = None) -> None:
         """Writes this explanation alone to ``path`` (see ``save_explanations``)."""
         save_explanations(path, [self], attrs)
