@@ -17,7 +17,7 @@ import numpy as np
 
 from common import device_name, write_results
 from spes_jax import SPESConfig, explain, load_model
-from spes_jax.plausibility import align_words, hypothesis_words, time_alignment
+from spes_jax.analysis.plausibility import align_words, hypothesis_words, time_alignment
 from spes_jax.training.data import build
 
 

@@ -13,7 +13,7 @@ from .errors import SpesError, SpesNote, SpesWarning
 
 
 def _convert(args) -> None:
-    from convert import convert_checkpoint
+    from .convert import convert_checkpoint
 
     out = convert_checkpoint(args.checkpoint, args.out, config_yaml=args.config_yaml, dict_path=args.dict,
                              spm_path=args.spm, overwrite=args.overwrite,
@@ -96,8 +96,8 @@ def _evaluate(args) -> None:
     from ._io import write_json
     from .explanation import load_explanations
     from .manifest import read_manifest
-    from .metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
-    from .plotting import plot_deletion_curves, plot_size_curves
+    from .analysis.metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
+    from .analysis.plotting import plot_deletion_curves, plot_size_curves
 
     # Every input and output is checked before any work; files are written only at the end.
     exps = load_explanations(args.explanations)
@@ -151,7 +151,7 @@ def _evaluate(args) -> None:
 
 def _compare(args) -> None:
     from ._io import write_json, write_text
-    from .compare import compare, paper_table, table
+    from .analysis.compare import compare, paper_table, table
     from .manifest import read_manifest
     from .pipeline import load_model
 
@@ -230,7 +230,7 @@ def _plot(args) -> None:
     feats = load_features(audio, exp.spectrogram_saliency.shape[2]) if audio else None
     if args.grid:
         from .manifest import read_word_timings
-        from .plotting import plot_token_grid
+        from .analysis.plotting import plot_token_grid
 
         if token is not None:
             raise SpesError("--token and --grid exclude each other (the grid shows every token)")
@@ -242,7 +242,7 @@ def _plot(args) -> None:
 
 
 def _first_mismatch(exps, timings) -> str:
-    from .plausibility import hypothesis_words
+    from .analysis.plausibility import hypothesis_words
 
     exp = next(e for e in exps if e.id in timings)
     timed = " ".join(w for w, _, _ in timings[exp.id])
@@ -264,7 +264,7 @@ def _plausibility(args) -> None:
     from ._io import check_output, write_json
     from .explanation import load_explanations
     from .manifest import read_word_timings
-    from .plausibility import (
+    from .analysis.plausibility import (
         kurtosis_ranking,
         match_timings,
         positional_saliency,

@@ -114,7 +114,7 @@ class Explanation:
              path: str | os.PathLike | None = None):
         """Spectrogram, saliency map and overlay of one token (default: the sentence-level map) and
         the prefix matrix; see ``spes_jax.plotting.plot_explanation``. Returns a matplotlib Figure."""
-        from .plotting import plot_explanation
+        from .analysis.plotting import plot_explanation
 
         return plot_explanation(self, features, token, path)
 

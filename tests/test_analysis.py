@@ -9,10 +9,10 @@ import pytest
 from spes_jax import SPESConfig, SpesError, explain, load_explanations, load_model
 from spes_jax.assets import sample_timings, samples
 from spes_jax.cli import main
-from spes_jax.compare import METHODS, compare, method_config
+from spes_jax.analysis.compare import METHODS, compare, method_config
 from spes_jax.explanation import Explanation
 from spes_jax.manifest import Entry, read_manifest, read_word_timings, write_manifest
-from spes_jax.plausibility import kurtosis_ranking, match_timings, positional_saliency
+from spes_jax.analysis.plausibility import kurtosis_ranking, match_timings, positional_saliency
 
 IDS = ["test00000", "test00002"]
 
@@ -184,7 +184,7 @@ def test_compare_writes_table_and_reuses_explanations(tmp_path, corpus):
 
 
 def test_paper_table_layout(tmp_path, corpus, capsys):
-    from spes_jax.compare import paper_table
+    from spes_jax.analysis.compare import paper_table
 
     def payload(task, scorer, higher):
         return {"task": task, "scorer": scorer, "deletion_higher_is_better": higher,

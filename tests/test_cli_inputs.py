@@ -14,7 +14,7 @@ from spes_jax import SPESConfig, SpesError, load_explanations, save_explanations
 from spes_jax.errors import SpesWarning
 from spes_jax.explanation import Explanation
 from spes_jax.inputs import check_length, check_silence, read_targets
-from spes_jax.plausibility import align_words, hypothesis_words, match_timings
+from spes_jax.analysis.plausibility import align_words, hypothesis_words, match_timings
 from spes_jax.provenance import parameters_sha256, provenance
 from support import ROOT
 

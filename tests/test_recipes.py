@@ -5,17 +5,18 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 
 import jax
 import numpy as np
 import pytest
 
-from convert import ARCHITECTURES, convert_checkpoint, load_checkpoint
-from convert.archs import model_name
+from spes_jax.convert import ARCHITECTURES, convert_checkpoint, load_checkpoint
+from spes_jax.convert.archs import model_name
 from spes_jax import SearchConfig, SPESConfig, SpesError, beam_search, explain, load_model
 from spes_jax.models import S2TModel
 from spes_jax.models.io import read_model_dir
-from support import ROOT, fixture_path
+from support import fixture_path
 import torch_writer
 
 TOL = 1e-4
@@ -191,8 +192,9 @@ def _rewritten(tmp_path, name, edit_args=None, edit_sd=None):
 
 
 def _cli(*args):
+    # Run outside the source tree: the installed package has spes_jax.convert, a checkout has convert/.
     return subprocess.run([sys.executable, "-m", "spes_jax.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+                          cwd=tempfile.gettempdir(), timeout=300)
 
 
 def _convert_error(tmp_path, path, name):

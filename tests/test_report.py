@@ -79,7 +79,7 @@ def test_maps_and_audio_survive_quantisation():
 
 def test_page_is_self_contained():
     exp, _ = synthetic("a<!--<script></script>b", K=4, T=120)
-    page = build_report(exp)
+    page = build_report([Utterance(exp)])
     assert not re.search(r"https?://", page), "the page must not reference the network"
     assert "default-src 'none'" in page and "{{" not in page
     assert script_json(page, "spes-meta")["rows"][0]["id"] == "a<!--<script></script>b"
@@ -154,7 +154,7 @@ def test_report_command(tmp_path, capsys):
 
 
 def test_token_and_word_grid(tmp_path):
-    from spes_jax.plotting import plot_token_grid, word_maps
+    from spes_jax.analysis.plotting import plot_token_grid, word_maps
 
     exp, _ = synthetic("g", 7, 60)
     exp = Explanation("g", [f"{SPACE}the", f"{SPACE}bro", "wn", f"{SPACE}don", "'", "t", "</s>"],

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import browser
-from spes_jax.plausibility import token_words
+from spes_jax.analysis.plausibility import token_words
 from spes_jax.report import Utterance, write_report
 from test_report import synthetic
 
@@ -151,7 +151,7 @@ def test_notebook_display(driver, tmp_path):
     exp, _ = synthetic("nb", K=5, T=200)
     page = tmp_path / "notebook.html"
     page.write_text(f"<!DOCTYPE html><html><body>{exp._repr_html_()}</body></html>", encoding="utf-8")
-    url = open_page(driver, page)
+    open_page(driver, page)
     driver.switch_to.frame(driver.find_element("tag name", "iframe"))
     try:
         assert wait_for(driver, "return window.spesReport.firstViewMs")

@@ -16,14 +16,17 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._io import write_text
-from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, load_features, read_wav
+from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, load_features, read_audio
 from ..errors import SpesError
-from ..explanation import Explanation, load_explanations
-from ..plausibility import token_words
+from ..analysis.plausibility import token_words
+
+if TYPE_CHECKING:  # annotations only: explanation.py imports this package
+    from ..explanation import Explanation
 
 Timing = list[tuple[str, float, float]]
 
@@ -50,6 +53,8 @@ def load_result(path: str | os.PathLike) -> tuple[dict[str, Explanation], dict]:
     one place that knows run layouts; a new layout needs only a new branch here.
     """
     import h5py
+
+    from ..explanation import load_explanations
 
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -97,7 +102,7 @@ def resolve_audio(spec: str | os.PathLike | None, ids: list[str]) -> tuple[dict[
 def _utterance_scores(curves: dict, uid: str, reference: str) -> dict:
     """Per-utterance deletion / insertion AUC (p as a fraction, as ``evaluate`` reports) from the
     decoded hypotheses that ``spes-jax evaluate`` stores in metrics.json."""
-    from ..metrics import auc, corpus_score
+    from ..analysis.metrics import auc, corpus_score
 
     out = {}
     for metric in ("deletion", "insertion"):
@@ -154,7 +159,7 @@ def _round(x: np.ndarray, digits: int = 4) -> list:
 
 def _payload(u: Utterance, task: str) -> tuple[dict, dict]:
     """(index row, view data) of one utterance."""
-    from ..metrics import corpus_score, size_curve
+    from ..analysis.metrics import corpus_score, size_curve
 
     exp = u.explanation
     K, T, C = exp.spectrogram_saliency.shape
@@ -174,7 +179,7 @@ def _payload(u: Utterance, task: str) -> tuple[dict, dict]:
         "features": None, "audio": None, "timings": [list(s) for s in u.timings] if u.timings else None,
     }
     if u.audio is not None:
-        wave = read_wav(u.audio) if isinstance(u.audio, (str, os.PathLike)) else np.asarray(u.audio, np.float32)
+        wave = read_audio(u.audio) if isinstance(u.audio, (str, os.PathLike)) else np.asarray(u.audio, np.float32)
         feats = load_features(wave, C)
         if feats.shape[0] != T:
             where = u.audio if isinstance(u.audio, (str, os.PathLike)) else "the audio"
@@ -205,12 +210,10 @@ def _script_json(payload, element_id: str) -> str:
     return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 
-def build_report(items: list[Utterance] | Explanation, title: str = "SPES explanations", task: str = "asr",
+def build_report(items: list[Utterance], title: str = "SPES explanations", task: str = "asr",
                  source: str = "") -> str:
     """The page as one HTML string: a sortable index of the utterances and, per utterance, the
     interactive view (token strip, maps over the spectrogram, prefix bars, audio)."""
-    if isinstance(items, Explanation):
-        items = [Utterance(items)]
     if not items:
         raise SpesError("no explanations to report")
     rows, views = zip(*(_payload(u, task) for u in items))
@@ -224,6 +227,6 @@ def build_report(items: list[Utterance] | Explanation, title: str = "SPES explan
     return page
 
 
-def write_report(path: str | os.PathLike, items: list[Utterance] | Explanation, **kwargs) -> None:
+def write_report(path: str | os.PathLike, items: list[Utterance], **kwargs) -> None:
     """Writes ``build_report(items, **kwargs)`` to ``path`` atomically."""
     write_text(path, build_report(items, **kwargs))

@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._io import write_json, write_text
-from .explainer import explain
-from .config import SPESConfig
-from .errors import SpesError
-from .explanation import load_explanations, save_explanations
-from .manifest import Entry
+from .._io import write_json, write_text
+from ..explainer import explain
+from ..config import SPESConfig
+from ..errors import SpesError
+from ..explanation import load_explanations, save_explanations
+from ..manifest import Entry
 from .metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
-from .provenance import provenance
+from ..provenance import provenance
 
 # name -> (file stem, how the method's config derives from SPES's)
 METHODS: dict[str, tuple[str, Callable[[SPESConfig], SPESConfig]]] = {

@@ -7,14 +7,18 @@ this is tested with a paired Student's t-test.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import difflib
 import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import FRAME_SHIFT_S
-from .explanation import Explanation
+from ..audio import FRAME_SHIFT_S
+
+if TYPE_CHECKING:  # annotations only: explanation.py imports this module
+    from ..explanation import Explanation
 
 _SPACE = "\u2581"
 

@@ -5,15 +5,19 @@ Uses matplotlib's object API (no pyplot state), so it works headless and in thre
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 from collections.abc import Mapping
 
 import numpy as np
 
-from ._io import atomic_output
-from .audio import FRAME_SHIFT_S
-from .errors import SpesError
-from .explanation import Explanation
+from .._io import atomic_output
+from ..audio import FRAME_SHIFT_S
+from ..errors import SpesError
+
+if TYPE_CHECKING:  # annotations only: explanation.py imports this module
+    from ..explanation import Explanation
 
 
 def _save(fig, path: str | os.PathLike | None):
