@@ -102,15 +102,16 @@ def noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
         x = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi))
                 for k in range(1, 8)) + 0.05 * rng.standard_normal(n)
     else:
-        white = rng.standard_normal(n)
         if kind == "white":
-            x = white
+            x = rng.standard_normal(n)
         else:
+            from scipy.fft import irfft, next_fast_len, rfft
+
+            m = next_fast_len(n, real=True)  # shaped on a fast FFT length, then cut
             power = {"pink": 1.0, "brown": 2.0}[kind]
-            spec = np.fft.rfft(white)
-            f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
-            spec *= np.maximum(f, 20.0) ** (-power / 2)  # flat below 20 Hz: no DC blow-up
-            x = np.fft.irfft(spec, n)
+            f = np.fft.rfftfreq(m, 1 / SAMPLE_RATE)
+            spec = rfft(rng.standard_normal(m)) * np.maximum(f, 20.0) ** (-power / 2)  # flat below 20 Hz
+            x = irfft(spec, m)[:n]
     x = np.asarray(x, np.float64)
     return (x / max(np.sqrt(np.mean(x ** 2)), 1e-12)).astype(np.float32)
 

@@ -175,16 +175,28 @@ def main(argv=None):
     ap.add_argument("--average", type=int, default=5, help="average this many of the last checkpoints")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--samples", default=None, help="also export 4 held-out utterances (WAV + timings) here")
+    ap.add_argument("--data", choices=["spliced", "robust"], default="spliced",
+                    help="spliced: the shipped models' data; robust: continuous + spliced + no-speech, augmented")
+    ap.add_argument("--mix", default="continuous=0.6,spliced=0.3,nospeech=0.1", help="robust: source proportions")
+    ap.add_argument("--noise", type=float, default=0.5, help="robust: probability of additive noise")
+    ap.add_argument("--spliced-voices", type=int, default=32, help="robust: voice settings of the word bank")
+    ap.add_argument("--eval-long", type=int, default=20, help="robust: long held-out inputs scored after training")
     args = ap.parse_args(argv)
 
     t0 = time.time()
-    train, test = build(args.train_sentences, args.test_sentences, seed=args.seed)
+    if args.data == "robust":  # held-out sets (a)-(d) and long inputs are built and scored after training
+        from .robust import Mix, build_training
+
+        mix = Mix.parse(args.mix, noise=args.noise)
+        train, test = build_training(args.train_sentences, mix, args.seed, args.spliced_voices), []
+    else:
+        train, test = build(args.train_sentences, args.test_sentences, seed=args.seed)
     print(f"data: {len(train)} train / {len(test)} held-out utterances in {time.time() - t0:.0f} s", flush=True)
     if args.samples:
         export(test[:4], args.samples)
     text = (lambda u: u.en) if args.task == "asr" else (lambda u: u.de)
     work = tempfile.mkdtemp(prefix="spes-jax-train-")
-    dict_path, spm_path = train_tokenizer([text(u) for u in train], args.vocab, work)
+    dict_path, spm_path = train_tokenizer([text(u) for u in train if text(u)], args.vocab, work)
     tokenizer = Tokenizer(Dictionary.load(dict_path), spm_path)
     targets = [tokenizer.encode(text(u)) for u in train]
     cfg = small_config(len(tokenizer.dictionary))
@@ -219,14 +231,24 @@ def main(argv=None):
     averaged = jax.tree_util.tree_map(lambda *xs: np.mean(xs, axis=0), *snapshots[-args.average:])
     source = {"recipe": "spes_jax.training.train", "task": args.task, "seed": args.seed, "steps": args.steps,
               "train_sentences": args.train_sentences}
+    if args.data == "robust":
+        source.update(data="robust", mix=vars(mix), spliced_voices=args.spliced_voices)
     out = save_model_dir(args.out, cfg, averaged, dict_path, spm_path, source=source, overwrite=True)
-    result = evaluate(load_model(out), test, args.task)
+    if args.data == "robust":
+        from .robust import eval_sets, score
+
+        model_out = load_model(out)
+        result = {name: score(model_out, utts, args.task)
+                  for name, utts in eval_sets(args.test_sentences, args.eval_long).items()}
+    else:
+        result = evaluate(load_model(out), test, args.task)
     result.update(seconds=round(time.time() - t0), steps=args.steps)
     with open(os.path.join(out, "..", f"{os.path.basename(out)}_curve.json"), "w") as f:
         json.dump(curve, f)
     with open(os.path.join(out, "..", f"{os.path.basename(out)}_eval.json"), "w") as f:
         json.dump(result, f, indent=1, ensure_ascii=False)
-    print(json.dumps({k: v for k, v in result.items() if k != "examples"}))
+    print(json.dumps({k: ({m: x for m, x in v.items() if m != "failures"} if isinstance(v, dict) else v)
+                      for k, v in result.items() if k != "examples"}))
 
 
 if __name__ == "__main__":
