@@ -1,9 +1,10 @@
 """Time plausibility (paper, section 8.1) of SPES maps of the embedded ASR model.
 
-    python benchmarks/time_plausibility.py [--utterances 50] [--masks 2000]
+    python benchmarks/time_plausibility.py [--utterances 50] [--masks 2000] [--set a|b]
 
 Explains held-out synthetic utterances (new sentences, a voice never seen in training; exact word
-spans from the generator) and tests whether word-level saliency is higher inside the word's span than
+spans from the generator; ``--set b``: continuous speech with espeak-ng's own word timings, see
+``spes_jax/training/robust.py``) and tests whether word-level saliency is higher inside the word's span than
 outside (paired Student's t-test over words). Utterances whose hypothesis has a different number of
 words than the reference are left out and counted. Needs espeak-ng to synthesise the utterances.
 """
@@ -18,6 +19,7 @@ from common import device_name, write_results
 from spes_jax import SPESConfig, SweepEngine, explain, load_model
 from spes_jax.plausibility import time_alignment, token_words
 from spes_jax.training.data import build
+from spes_jax.training.robust import eval_sets
 
 
 def main():
@@ -26,9 +28,10 @@ def main():
     ap.add_argument("--utterances", type=int, default=50)
     ap.add_argument("--masks", type=int, default=2000)
     ap.add_argument("--token-masks", type=int, default=0)
+    ap.add_argument("--set", choices=["a", "b"], default="a", help="a: spliced (default), b: continuous speech")
     args = ap.parse_args()
     model = load_model(args.model)
-    _, test = build(0, args.utterances)
+    test = build(0, args.utterances)[1] if args.set == "a" else eval_sets(args.utterances, 0, which="b")["b"]
     cfg = SPESConfig.asr(n_masks=args.masks, n_token_masks=args.token_masks)
     engine = SweepEngine(model, cfg)
     pairs, skipped = [], 0
@@ -45,10 +48,10 @@ def main():
     print(f"{res.n_utterances} utterances ({skipped} skipped: word count differs), {res.n_words} words; "
           f"inside {res.inside.mean():.3f} vs outside {res.outside.mean():.3f}; "
           f"paired t = {res.t:.2f}, one-sided p = {res.p:.2e}")
-    write_results("time_plausibility", [{"utterances": res.n_utterances, "skipped": skipped, "words": res.n_words,
+    write_results("time_plausibility" + ("" if args.set == "a" else "_b"), [{"utterances": res.n_utterances, "skipped": skipped, "words": res.n_words,
                                          "inside_mean": float(res.inside.mean()),
                                          "outside_mean": float(res.outside.mean()), "t": res.t, "p": res.p}],
-                  {"device": device_name(), "model": args.model, "n_masks": args.masks})
+                  {"device": device_name(), "model": args.model, "n_masks": args.masks, "set": args.set})
 
 
 if __name__ == "__main__":
