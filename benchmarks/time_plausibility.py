@@ -48,9 +48,10 @@ def main():
     print(f"{res.n_utterances} utterances ({skipped} skipped: word count differs), {res.n_words} words; "
           f"inside {res.inside.mean():.3f} vs outside {res.outside.mean():.3f}; "
           f"paired t = {res.t:.2f}, one-sided p = {res.p:.2e}")
-    write_results("time_plausibility" + ("" if args.set == "a" else "_b"), [{"utterances": res.n_utterances, "skipped": skipped, "words": res.n_words,
-                                         "inside_mean": float(res.inside.mean()),
-                                         "outside_mean": float(res.outside.mean()), "t": res.t, "p": res.p}],
+    name = "time_plausibility" + ("" if args.set == "a" else "_b")
+    write_results(name, [{"utterances": res.n_utterances, "skipped": skipped, "words": res.n_words,
+                          "inside_mean": float(res.inside.mean()),
+                          "outside_mean": float(res.outside.mean()), "t": res.t, "p": res.p}],
                   {"device": device_name(), "model": args.model, "n_masks": args.masks, "set": args.set})
 
 
