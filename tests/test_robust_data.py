@@ -148,13 +148,15 @@ def test_espeak_word_events_bracket_the_spliced_words():
 
 @needs_libespeak
 def test_merged_word_pairs_are_split_at_the_phoneme_event():
-    """espeak-ng speaks "for the" as one entry with a single word event; the split is at /D/."""
+    """espeak-ng speaks "for the" as one unit with a single word event; the split is at /D/."""
     from spes_jax.training.espeak import synthesize
 
     x, spans = synthesize("the doctor looks for the blue key.", "en-us", 160, 50)
     assert [w for w, _, _ in spans] == "the doctor looks for the blue key".split()
     (_, a, b), (_, c, d) = spans[3], spans[4]
     assert a < b == c < d and 0.05 < b - a < 0.3
+    x, spans = synthesize("this is a huge glove.", "en-us-nyc+robosoft2", 157, 75)  # "a 'uge": one event
+    assert [w for w, _, _ in spans] == "this is a huge glove".split()
 
 
 @needs_libespeak

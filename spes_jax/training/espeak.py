@@ -90,10 +90,11 @@ def _get_engine() -> _Engine:
     return _engine
 
 
-# espeak-ng speaks a few word pairs as one dictionary entry ("for the", "on the", "does not") and then
-# reports one WORD event for both; the second word starts at its first phoneme, found among the pair's
-# phoneme events from the end ("the" is /D/, or /d/ after /n/).
-_MERGED_ONSETS = {"the": (b"D", b"d"), "not": (b"n",)}
+# espeak-ng speaks a few word pairs as one unit ("for the", "on the", "does not"; "a huge" in the New
+# York voice, which drops the /h/) and then reports one WORD event for both. The second word starts at
+# the last run of its onset phonemes among the pair's phoneme events ("the": /D/, or /d/ after /n/;
+# "huge": /h j/ or /j/).
+_MERGED_ONSETS = {"the": (b"D", b"d"), "not": (b"n",), "huge": (b"h", b"j")}
 
 
 def word_spans(text: str, events: list, rate: int) -> list[tuple[str, float, float]]:
@@ -119,8 +120,12 @@ def word_spans(text: str, events: list, rate: int) -> list[tuple[str, float, flo
         if len(group) == 1:
             spans.append((group[0], start / rate, end / rate))
             continue
-        onsets = _MERGED_ONSETS.get(group[1].lower()) if len(group) == 2 else None
-        split = next((s for s, name in reversed(phonemes) if start < s < end and onsets and name in onsets), None)
+        onsets = _MERGED_ONSETS.get(group[1].lower(), ()) if len(group) == 2 else ()
+        inner = [(s, name in onsets) for s, name in phonemes if start < s < end]
+        last = max((i for i, (_, hit) in enumerate(inner) if hit), default=None)
+        while last and inner[last - 1][1]:
+            last -= 1
+        split = inner[last][0] if last is not None else None
         if split is None:
             raise SpesError(f"espeak-ng spoke {' '.join(group)!r} as one word in {text!r}; cannot split it")
         spans += [(group[0], start / rate, split / rate), (group[1], split / rate, end / rate)]
