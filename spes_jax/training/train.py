@@ -70,11 +70,12 @@ def _spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def batches(utts: list[Utterance], targets: list[list[int]], rng: np.random.Generator, max_frames: int,
-            augment: bool):
-    """One epoch of batches. Frames are padded to multiples of 128 and tokens to 16, and the batch size
-    is fixed per frame bucket (max_frames // frames), so few shapes are ever compiled."""
-    T_of = lambda i: -(-utts[i].features.shape[0] // 128) * 128
-    L_of = lambda i: -(-len(targets[i]) // 16) * 16
+            augment: bool, frame_bucket: int = 128, token_bucket: int = 16):
+    """One epoch of batches. Frames are padded to multiples of frame_bucket and tokens to token_bucket,
+    and the batch size is fixed per frame bucket (max_frames // frames), so few shapes are ever compiled
+    (each shape is one compilation of the training step)."""
+    T_of = lambda i: -(-utts[i].features.shape[0] // frame_bucket) * frame_bucket
+    L_of = lambda i: -(-len(targets[i]) // token_bucket) * token_bucket
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i in rng.permutation(len(utts)):
         by_shape.setdefault((T_of(i), L_of(i)), []).append(int(i))
@@ -181,6 +182,9 @@ def main(argv=None):
     ap.add_argument("--noise", type=float, default=0.5, help="robust: probability of additive noise")
     ap.add_argument("--spliced-voices", type=int, default=32, help="robust: voice settings of the word bank")
     ap.add_argument("--eval-long", type=int, default=20, help="robust: long held-out inputs scored after training")
+    ap.add_argument("--frame-bucket", type=int, default=128,
+                    help="pad frames to multiples of this and tokens to 1/8 of it (robust data: 256, "
+                    "fewer compiled shapes)")
     args = ap.parse_args(argv)
 
     t0 = time.time()
@@ -217,7 +221,8 @@ def main(argv=None):
     curve, snapshots, n = [], [], 0
     every = max(args.steps // (4 * args.average), 1)
     while n < args.steps:
-        for batch in batches(train, targets, rng, args.max_frames, augment=True):
+        for batch in batches(train, targets, rng, args.max_frames, augment=True, frame_bucket=args.frame_bucket,
+                             token_bucket=args.frame_bucket // 8):
             params, state, loss, ce, ctc = step(params, state, *batch)
             n += 1
             if n % 50 == 0:
