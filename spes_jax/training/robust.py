@@ -217,7 +217,8 @@ def eval_sets(n: int = 200, n_long: int = 20, seed: int = 1, which: str = "abcdl
     (a) spliced small-grammar sentences in the held-out voice (exactly today's set, ``data.build``);
     (b) continuous larger-grammar sentences in the held-out voice, 0.1-0.3 s silence around, faint noise;
     (c) (b) plus noise at 10 dB SNR (type drawn per utterance); (d) silence/noise only (empty references);
-    l: ``n_long`` concatenations of 3-5 (b)-style sentences with 0.3-1 s pauses.
+    l: ``n_long`` concatenations of 3-5 (b)-style sentences with 0.3-1 s pauses; s (diagnostic, not in
+    the default): (a)'s sentences spoken continuously like (b), which separates new words from new speech.
     """
     if n + 5 * n_long > HELD_OUT_POOL:
         raise SpesError(f"at most {HELD_OUT_POOL} held-out sentences: n + 5 x long = {n + 5 * n_long}")
@@ -226,13 +227,21 @@ def eval_sets(n: int = 200, n_long: int = 20, seed: int = 1, which: str = "abcdl
         out["a"] = build_spliced_v1(0, n, seed=seed)[1]
     rng = np.random.default_rng(seed + 2000)
     sents, voices = held_out_sentences(n + 5 * n_long, seed), held_out_voices()
-    clean = []
-    for i, s in enumerate(sents[:n] if "b" in which or "c" in which else []):
-        x, spans = continuous(s, voices[i % len(voices)])
-        x, spans = insert_silence(x, spans, 0.0, rng.uniform(0.1, 0.3))
-        x = np.concatenate([x, np.zeros(int(rng.uniform(0.1, 0.3) * SAMPLE_RATE), np.float32)]) * rng.uniform(0.5, 1)
-        x = np.clip(x + rng.standard_normal(len(x)).astype(np.float32) * 10 ** rng.uniform(-4, -3), -1, 1 - 2 ** -15)
-        clean.append((s, voices[i % len(voices)], x.astype(np.float32), spans))
+
+    def clean_continuous(sentences, rng):
+        out = []
+        for i, s in enumerate(sentences):
+            x, spans = continuous(s, voices[i % len(voices)])
+            x, spans = insert_silence(x, spans, 0.0, rng.uniform(0.1, 0.3))
+            x = np.concatenate([x, np.zeros(int(rng.uniform(0.1, 0.3) * SAMPLE_RATE), np.float32)])
+            x = x * rng.uniform(0.5, 1) + rng.standard_normal(len(x)).astype(np.float32) * 10 ** rng.uniform(-4, -3)
+            out.append((s, voices[i % len(voices)], np.clip(x, -1, 1 - 2 ** -15).astype(np.float32), spans))
+        return out
+
+    clean = clean_continuous(sents[:n], rng) if "b" in which or "c" in which else []
+    if "s" in which:  # diagnostic: set (a)'s sentences spoken continuously (no new words)
+        out["s"] = [Utterance(f"s{i:04d}", s.en, s.de, v.key(), sp, features(x), x) for i, (s, v, x, sp)
+                    in enumerate(clean_continuous(grammar.sentences(n, seed + 1), np.random.default_rng(seed + 4000)))]
     if "b" in which:
         out["b"] = [Utterance(f"b{i:04d}", s.en, s.de, v.key(), sp, features(x), x)
                     for i, (s, v, x, sp) in enumerate(clean)]
@@ -341,7 +350,8 @@ def evaluate_main(argv=None) -> None:
                                  description="Score a model on the held-out sets (a)-(d) and the long inputs")
     ap.add_argument("--model", default="asr", help="model directory, or asr / st (embedded)")
     ap.add_argument("--task", choices=["asr", "st"], default=None, help="default: from --model asr/st, else asr")
-    ap.add_argument("--sets", default="abcdl", help="letters of the sets: a b c d, l = long inputs")
+    ap.add_argument("--sets", default="abcdl",
+                    help="letters of the sets: a b c d, l = long inputs, s = (a)'s sentences spoken continuously")
     ap.add_argument("--n", type=int, default=200, help="utterances per set (a)-(d)")
     ap.add_argument("--long", type=int, default=20, help="long inputs (3-5 sentences each)")
     ap.add_argument("--seed", type=int, default=1)
