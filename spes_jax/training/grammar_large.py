@@ -151,7 +151,7 @@ PLACES_L = PLACES + [("in front of", "vor"), ("above", "über")]
 NUMBERS_L = NUMBERS + [
     ("thirteen", "dreizehn"), ("fourteen", "vierzehn"), ("fifteen", "fünfzehn"), ("sixteen", "sechzehn"),
     ("seventeen", "siebzehn"), ("eighteen", "achtzehn"), ("nineteen", "neunzehn"), ("thirty", "dreißig"),
-    ("forty", "vierzig"), ("fifty", "fünfzig"), ("hundred", "hundert"),
+    ("forty", "vierzig"), ("fifty", "fünfzig"), ("a hundred", "hundert"),
 ]
 THINKING_L = THINKING + [("they believe that", "sie glauben, dass"), ("i hope that", "ich hoffe, dass"),
                          ("he says that", "er sagt, dass"), ("she thinks that", "sie denkt, dass"),
