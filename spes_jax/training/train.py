@@ -259,7 +259,12 @@ def main(argv=None):
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:2] == ["evaluate"]:
-        evaluate_main(sys.argv[2:])
-    else:
-        main()
+    from ..errors import SpesError
+
+    try:
+        if sys.argv[1:2] == ["evaluate"]:
+            evaluate_main(sys.argv[2:])
+        else:
+            main()
+    except SpesError as e:  # bad --mix, espeak-ng missing, ...: one message, no traceback
+        sys.exit(f"error: {e}")
