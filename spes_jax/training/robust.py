@@ -325,7 +325,7 @@ def score(model, utts: list[Utterance], task: str, batch_size: int = 8) -> dict:
     token, so the empty hypothesis could never be produced.
     """
     from ..decoding import SearchConfig
-    from .train import wer
+    from .data import wer
 
     hyps = [h[0].text for h in model.decode([u.features.astype(np.float32) for u in utts],
                                              search=SearchConfig(min_len=0), batch_size=batch_size)]

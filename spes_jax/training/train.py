@@ -23,12 +23,11 @@ import numpy as np
 import optax
 
 from .._shapes import round_up
-from ..analysis.metrics import corpus_score
 from ..models import ModelConfig, S2TModel, init_params
 from ..models.io import save_model_dir
 from ..pipeline import SpeechToTextModel, load_model
 from ..text import EOS, Dictionary, Tokenizer
-from .data import Utterance, build, export
+from .data import Utterance, build, export, wer
 
 
 def small_config(vocab_size: int) -> ModelConfig:
@@ -118,13 +117,6 @@ def make_loss(model: S2TModel, cfg: ModelConfig, smoothing: float = 0.1, ctc_wei
         return ce + ctc_weight * ctc, (ce, ctc)
 
     return loss_fn
-
-
-def wer(refs: list[str], hyps: list[str]) -> float:
-    """Corpus word error rate in % (``metrics.corpus_score("wer")``) with punctuation split off into
-    tokens of its own, so that a missing full stop is one error, not a wrong word."""
-    split = lambda s: s.replace("?", " ?").replace(".", " .").replace(",", " ,")
-    return corpus_score("wer", [split(r) for r in refs], [split(h) for h in hyps])
 
 
 def evaluate(model: SpeechToTextModel, test: list[Utterance], task: str) -> dict:
