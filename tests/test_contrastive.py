@@ -161,7 +161,39 @@ def test_contrastive_spans():
     with pytest.raises(SpesError, match="identical"):
         con.contrastive_spans(t, t)
     # the reference's end-to-end case explains '▁she' inside the hypothesis word '▁she it ...'
-    meta = json.load(open(fixture_path("extensions", "gender_e2e_meta.json")))
-    assert meta is not None
     hyp = ["\u2581she", "it", "it", "</s>"]
     assert con.contrastive_spans(hyp, ["\u2581", "h", "e", "it", "it", "</s>"], 0, 0, strict=False) == (0, 0, 2)
+
+
+@pytest.mark.parametrize("run", ["gender_fbank_run", "gender_decoder_run"])
+def test_end_to_end_records(run, bow):
+    """The reference's two contrastive runs on its tiny model: our word probability of the
+    unperturbed sequences, our scores of its recorded per-mask word probabilities, and Eq. 3 over
+    its recorded masks reproduce its maps (the engine replay itself belongs to the sweep engine)."""
+    meta = json.load(open(fixture_path("extensions", "gender_e2e_meta.json")))["runs"][run]["utterances"]
+    z = np.load(fixture_path("extensions", f"{run}_record.npz"))
+    symbols = Dictionary.load(fixture_path("model", "dict.txt")).symbols
+    for utt, m in meta.items():
+        r = lambda k: z[f"{utt}_{k}"]
+        s, e = m["gender_term_start"], m["gender_term_end"]
+        target = [symbols[i] for i in r("target")]
+        foil = [symbols[i] for i in r("swapped_target")]
+        assert con.contrastive_spans(target, foil, s, e, strict=(utt == "utt0")) == (s, e, m["swapped_term_end"])
+        p = con.word_probability(r("original_probs"), r("target"), s, e, "word_boundary", bow["fixture_dict"])
+        q = con.word_probability(r("swapped_original_probs"), r("swapped_target"), s, m["swapped_term_end"],
+                                 "word_boundary", bow["fixture_dict"])
+        np.testing.assert_allclose([p, q], [r("word_prob_gt_orig")[0], r("word_prob_swapped_gt_orig")[0]], **REL)
+        scores = np.asarray(con.score("contrastive_parity_ratio", *(jnp.asarray(r(f"word_prob_{k}")) for k in
+                                      ("gt_orig", "gt_perturb", "swapped_gt_orig", "swapped_gt_perturb"))))
+        np.testing.assert_allclose(scores, r("per_mask_scores"), rtol=1e-5, atol=1e-7)
+        T = m["T"]
+        occluded = 1.0 - np.unpackbits(r("fbank_masks_packed"), axis=-1)[..., :80].astype(np.float64)
+        den = occluded.sum(0)
+        spec = np.where(den > 0, np.einsum("mtc,m->tc", occluded, scores) / np.maximum(den, 1), 0.0)
+        np.testing.assert_allclose(spec, r("fbank_heatmap")[0], rtol=1e-5, atol=1e-6)
+        occluded = 1.0 - r("decoder_masks").astype(np.float64)
+        den = occluded.sum(0)
+        prefix = np.where(den > 0, occluded.T @ scores / np.maximum(den, 1), 0.0)
+        np.testing.assert_allclose(con.causal_word_prefix(prefix, s), r("tgt_embed_heatmap")[0, :, 0],
+                                   rtol=1e-5, atol=1e-6)
+        assert spec.shape == (T, 80)
