@@ -165,18 +165,42 @@ def read_spans(path: str, what: str) -> dict[str, list]:
     return data
 
 
+def read_textgrid(path: str, tier: str | None = None) -> list[tuple[str, float, float]]:
+    """Labelled intervals (label, start s, end s) of a Praat TextGrid (long text format) interval
+    tier: ``tier`` by name, else the first; intervals with an empty label (pauses) are left out."""
+    import re
+
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpesError(f"{path}: cannot read the TextGrid ({e})") from None
+    tiers = re.split(r'\n\s*item \[\d+\]:', text)[1:]
+    for block in tiers:
+        name = re.search(r'name = "(.*)"', block)
+        if 'class = "IntervalTier"' not in block or (tier and (not name or name.group(1) != tier)):
+            continue
+        found = re.findall(r'xmin = ([\d.eE+-]+)\s*xmax = ([\d.eE+-]+)\s*text = "(.*)"', block)
+        return [(label, float(a), float(b)) for a, b, label in found if label.strip()]
+    raise SpesError(f"{path}: no interval tier{f' named {tier!r}' if tier else ''} in the TextGrid")
+
+
 def time_spans_for(path: str, n_frames: dict[str, int]) -> dict[str, list[Span]]:
-    """Frame spans per utterance from a JSON frame-span file or, for a CTM / word-timing JSON file
-    (seconds), converted with ``frames_from_seconds``."""
+    """Frame spans per utterance from: a JSON frame-span file {id: [[start, end], ...]}; a CTM or
+    word-timing JSON file (seconds); or a folder of ``<id>.TextGrid`` files (seconds; the first
+    interval tier, pauses left out). Seconds are converted with ``frames_from_seconds``."""
     from .audio import FRAME_SHIFT_S
     from .manifest import read_word_timings
 
+    if os.path.isdir(path):
+        grids = {uid: os.path.join(path, f"{uid}.TextGrid") for uid in n_frames}
+        return {uid: frames_from_seconds([(s, e) for _, s, e in read_textgrid(g)], n_frames[uid], FRAME_SHIFT_S)
+                for uid, g in grids.items() if os.path.isfile(g)}
     if not os.path.isfile(path):
         raise SpesError(f"time-span file not found: {path}")
     with open(path, encoding="utf-8") as f:
         head = f.read(4096).lstrip()
-    frames = head.startswith("{") and '"words"' not in head
-    if frames:
+    if head.startswith("{") and '"words"' not in head:
         return read_spans(path, "time-span")
     timings = read_word_timings(path)
     return {uid: frames_from_seconds([(s, e) for _, s, e in timings[uid]], n_frames[uid], FRAME_SHIFT_S)

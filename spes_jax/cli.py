@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--spans", help="JSON {id: [[start, end], ...]} phrase spans in token indices (instead of words)")
     a.add_argument("--word-columns", action="store_true", help="also average the prefix map's columns per word")
     a.add_argument("--no-eos", action="store_true", help="drop the </s> row")
-    a.add_argument("--time-spans", help="JSON {id: [[start, end], ...]} in frames, or CTM / timing JSON in seconds")
+    a.add_argument("--time-spans", help="JSON {id: [[start, end], ...]} in frames; or, in seconds, a CTM, a timing JSON "
+                   "or a folder of <id>.TextGrid files")
     a.add_argument("--time-mean", action="store_true", help="average the spectrogram maps over all frames")
     a.add_argument("--frequency", action="store_true", help="average the spectrogram maps over channels")
     a.add_argument("--sentence", action="store_true", help="average both maps over their rows")

@@ -233,3 +233,59 @@ def test_cli(ref, tmp_path, capsys):
     times.write_text(json.dumps({"0": [[0, 9]], "1": [[240, 260]]}))
     assert main(["aggregate", str(src), "--out", str(bad), "--time-spans", str(times)]) == 2
     assert "time span (240, 260) is outside the 248 frames" in capsys.readouterr().err and not bad.exists()
+
+
+TEXTGRID = '''File type = "ooTextFile"
+Object class = "TextGrid"
+
+xmin = 0
+xmax = 0.5
+tiers? <exists>
+size = 2
+item []:
+    item [1]:
+        class = "IntervalTier"
+        name = "words"
+        xmin = 0
+        xmax = 0.5
+        intervals: size = 1
+        intervals [1]:
+            xmin = 0
+            xmax = 0.5
+            text = "hello"
+    item [2]:
+        class = "IntervalTier"
+        name = "phones"
+        xmin = 0
+        xmax = 0.5
+        intervals: size = 3
+        intervals [1]:
+            xmin = 0
+            xmax = 0.1
+            text = ""
+        intervals [2]:
+            xmin = 0.1
+            xmax = 0.235
+            text = "HH"
+        intervals [3]:
+            xmin = 0.235
+            xmax = 0.5
+            text = "AH0"
+'''
+
+
+def test_time_spans_from_alignments(tmp_path):
+    grid = tmp_path / "u1.TextGrid"
+    grid.write_text(TEXTGRID)
+    assert agg.read_textgrid(str(grid), "phones") == [("HH", 0.1, 0.235), ("AH0", 0.235, 0.5)]
+    assert agg.read_textgrid(str(grid)) == [("hello", 0.0, 0.5)]
+    with pytest.raises(SpesError, match="no interval tier named 'x'"):
+        agg.read_textgrid(str(grid), "x")
+    # 10 ms frames: [floor(s / 10 ms), ceil(e / 10 ms) - 1]; the end past the last frame is clipped
+    assert agg.time_spans_for(str(tmp_path), {"u1": 48}) == {"u1": [(0, 47)]}
+    assert agg.frames_from_seconds([(0.1, 0.235), (0.235, 0.5)], 48, 0.01) == [(10, 23), (23, 47)]
+    with pytest.raises(SpesError, match="outside the audio"):
+        agg.frames_from_seconds([(0.49, 0.5)], 48, 0.01)
+    ctm = tmp_path / "phones.ctm"
+    ctm.write_text("u1 1 0.10 0.135 HH\nu1 1 0.235 0.1 AH0\n")
+    assert agg.time_spans_for(str(ctm), {"u1": 48}) == {"u1": [(10, 23), (23, 33)]}
