@@ -160,7 +160,9 @@ def _aggregate(args) -> None:
             if args.words or spans is not None:
                 entry = need(spans, args.spans) if spans is not None else None
                 labels = entry.get("phrases") if isinstance(entry, dict) else None
-                entry = entry.get("spans") if isinstance(entry, dict) else entry
+                if isinstance(entry, dict) and not isinstance(entry.get("spans"), list):
+                    raise SpesError(f"{args.spans}: utterance {uid!r} needs a 'spans' list")
+                entry = entry["spans"] if isinstance(entry, dict) else entry
                 exp = exp.aggregate_words(entry, include_eos=not args.no_eos, columns=args.word_columns,
                                           labels=labels)
             if times is not None or args.time_mean:
