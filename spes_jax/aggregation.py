@@ -67,6 +67,8 @@ def word_spans(pieces: Sequence[str]) -> tuple[list[str], list[Span]]:
 
 def check_token_spans(spans: Sequence[Span], n_tokens: int, what: str = "word span") -> list[Span]:
     """Validates inclusive spans over the K-1 generated pieces (the final </s> excluded)."""
+    if not isinstance(spans, (list, tuple)):
+        raise SpesError(f"{what}s must be a list of [start, end] pairs, got {spans!r}")
     out = []
     for span in spans:
         try:
@@ -112,6 +114,8 @@ def aggregate_columns(prefix: np.ndarray, column_spans: Sequence[Span]) -> np.nd
 
 def check_frame_spans(spans: Sequence[Span], n_frames: int) -> list[Span]:
     """Validates inclusive frame spans against the T frames of the map."""
+    if not isinstance(spans, (list, tuple)):
+        raise SpesError(f"time spans must be a list of [start, end] pairs, got {spans!r}")
     out = []
     for span in spans:
         try:

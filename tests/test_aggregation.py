@@ -289,3 +289,19 @@ def test_time_spans_from_alignments(tmp_path):
     ctm = tmp_path / "phones.ctm"
     ctm.write_text("u1 1 0.10 0.135 HH\nu1 1 0.235 0.1 AH0\n")
     assert agg.time_spans_for(str(ctm), {"u1": 48}) == {"u1": [(10, 23), (23, 33)]}
+
+
+def test_malformed_span_files(ref, tmp_path, capsys):
+    from spes_jax.cli import main
+
+    data, z = ref
+    case = next(c for c in data["cases"] if c["name"] == "real_phrase_and_token_idx")
+    src = tmp_path / "in.h5"
+    save_explanations(src, [_explanation(z, case["inputs"]["0"], "0")])
+    bad = tmp_path / "bad.h5"
+    for content, message in (({"0": 5}, "must be a list"), ({"0": {"phrases": ["x"]}}, "needs a 'spans' list"),
+                             ({"0": [[0, "a"]]}, "not a pair of integers"), ([1, 2], "expected")):
+        spans = tmp_path / "spans.json"
+        spans.write_text(json.dumps(content))
+        assert main(["aggregate", str(src), "--out", str(bad), "--spans", str(spans)]) == 2
+        assert message in capsys.readouterr().err and not bad.exists()
