@@ -99,6 +99,34 @@ def score(name: str, p_orig: jax.Array, p_pert: jax.Array, q_orig: jax.Array | N
     return p_orig / (p_orig + q_orig) - p_pert / (p_pert + q_pert)
 
 
+def perturbed_word_probabilities(module, params, features: jax.Array, length: jax.Array, masks: jax.Array,
+                                 target: tuple[jax.Array, jax.Array, jax.Array],
+                                 foil: tuple[jax.Array, jax.Array, jax.Array], start: jax.Array,
+                                 spans: tuple[jax.Array, jax.Array], method: str, bow: jax.Array | None = None
+                                 ) -> tuple[jax.Array, jax.Array]:
+    """Target and foil word probabilities on B perturbed inputs: one encoder pass per mask and two
+    teacher-forced decoder passes (the engine's contrastive step minus its accumulation).
+
+    module, params: an ``S2TModel`` and its parameters; features (T, C); length: valid frames;
+    masks (B, T, C) multipliers of the features; target / foil: (prev (L,), tokens (L,), keep
+    (B, L) multipliers of the decoder input embeddings) with L the sequence's length (L' for the
+    foil); spans: (end, foil_end). Returns P_p, Q_p, each (B,).
+    """
+    from .models import S2TModel
+
+    apply = lambda *a, **kw: module.apply({"params": params}, *a, **kw)
+
+    def one(mask, keep, foil_keep):
+        enc = apply((features * mask)[None], length[None], method=S2TModel.encode)
+        cross = apply(enc, method=S2TModel.cross_kv)
+        probs = [jax.nn.softmax(apply(prev[None], cross, enc.valid, k[None], method=S2TModel.decode)[0], axis=-1)
+                 for prev, k in ((target[0], keep), (foil[0], foil_keep))]
+        return (word_probability(probs[0], target[1], start, spans[0], method, bow),
+                word_probability(probs[1], foil[1], start, spans[1], method, bow))
+
+    return jax.vmap(one)(masks, target[2], foil[2])
+
+
 def causal_word_prefix(prefix: jax.Array, start: jax.Array) -> jax.Array:
     """(..., L) prefix map of a word starting at ``start`` -> columns after ``start`` zeroed (the
     word may use the start token and the pieces before it)."""

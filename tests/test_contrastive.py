@@ -197,3 +197,45 @@ def test_end_to_end_records(run, bow):
         np.testing.assert_allclose(con.causal_word_prefix(prefix, s), r("tgt_embed_heatmap")[0, :, 0],
                                    rtol=1e-5, atol=1e-6)
         assert spec.shape == (T, 80)
+
+
+@pytest.mark.slow
+def test_replay_end_to_end_with_own_model(converted, bow):
+    """The reference's two contrastive runs replayed through our port of its tiny model with its
+    recorded masks: our per-mask scores and the maps from them match its scores and maps."""
+    from spes_jax import load_model
+
+    model = load_model(converted("conformer_tiny"))
+    step = jax.jit(con.perturbed_word_probabilities, static_argnums=(0, 9))
+    for run in ("gender_fbank_run", "gender_decoder_run"):
+        meta = json.load(open(fixture_path("extensions", "gender_e2e_meta.json")))["runs"][run]["utterances"]
+        z = np.load(fixture_path("extensions", f"{run}_record.npz"))
+        for utt, m in meta.items():
+            r = lambda k: z[f"{utt}_{k}"]
+            s, e, ef = m["gender_term_start"], m["gender_term_end"], m["swapped_term_end"]
+            feats = r("slic_input_fbank")
+            masks = np.unpackbits(r("fbank_masks_packed"), axis=-1)[..., :80].astype(np.float32)
+            keep, keep_f = r("decoder_masks").astype(np.float32), r("decoder_masks_swapped").astype(np.float32)
+            y = (r("prev_output_tokens"), r("target"), keep)
+            f = (r("swapped_prev_output_tokens"), r("swapped_target"), keep_f)
+            # the unperturbed word probabilities: all-ones masks
+            ones = lambda x: np.ones_like(x[:1])
+            p_o, q_o = step(model.module, model.params, feats, feats.shape[0], ones(masks),
+                            (*y[:2], ones(keep)), (*f[:2], ones(keep_f)), s, (e, ef), "word_boundary",
+                            bow["fixture_dict"])
+            got = np.array([p_o[0], q_o[0]])
+            want = np.array([r("word_prob_gt_orig")[0], r("word_prob_swapped_gt_orig")[0]])
+            np.testing.assert_allclose(got, want, rtol=2e-6)  # measured 1.0e-6
+            p_p, q_p = step(model.module, model.params, feats, feats.shape[0], masks, y, f, s, (e, ef),
+                            "word_boundary", bow["fixture_dict"])
+            scores = np.asarray(con.score("contrastive_parity_ratio", p_o[0], p_p, q_o[0], q_p))
+            np.testing.assert_allclose(scores, r("per_mask_scores"), rtol=0, atol=1e-6)  # measured 1.4e-7
+            occluded = 1.0 - masks.astype(np.float64)
+            den = occluded.sum(0)
+            spec = np.where(den > 0, np.einsum("mtc,m->tc", occluded, scores) / np.maximum(den, 1), 0.0)
+            np.testing.assert_allclose(spec, r("fbank_heatmap")[0], rtol=0, atol=1e-6)  # measured 8.3e-8
+            occluded = 1.0 - keep.astype(np.float64)
+            den = occluded.sum(0)
+            prefix = np.where(den > 0, occluded.T @ scores / np.maximum(den, 1), 0.0)
+            np.testing.assert_allclose(con.causal_word_prefix(prefix, s), r("tgt_embed_heatmap")[0, :, 0],
+                                       rtol=0, atol=1e-6)  # measured 9.9e-8
