@@ -178,6 +178,49 @@ def _compare(args) -> None:
         print(paper_table(payloads))
 
 
+def _aggregate(args) -> None:
+    from . import aggregation as agg
+    from ._io import check_output
+    from .explanation import load_explanations, save_explanations
+
+    if not (args.words or args.spans or args.time_spans or args.time_mean or args.frequency or args.sentence):
+        raise SpesError("nothing to do: give --words/--spans, --time-spans/--time-mean, --frequency or --sentence")
+    check_output(args.out, args.overwrite)
+    exps = load_explanations(args.explanations)
+    spans = agg.read_spans(args.spans, "phrase-span") if args.spans else None
+    times = (agg.time_spans_for(args.time_spans, {u: e.spectrogram_saliency.shape[1] for u, e in exps.items()})
+             if args.time_spans else None)
+    out = []
+    for uid, exp in exps.items():  # every utterance is checked before anything is written
+        def need(table, name):
+            if uid not in table:
+                raise SpesError(f"{name}: no spans for utterance {uid!r}")
+            return table[uid]
+        try:
+            exp = exp.normalized() if args.normalize else exp
+            if args.words or spans is not None:
+                entry = need(spans, args.spans) if spans is not None else None
+                labels = entry.get("phrases") if isinstance(entry, dict) else None
+                if isinstance(entry, dict) and not isinstance(entry.get("spans"), list):
+                    raise SpesError(f"{args.spans}: utterance {uid!r} needs a 'spans' list")
+                entry = entry["spans"] if isinstance(entry, dict) else entry
+                exp = exp.aggregate_words(entry, include_eos=not args.no_eos, columns=args.word_columns,
+                                          labels=labels)
+            if times is not None or args.time_mean:
+                exp = exp.aggregate_time(need(times, args.time_spans) if times is not None else None)
+            if args.frequency:
+                exp = exp.aggregate_frequency()
+            if args.sentence:
+                exp = exp.aggregate_sentence()
+        except SpesError as e:
+            raise SpesError(f"{args.explanations}: utterance {uid!r}: {e}") from None
+        out.append(exp)
+    attrs = {**_file_attrs(args.explanations), "source": os.path.abspath(args.explanations),
+             "aggregation": [s["op"] for s in out[0].aggregation] if out else [], "normalized": int(args.normalize)}
+    save_explanations(args.out, out, attrs)
+    print(f"wrote {args.out} ({len(out)} utterances)", file=sys.stderr)
+
+
 def _token_index(exp, token: str) -> int:
     """--token: a 0-based index (negative counts from the end) or a piece of the hypothesis."""
     try:
@@ -390,6 +433,25 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=_compare)
+
+    a = sub.add_parser("aggregate", help="word/phrase, time-span, frequency and sentence aggregation of explanations",
+                       description="Steps run in this order: words, time, frequency, sentence. Spans are "
+                       "inclusive; see docs/aggregation.md for the index conventions.")
+    a.add_argument("explanations", help="HDF5 explanation file")
+    a.add_argument("--out", required=True, help="HDF5 file for the aggregated explanations")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    a.add_argument("--normalize", action="store_true",
+                   help="per-token single_mean_std then paired_min_max before aggregating (the reference's scripts)")
+    a.add_argument("--words", action="store_true", help="average the rows per word (SentencePiece grouping)")
+    a.add_argument("--spans", help="JSON {id: [[start, end], ...]} phrase spans in token indices (instead of words)")
+    a.add_argument("--word-columns", action="store_true", help="also average the prefix map's columns per word")
+    a.add_argument("--no-eos", action="store_true", help="drop the </s> row")
+    a.add_argument("--time-spans", help="JSON {id: [[start, end], ...]} in frames; or, in seconds, a CTM, a timing JSON "
+                   "or a folder of <id>.TextGrid files")
+    a.add_argument("--time-mean", action="store_true", help="average the spectrogram maps over all frames")
+    a.add_argument("--frequency", action="store_true", help="average the spectrogram maps over channels")
+    a.add_argument("--sentence", action="store_true", help="average both maps over their rows")
+    a.set_defaults(func=_aggregate)
 
     g = sub.add_parser("plot", help="spectrogram, saliency map, overlay and prefix matrix of one utterance")
     g.add_argument("explanations", help="HDF5 explanation file")

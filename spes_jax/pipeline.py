@@ -136,6 +136,13 @@ class SpeechToTextModel:
         logits = _forced_logits(self.module, self.params, feats, lengths, prev)
         return np.asarray(jax.nn.log_softmax(logits, axis=-1))[0]
 
+    def cross_attention(self, audio: Audio, tokens: Sequence[int] | str) -> np.ndarray:
+        """(layers, heads, K, T') cross-attention weights of a teacher-forced hypothesis; see
+        ``spes_jax.cross_attention.cross_attention``."""
+        from .cross_attention import cross_attention
+
+        return cross_attention(self, audio, tokens)
+
 
 def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextModel:
     """Loads a converted model directory, or an embedded model by name ("asr", "st"; default "asr")."""
