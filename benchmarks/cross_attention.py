@@ -23,7 +23,7 @@ import numpy as np
 from common import device_name, write_results
 from spes_jax import SPESConfig, explain, load_model
 from spes_jax.assets import samples
-from spes_jax.cross_attention import correlations, encoder_stride, pearson, pool_saliency
+from spes_jax.analysis.cross_attention import correlations, encoder_stride, pearson, pool_saliency
 
 POOLINGS = (("max", "max"), ("mean", "mean"), ("max", "mean"), ("mean", "max"))
 

@@ -179,7 +179,7 @@ def _compare(args) -> None:
 
 
 def _aggregate(args) -> None:
-    from . import aggregation as agg
+    from .analysis import aggregation as agg
     from ._io import check_output
     from .explanation import load_explanations, save_explanations
 

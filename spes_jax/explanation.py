@@ -19,6 +19,7 @@ import numpy as np
 
 from ._io import atomic_output
 from .errors import SpesError
+from .text import WORD_START
 
 
 # Axis names of each per-utterance dataset, stored as its ``axes`` attribute.
@@ -114,7 +115,7 @@ class Explanation:
 
     @property
     def aggregation(self) -> list[dict]:
-        """The aggregation steps applied so far, in order (see ``spes_jax.aggregation``)."""
+        """The aggregation steps applied so far, in order (see ``spes_jax.analysis.aggregation``)."""
         return list(self.meta.get("aggregation", []))
 
     def _aggregated(self, step: dict, **changes) -> "Explanation":
@@ -132,7 +133,7 @@ class Explanation:
         also averages the prefix columns per word. Returns an Explanation with maps (n, T, C) and
         (n, K) or (n, n_words + 1), ``tokens`` = the row labels.
         """
-        from . import aggregation as agg
+        from .analysis import aggregation as agg
 
         if self.aggregation:
             raise SpesError(f"{self.id}: aggregate words first (rows must still be tokens)")
@@ -140,7 +141,7 @@ class Explanation:
             phrases, spans = agg.word_spans(self.tokens[:-1])
         else:
             spans = agg.check_token_spans(spans, len(self.tokens))
-            phrases = labels or ["".join(self.tokens[s:e + 1]).replace(agg.WORD_START, " ").strip()
+            phrases = labels or ["".join(self.tokens[s:e + 1]).replace(WORD_START, " ").strip()
                                  for s, e in spans]
             if len(phrases) != len(spans):
                 raise SpesError(f"{len(labels)} labels for {len(spans)} spans")
@@ -156,7 +157,7 @@ class Explanation:
     def aggregate_time(self, spans=None) -> "Explanation":
         """Spectrogram maps averaged over each inclusive frame span: (n, T, C) -> (n, n_spans, C)
         (None: over all frames, (n, 1, C)); e.g. per phone of a forced alignment. Prefix maps unchanged."""
-        from . import aggregation as agg
+        from .analysis import aggregation as agg
 
         if spans is not None:
             spans = agg.check_frame_spans(spans, self.spectrogram_saliency.shape[1])

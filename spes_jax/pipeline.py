@@ -139,7 +139,7 @@ class SpeechToTextModel:
     def cross_attention(self, audio: Audio, tokens: Sequence[int] | str) -> np.ndarray:
         """(layers, heads, K, T') cross-attention weights of a teacher-forced hypothesis; see
         ``spes_jax.cross_attention.cross_attention``."""
-        from .cross_attention import cross_attention
+        from .analysis.cross_attention import cross_attention
 
         return cross_attention(self, audio, tokens)
 

@@ -7,7 +7,7 @@ from .errors import SpesError
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
-_SPM_SPACE = "\u2581"
+WORD_START = "\u2581"  # SentencePiece's word-start marker
 
 
 class Dictionary:
@@ -78,4 +78,4 @@ class Tokenizer:
         pieces = [p for i, p in zip(ids, self.dictionary.pieces(ids)) if int(i) not in (BOS, PAD, EOS)]
         if self._sp is None:
             return " ".join(pieces)
-        return "".join(pieces).replace(_SPM_SPACE, " ").strip()
+        return "".join(pieces).replace(WORD_START, " ").strip()

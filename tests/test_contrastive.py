@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import fixture_path
-from spes_jax import contrastive as con
+from spes_jax.core import contrastive as con
 from spes_jax.errors import SpesError
 from spes_jax.text import Dictionary
 

@@ -7,31 +7,30 @@ this is tested with a paired Student's t-test.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import difflib
 import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..audio import FRAME_SHIFT_S
+from ..text import WORD_START
 
-if TYPE_CHECKING:  # annotations only: explanation.py imports this module
+if TYPE_CHECKING:  # annotations only (explanation.py imports the analysis modules lazily)
     from ..explanation import Explanation
 
-_SPACE = "\u2581"
 
 
 def token_words(pieces: list[str]) -> list[int]:
     """Word index of every SentencePiece token (-1 for </s> and for punctuation-only tokens)."""
     out, word = [], -1
     for p in pieces:
-        text = p.replace(_SPACE, "")
+        text = p.replace(WORD_START, "")
         if p == "</s>" or (text and not any(ch.isalnum() for ch in text)):
             out.append(-1)
             continue
-        if p.startswith(_SPACE) or word < 0:
+        if p.startswith(WORD_START) or word < 0:
             word += 1
         out.append(word)
     return out
@@ -43,7 +42,7 @@ def hypothesis_words(pieces: list[str]) -> list[str]:
     words = [""] * (max(index, default=-1) + 1)
     for piece, w in zip(pieces, index):
         if w >= 0:
-            words[w] += piece.replace(_SPACE, "")
+            words[w] += piece.replace(WORD_START, "")
     return words
 
 

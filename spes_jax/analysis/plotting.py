@@ -5,10 +5,9 @@ Uses matplotlib's object API (no pyplot state), so it works headless and in thre
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,7 +15,7 @@ from .._io import atomic_output
 from ..audio import FRAME_SHIFT_S
 from ..errors import SpesError
 
-if TYPE_CHECKING:  # annotations only: explanation.py imports this module
+if TYPE_CHECKING:  # annotations only (explanation.py imports the analysis modules lazily)
     from ..explanation import Explanation
 
 

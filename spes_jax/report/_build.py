@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._io import write_text
+from ..analysis.plausibility import token_words
 from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, load_features, read_audio
 from ..errors import SpesError
-from ..analysis.plausibility import token_words
 
 if TYPE_CHECKING:  # annotations only: explanation.py imports this package
     from ..explanation import Explanation

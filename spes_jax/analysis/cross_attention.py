@@ -16,9 +16,9 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from .errors import SpesError
-from .models import S2TModel
-from .text import EOS
+from ..errors import SpesError
+from ..models import S2TModel
+from ..text import EOS
 
 
 @functools.partial(jax.jit, static_argnames=("module",))

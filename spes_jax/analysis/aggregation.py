@@ -19,9 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import SpesError
-
-WORD_START = "\u2581"  # SentencePiece's word-start marker
+from ..errors import SpesError
+from ..text import WORD_START
 
 Span = tuple[int, int]
 
@@ -193,8 +192,8 @@ def time_spans_for(path: str, n_frames: dict[str, int]) -> dict[str, list[Span]]
     """Frame spans per utterance from: a JSON frame-span file {id: [[start, end], ...]}; a CTM or
     word-timing JSON file (seconds); or a folder of ``<id>.TextGrid`` files (seconds; the first
     interval tier, pauses left out). Seconds are converted with ``frames_from_seconds``."""
-    from .audio import FRAME_SHIFT_S
-    from .manifest import read_word_timings
+    from ..audio import FRAME_SHIFT_S
+    from ..manifest import read_word_timings
 
     if os.path.isdir(path):
         grids = {uid: os.path.join(path, f"{uid}.TextGrid") for uid in n_frames}

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .aggregation import WORD_START
-from .errors import SpesError
+from ..errors import SpesError
+from ..text import WORD_START
 
 WORD_PROBABILITIES = ("chain_rule", "length_norm", "first_only", "word_boundary")
 SCORERS = ("predicted_diff", "predicted_ratio", "contrastive_raw_difference", "contrastive_ratio_difference",
@@ -112,7 +112,7 @@ def perturbed_word_probabilities(module, params, features: jax.Array, length: ja
     (B, L) multipliers of the decoder input embeddings) with L the sequence's length (L' for the
     foil); spans: (end, foil_end). Returns P_p, Q_p, each (B,).
     """
-    from .models import S2TModel
+    from ..models import S2TModel
 
     apply = lambda *a, **kw: module.apply({"params": params}, *a, **kw)
 
