@@ -205,7 +205,7 @@ def test_plot_finds_the_recorded_audio_and_tokens_by_piece(tmp_path, corpus, cap
     import shutil
     import struct
 
-    from spes_jax.cli import _token_index
+    from spes_jax.commands import _token_index
     from spes_jax.provenance import provenance
 
     d, model, exps = corpus
