@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import fixture_path
+from support import fixture_path
 from spes_jax.analysis import aggregation as agg
 from spes_jax.errors import SpesError
 from spes_jax.explanation import Explanation, load_explanations, save_explanations

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import fixture_path
+from support import fixture_path
 from spes_jax.core import contrastive as con
 from spes_jax.errors import SpesError
 from spes_jax.text import Dictionary

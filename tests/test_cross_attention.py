@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import synthetic_features
+from support import synthetic_features
 from spes_jax.analysis.cross_attention import correlations, encoder_stride, pearson, pool_saliency
 from spes_jax.errors import SpesError
 from spes_jax.pipeline import pad_batch

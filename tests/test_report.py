@@ -174,7 +174,7 @@ def test_token_and_word_grid(tmp_path):
 
 def test_reference_explanation_file():
     """The reference implementation's own output (no ``tokens`` dataset) makes a report."""
-    from conftest import fixture_path
+    from support import fixture_path
 
     exps, _ = load_result(fixture_path("spes", "spes_fbank_run_explanations.h5"))
     page = build_report(utterances(exps))
