@@ -53,11 +53,11 @@ def input_features(model, audio, cfg: SPESConfig, name: str) -> np.ndarray:
     the audio is silent (paths and waveforms) or longer than the model's range."""
     if isinstance(audio, (str, os.PathLike)) or np.ndim(audio) == 1:
         waveform = read_audio(audio) if isinstance(audio, (str, os.PathLike)) else np.asarray(audio)
-        check_silence(waveform, name)
         try:
-            feats = model.features(waveform)
+            feats = model.features(waveform)  # refuses empty and too short input first
         except SpesError as e:  # name the input
             raise SpesError(f"{name}: {e}") from None
+        check_silence(waveform, name)
     else:
         feats = model.features(audio)
     check_length(feats.shape[0], model, cfg, name)

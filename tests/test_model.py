@@ -21,7 +21,8 @@ def _perturb(params, seed=1):
 
 
 @pytest.mark.parametrize("variant", [dict(), dict(ctc_compress_strategy="avg"),
-                                     dict(ctc_compress_strategy="weighted"), dict(ctc_compress_strategy="fixed"),
+                                     pytest.param(dict(ctc_compress_strategy="weighted"), marks=pytest.mark.slow),
+                                     pytest.param(dict(ctc_compress_strategy="fixed"), marks=pytest.mark.slow),
                                      dict(arch="s2t_transformer_fbk")])
 def test_batch_of_three_equals_each_alone(tiny_config, variant):
     cfg = tiny_config.replace(**variant)

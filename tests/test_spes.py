@@ -109,10 +109,11 @@ def test_mask_sources_are_interchangeable(tiny_model):
     plan = core.make_plan(tiny_model.module, cfg)
     inputs = core.prepare(feats, tokens, seg, "u", cfg, plan)
     n, n_tok = cfg.masks_per_level * cfg.n_levels, cfg.n_token_masks
-    level, index = (np.arange(n) // cfg.masks_per_level, np.arange(n) % cfg.masks_per_level)
-    keep = np.stack([np.asarray(core.perturbation.segment_keep(inputs.key, l, i, inputs.n_slots, cfg.p_spec))
-                     for l, i in zip(level, index)])
-    keep_tok = np.stack([np.asarray(core.perturbation.prefix_keep(inputs.key, g, 16, cfg.p_tok)) for g in range(n_tok)])
+    level, index = np.arange(n) // cfg.masks_per_level, np.arange(n) % cfg.masks_per_level
+    keep = np.asarray(jax.vmap(core.perturbation.segment_keep, (None, 0, 0, None, None))(
+        inputs.key, level, index, inputs.n_slots, cfg.p_spec))
+    keep_tok = np.asarray(jax.vmap(core.perturbation.prefix_keep, (None, 0, None, None))(
+        inputs.key, np.arange(n_tok), 16, cfg.p_tok))
     sampled = _sweep(tiny_model, feats, tokens, seg, "u", cfg, plan)
     replay_plan = core.make_plan(tiny_model.module, cfg, spectrogram_masks=ReplayedSegmentMasks(),
                                  token_masks=ReplayedTokenMasks())
@@ -290,7 +291,9 @@ def test_explain_compiles_once_per_bucket(tiny_model, tiny_config):
           f"third (new model object) {times[2]:.3f} s")
 
 
-@pytest.mark.parametrize("variant", ["feature_wise", "bubble_noise", "single_scale", "grid", "fixed_k", "prob_diff"])
+# The default run covers the two other mask sources; the rest are configuration-only variations.
+@pytest.mark.parametrize("variant", ["feature_wise", "bubble_noise"] + [
+    pytest.param(v, marks=pytest.mark.slow) for v in ("single_scale", "grid", "fixed_k", "prob_diff")])
 def test_baselines_and_ablations_run(tiny_model, variant):
     cfg = getattr(_small(), variant)()
     cfg = cfg.replace(n_masks=min(cfg.n_masks, 96))
