@@ -73,6 +73,12 @@ def _model_for(args, path_attrs: dict | None = None):
 def _file_attrs(path: str) -> dict:
     import h5py
 
+    if os.path.isdir(path):
+        from .corpus.rundir import file_attrs, read_identity
+
+        identity = read_identity(path)
+        return file_attrs(identity) if identity else {}
+
     try:
         with h5py.File(path, "r") as f:
             return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
@@ -82,12 +88,12 @@ def _file_attrs(path: str) -> dict:
 
 def _evaluate(args) -> None:
     from ._io import write_json
-    from .explanation import load_explanations
+    from .corpus import load_any
     from .manifest import read_manifest
     from .metrics import default_scorer, perturbation_curve, size_curve
     from .plotting import plot_deletion_curves, plot_size_curves
 
-    exps = load_explanations(args.explanations)
+    exps = load_any(args.explanations)
     os.makedirs(args.out_dir, exist_ok=True)
     results = {"explanations": os.path.abspath(args.explanations)}
     if "size" in args.metrics:
@@ -155,7 +161,7 @@ def _plot(args) -> None:
 
 def _plausibility(args) -> None:
     from ._io import write_json
-    from .explanation import load_explanations
+    from .corpus import load_any
     from .manifest import read_word_timings
     from .plausibility import (
         kurtosis_ranking,
@@ -164,7 +170,7 @@ def _plausibility(args) -> None:
         time_alignment,
     )
 
-    exps = list(load_explanations(args.explanations).values())
+    exps = list(load_any(args.explanations).values())
     out: dict = {}
     if args.timings:
         pairs, skipped = match_timings(exps, read_word_timings(args.timings))
@@ -192,6 +198,44 @@ def _plausibility(args) -> None:
     if args.out:
         write_json(args.out, out)
         print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _distributed(args) -> None:
+    """Joins JAX's multi-host runtime when asked: explicit flags, or SPES_JAX_DISTRIBUTED=1 to let JAX
+    read the cluster environment (Slurm, TPU pods)."""
+    import jax
+
+    if args.coordinator or args.num_processes:
+        if not (args.coordinator and args.num_processes and args.process_id is not None):
+            raise SpesError("--coordinator, --num-processes and --process-id go together")
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    elif os.environ.get("SPES_JAX_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+
+
+def _explain_corpus(args) -> None:
+    from .config import SPESConfig
+    from .corpus import explain_corpus
+    from .pipeline import load_model
+
+    _distributed(args)
+    base = SPESConfig.st() if args.task == "st" else SPESConfig.asr()
+    cfg = base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
+                       precision=args.precision, batch_size=args.batch_size,
+                       token_batch_size=max(args.batch_size, base.token_batch_size))
+    model = load_model(args.model or args.task)
+    summary = explain_corpus(model, args.manifest, args.out, cfg, targets=args.targets, task=args.task,
+                             resume=args.resume, limit=args.limit, shard_size=args.shard_size,
+                             progress=not args.quiet)
+    print(f"spes-jax: {summary.line()}", file=sys.stderr)
+    print(f"wrote {args.out} (merge with 'spes-jax merge {args.out} --out ALL.h5')", file=sys.stderr)
+
+
+def _merge(args) -> None:
+    from .corpus import merge
+
+    n = merge(args.run_dir, args.out)
+    print(f"wrote {args.out} ({n} utterances)", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_explain)
 
     v = sub.add_parser("evaluate", help="deletion, insertion and size of an explanation file")
-    v.add_argument("explanations", help="HDF5 file written by 'spes-jax explain' (or the reference)")
+    v.add_argument("explanations", help="HDF5 file written by 'spes-jax explain' (or the reference), or a "
+                   "run directory of 'spes-jax explain-corpus'")
     v.add_argument("--manifest", help="TSV with id, audio, reference (needed for deletion/insertion)")
     v.add_argument("--metrics", nargs="+", choices=["deletion", "insertion", "size"], default=["deletion", "size"])
     v.add_argument("--scorer", choices=["wer", "wer_max", "wer_sentence_max", "bleu"],
@@ -268,11 +313,38 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_plot)
 
     q = sub.add_parser("plausibility", help="time alignment, kurtosis ranking and positional saliency")
-    q.add_argument("explanations", help="HDF5 explanation file")
+    q.add_argument("explanations", help="HDF5 explanation file or an explain-corpus run directory")
     q.add_argument("--timings", help="word timings: CTM, or JSON like the bundled samples' timings.json")
     q.add_argument("--min-count", type=int, default=1, help="kurtosis: only tokens seen this often (paper: 100)")
     q.add_argument("--out", help="JSON file for the results")
     q.set_defaults(func=_plausibility)
+
+    k = sub.add_parser("explain-corpus", help="explain a whole corpus into a resumable, sharded run directory")
+    k.add_argument("manifest", help="TSV manifest (ours or fairseq S2T, incl. features.zip:offset:length) "
+                   "or a folder of audio files")
+    k.add_argument("--out", required=True, help="run directory (see docs/corpus.md)")
+    k.add_argument("--model", help="converted model directory (default: the embedded model of --task)")
+    k.add_argument("--task", choices=["asr", "st"], default="asr", help="asr: tau 7.5 s; st: tau 5 s")
+    k.add_argument("--masks", type=int, default=20000, help="spectrogram masks N_X (default 20000)")
+    k.add_argument("--token-masks", type=int, default=2000, help="prefix masks N_Y (default 2000)")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    k.add_argument("--batch-size", type=int, default=64, help="masks per compiled step")
+    k.add_argument("--targets", choices=["hypothesis", "reference"], default="hypothesis",
+                   help="explain the model's beam output (decoded first, stored) or the manifest's text")
+    k.add_argument("--resume", action="store_true", help="continue the run in --out (same model, config, seed)")
+    k.add_argument("--limit", type=int, help="only the first N utterances of the manifest")
+    k.add_argument("--shard-size", type=int, default=16, help="utterances per committed shard")
+    k.add_argument("--coordinator", help="multi-host: address:port of process 0 (jax.distributed)")
+    k.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    k.add_argument("--process-id", type=int, help="multi-host: this process's number")
+    k.add_argument("--quiet", action="store_true", help="no progress bar")
+    k.set_defaults(func=_explain_corpus)
+
+    r = sub.add_parser("merge", help="one HDF5 file (reference layout) from a corpus run directory")
+    r.add_argument("run_dir", help="run directory of 'spes-jax explain-corpus'")
+    r.add_argument("--out", required=True, help="output HDF5 file")
+    r.set_defaults(func=_merge)
     return p
 
 
