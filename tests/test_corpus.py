@@ -72,6 +72,13 @@ def test_corpus_run_equals_single_explanations_and_merges(tiny_model, arrays, zi
     assert sorted(again) == sorted(got)
     for uid in got:
         np.testing.assert_array_equal(again[uid].spectrogram_saliency, got[uid].spectrogram_saliency)
+    # the commands that read explanations take the run directory itself
+    from spes_jax.cli import main
+
+    assert main(["--no-compile-cache", "plausibility", str(run), "--out", str(tmp_path / "p.json")]) == 0
+    assert main(["--no-compile-cache", "evaluate", str(run), "--metrics", "size",
+                 "--out-dir", str(tmp_path / "ev")]) == 0
+    assert main(["--no-compile-cache", "merge", str(tmp_path), "--out", str(tmp_path / "x.h5")]) == 2
 
 
 def test_compilations_equal_number_of_buckets(tiny_model, tmp_path):
