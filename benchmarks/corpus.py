@@ -25,8 +25,8 @@ import zipfile
 
 import jax
 import numpy as np
-
 from common import device_name
+
 from spes_jax import SPESConfig, load_model
 from spes_jax.core import segment, sweep
 from spes_jax.corpus import explain_corpus, read_corpus

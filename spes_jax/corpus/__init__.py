@@ -5,5 +5,14 @@ from .rundir import load_any, load_run, merge
 from .runner import Summary, assign, explain_corpus
 from .sources import Utterance, read_corpus, read_zip_npy
 
-__all__ = ["load_any", "load_run", "merge", "Summary", "assign", "explain_corpus", "Utterance", "read_corpus",
-           "read_zip_npy"]
+__all__ = [
+           "Summary",
+           "Utterance",
+           "assign",
+           "explain_corpus",
+           "load_any",
+           "load_run",
+           "merge",
+           "read_corpus",
+           "read_zip_npy",
+]
