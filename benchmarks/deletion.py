@@ -17,7 +17,7 @@ import numpy as np
 from common import device_name, write_results
 from spes_jax import load_model
 from spes_jax.assets import samples
-from spes_jax.metrics import percentages, zeroed_cells
+from spes_jax.analysis.metrics import percentages, zeroed_cells
 
 
 def main():

@@ -6,8 +6,9 @@ nothing in the file is ever executed. ``convert_checkpoint`` maps its state_dict
 parameter tree and writes the directory ``spes_jax.load_model`` reads.
 """
 
-from .fairseq import convert_checkpoint, model_config_from_args, state_dict_to_params
+from .archs import ARCHITECTURES
+from .fairseq import convert_checkpoint, model_config_from_args, prepare_state_dict, state_dict_to_params
 from .torch_pickle import UnsafeCheckpointError, load_checkpoint
 
-__all__ = ["convert_checkpoint", "load_checkpoint", "model_config_from_args", "state_dict_to_params",
-           "UnsafeCheckpointError"]
+__all__ = ["ARCHITECTURES", "convert_checkpoint", "load_checkpoint", "model_config_from_args",
+           "prepare_state_dict", "state_dict_to_params", "UnsafeCheckpointError"]

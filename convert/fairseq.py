@@ -5,38 +5,84 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Any
+import tempfile
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from spes_jax.errors import SpesError
-from spes_jax.models import ModelConfig, S2TModel
+from spes_jax.models import ModelConfig, init_params
+from spes_jax.models.config import CONFORMER_ARCHS
 from spes_jax.models.conformer import interleaved_sinusoids
 from spes_jax.models.io import save_model_dir
 from spes_jax.text import Dictionary
 
+from .archs import model_name
 from .torch_pickle import load_checkpoint
-
-SUPPORTED_ARCHS = ("conformer", "s2t_transformer_fbk")
 
 # Buffers that carry no learned state (recomputed here) or only bookkeeping.
 _IGNORED = re.compile(r"(\.version|\._float_tensor|\.num_batches_tracked)$")
 _POSITIONAL_TABLE = re.compile(r"\.positional_encoding\.pe$")
+# GaussPenalty's learned variances: parameters of the distance penalty, which never runs (see notes).
+_PENALTY_VARIANCE = re.compile(r"^encoder\.transformer_layers\.\d+\.self_attn\.penalty\.variance$")
+_AUX_FC = "auxiliary_decoder.fc.weight"
+_TIED = ("decoder.output_projection.weight", "decoder.embed_tokens.weight")
+CTC_BLANK = "<ctc_blank>"
+REFERENCE = "FBK-fairseq 4cd7c6dc"
 
 
-def _arch(args: dict) -> str:
-    arch = str(args.get("arch") or args.get("_name") or "")
-    for name in SUPPORTED_ARCHS:
-        if arch == name or arch.startswith(name + "_"):
-            return name
-    raise SpesError(f"checkpoint architecture '{arch or 'unknown'}' is not supported "
-                    f"(supported: {', '.join(SUPPORTED_ARCHS)} and their size variants)")
+def prepare_state_dict(args: dict, state_dict: dict[str, np.ndarray]) -> tuple[dict, list[str]]:
+    """Resolves what the reference stores but the port keeps once or not at all.
+
+    Returns the state_dict to convert and the notes to report: every option that is accepted
+    although it changes nothing, or only the reference's batched numerics, is named there.
+    """
+    arch, model = model_name(args)
+    sd = dict(state_dict)
+    notes: list[str] = []
+    if bool(args.get("share_decoder_input_output_embed", False)) and _TIED[0] in sd:
+        # fairseq ties the two modules to one tensor and saves it under both names.
+        proj, emb = (np.asarray(sd[k]) for k in _TIED)
+        if proj.shape != emb.shape or not np.array_equal(proj, emb):
+            raise SpesError(f"share_decoder_input_output_embed is set, but {_TIED[0]} differs from {_TIED[1]}: "
+                            f"the checkpoint's tied embeddings are inconsistent")
+        del sd[_TIED[0]]
+    penalty = args.get("distance_penalty") or False
+    if penalty:
+        if model == "s2t_transformer_fbk":
+            variances = [k for k in sd if _PENALTY_VARIANCE.match(k)]
+            for k in variances:
+                del sd[k]
+            notes.append(f"--distance-penalty {penalty} ignored: in {REFERENCE} the encoder's LocalAttention "
+                         f"takes torch's fused attention path, which returns before the penalty is applied, "
+                         f"so the option never changes the reference's output (on CPU and GPU)"
+                         + (f"; its {len(variances)} unused penalty.variance entries are dropped" if variances
+                            else ""))
+        else:
+            notes.append(f"--distance-penalty {penalty} ignored: {arch} layers do not read it")
+    if args.get("batch_unsafe_relative_shift") and model in CONFORMER_ARCHS:
+        notes.append("--batch-unsafe-relative-shift: converted with the padding-aware relative shift, which "
+                     "gives the same result for an input computed alone; fairseq's batched outputs of this "
+                     "model depend on the other inputs' padding, while spes-jax computes every input as if "
+                     "alone (compare with the reference's single-input outputs)")
+    if model == "conformer_joint_ctc":
+        aux = sorted(k for k in sd if k.startswith("auxiliary_decoder."))
+        if any(k.startswith("auxiliary_decoder.lang_embed_layernorm.") for k in aux):
+            for k in aux:
+                del sd[k]
+            notes.append("auxiliary CTC decoder dropped: it adds the embedding of the target's language tag "
+                         "(--ignore-prefix-size), which a CTC head on the audio alone cannot reproduce; beam "
+                         "search does not use it")
+        elif aux:
+            notes.append("auxiliary CTC decoder converted (S2TModel.auxiliary_ctc); beam search uses the "
+                         "Transformer decoder only, as the reference's does")
+    return sd, notes
 
 
 def model_config_from_args(args: dict, state_dict: dict[str, np.ndarray]) -> ModelConfig:
     """Reads every size from the checkpoint's args; vocabulary sizes from the weights themselves."""
-    arch = _arch(args)
+    _, arch = model_name(args)
 
     def get(name, default=None):
         v = args.get(name, default)
@@ -64,6 +110,7 @@ def model_config_from_args(args: dict, state_dict: dict[str, np.ndarray]) -> Mod
         ctc_compress_strategy=str(get("ctc_compress_strategy", "none")) if ctc else "none",
         ctc_compress_fixed_ratio=int(get("ctc_compress_fixed_ratio", 4)),
         ctc_compress_max_out_size=int(get("ctc_compress_max_out_size", -1)),
+        auxiliary_ctc_vocab_size=int(state_dict[_AUX_FC].shape[0]) if _AUX_FC in state_dict else 0,
         decoder_embed_dim=int(get("decoder_embed_dim")),
         decoder_layers=int(get("decoder_layers")),
         decoder_attention_heads=int(get("decoder_attention_heads")),
@@ -78,7 +125,7 @@ def model_config_from_args(args: dict, state_dict: dict[str, np.ndarray]) -> Mod
         max_source_positions=int(get("max_source_positions", 6000)),
         max_target_positions=int(get("max_target_positions", 1024)),
     )
-    if arch == "conformer":
+    if arch in CONFORMER_ARCHS:
         kw.update(
             feed_forward_expansion_factor=int(get("feed_forward_expansion_factor", 4)),
             conv_expansion_factor=int(get("conv_expansion_factor", 2)),
@@ -119,12 +166,8 @@ def _leaf(module: dict, torch_name: str, value: np.ndarray) -> tuple[str, np.nda
 
 def state_dict_to_params(state_dict: dict[str, np.ndarray], cfg: ModelConfig) -> dict:
     """Builds the Flax parameter tree; fails on any missing, unused or mis-shaped entry."""
-    import jax.numpy as jnp
-
-    feats = jax.ShapeDtypeStruct((1, 16, cfg.input_feat_per_channel), jnp.float32)
-    shapes = jax.eval_shape(lambda: S2TModel(cfg).init(
-        jax.random.PRNGKey(0), jnp.zeros(feats.shape), jnp.array([16]), jnp.zeros((1, 2), jnp.int32)))
-    target = jax.tree_util.tree_map(lambda s: s.shape, shapes["params"])
+    shapes = jax.eval_shape(lambda: init_params(cfg, frames=16, tokens=2))
+    target = jax.tree_util.tree_map(lambda s: s.shape, shapes)
     params: dict = {}
     unused = []
     for key, value in state_dict.items():
@@ -208,8 +251,12 @@ def _resolve(name: str | None, yaml_dir: str) -> str | None:
 
 def convert_checkpoint(checkpoint: str, out_dir: str, config_yaml: str | None = None,
                        dict_path: str | None = None, spm_path: str | None = None,
-                       overwrite: bool = False) -> str:
-    """Converts an FBK-fairseq checkpoint into a spes-jax model directory and returns its path."""
+                       overwrite: bool = False, report: Callable[[str], None] | None = None) -> str:
+    """Converts an FBK-fairseq checkpoint into a spes-jax model directory and returns its path.
+
+    Notes on accepted-but-ignored options go to ``report`` (if given) and into config.json's
+    ``source.notes``.
+    """
     ckpt = load_checkpoint(checkpoint)
     if not isinstance(ckpt, dict) or "model" not in ckpt or not isinstance(ckpt["model"], dict):
         raise SpesError(f"{checkpoint}: not a fairseq checkpoint (no 'model' state_dict)")
@@ -218,7 +265,7 @@ def convert_checkpoint(checkpoint: str, out_dir: str, config_yaml: str | None = 
     args = args or ckpt.get("args")
     if not isinstance(args, dict):
         raise SpesError(f"{checkpoint}: not a fairseq checkpoint (no model args in 'cfg' or 'args')")
-    state_dict = ckpt["model"]
+    state_dict, notes = prepare_state_dict(args, ckpt["model"])
     cfg = model_config_from_args(args, state_dict)
     params = state_dict_to_params(state_dict, cfg)
 
@@ -239,12 +286,35 @@ def convert_checkpoint(checkpoint: str, out_dir: str, config_yaml: str | None = 
     if not dict_path:
         raise SpesError("no target dictionary: pass --dict or a --config-yaml naming vocab_filename")
     dictionary = Dictionary.load(dict_path)
-    if len(dictionary) != cfg.vocab_size:
-        raise SpesError(f"vocabulary mismatch: {dict_path} gives {len(dictionary)} symbols, the checkpoint's "
-                        f"decoder has {cfg.vocab_size}")
+    # conformer_joint_ctc's build_model adds <ctc_blank> to the target dictionary (add_symbol: only if new).
+    extra = [CTC_BLANK] if cfg.arch == "conformer_joint_ctc" and CTC_BLANK not in dictionary.symbols else []
+    if len(dictionary) + len(extra) != cfg.vocab_size:
+        raise SpesError(f"vocabulary mismatch: {dict_path} gives {len(dictionary)} symbols"
+                        f"{' + ' + CTC_BLANK if extra else ''}, the checkpoint's decoder has {cfg.vocab_size}")
+    if extra:
+        notes.append(f"{CTC_BLANK} appended to the target dictionary (id {len(dictionary)}), as "
+                     f"conformer_joint_ctc's build_model does")
     if data.get("num_mel_bins", cfg.input_feat_per_channel) != cfg.input_feat_per_channel:
         raise SpesError("data config and checkpoint disagree on the number of mel bins")
     with open(checkpoint, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    source = {"checkpoint": os.path.basename(checkpoint), "sha256": digest, "arch": str(args.get("arch"))}
-    return save_model_dir(out_dir, cfg, params, dict_path, spm_path, data, source, overwrite)
+    source = {"checkpoint": os.path.basename(checkpoint), "sha256": digest, "arch": model_name(args)[0],
+              "notes": notes}
+    with tempfile.TemporaryDirectory() as tmp:
+        if extra:
+            dict_path = _extended_dictionary(dict_path, extra, tmp)
+        out = save_model_dir(out_dir, cfg, params, dict_path, spm_path, data, source, overwrite)
+    if report is not None:
+        for note in notes:
+            report(note)
+    return out
+
+
+def _extended_dictionary(path: str, symbols: list[str], tmp_dir: str) -> str:
+    """A copy of the dictionary file at ``path`` with ``symbols`` appended (count 1), in ``tmp_dir``."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    out = os.path.join(tmp_dir, "dict.txt")
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(text + ("" if not text or text.endswith("\n") else "\n") + "".join(f"{s} 1\n" for s in symbols))
+    return out

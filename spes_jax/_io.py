@@ -42,3 +42,19 @@ def write_json(path: str | os.PathLike, payload) -> None:
 
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=1, ensure_ascii=False)
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False, flag: str = "--out") -> str:
+    """Refuses an output path before any work is done: a directory, a missing or read-only folder, or
+    an existing file without ``overwrite``. Returns the absolute path."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise SpesError(f"{flag} {path}: is a directory; give a file name")
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise SpesError(f"{flag} {path}: output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise SpesError(f"{flag} {path}: cannot write into {parent}")
+    if os.path.exists(path) and not overwrite:
+        raise SpesError(f"{flag} {path}: exists; pass --overwrite to replace it")
+    return path

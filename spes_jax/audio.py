@@ -1,19 +1,23 @@
 """Audio reading and the features FBK-fairseq models consume.
 
-``fbank`` reproduces ``torchaudio.compliance.kaldi.fbank`` with Kaldi's defaults as FBK's
-``extract_fbank_features`` calls it (25 ms Povey window, 10 ms shift, no dither, pre-emphasis 0.97,
-DC removal, 512-point FFT power spectrum, 80 triangular mel filters from 20 Hz to Nyquist, natural
-log floored at float32 epsilon). ``utterance_cmvn`` is fairseq's ``UtteranceCMVN`` transform.
+``read_audio`` decodes any file libsndfile reads (WAV in every PCM/float variant, FLAC, OGG/Vorbis,
+MP3, ...), down-mixes to mono and resamples to 16 kHz. ``fbank`` reproduces
+``torchaudio.compliance.kaldi.fbank`` with Kaldi's defaults as FBK's ``extract_fbank_features`` calls
+it (25 ms Povey window, 10 ms shift, no dither, pre-emphasis 0.97, DC removal, 512-point FFT power
+spectrum, 80 triangular mel filters from 20 Hz to Nyquist, natural log floored at float32 epsilon).
+``utterance_cmvn`` is fairseq's ``UtteranceCMVN`` transform.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import wave
+import struct
+import warnings
 
 import numpy as np
 
-from .errors import SpesError
+from .errors import SpesError, SpesNote
 
 SAMPLE_RATE = 16000
 _FRAME_LENGTH = 400  # 25 ms at 16 kHz
@@ -25,41 +29,69 @@ _LOW_FREQ = 20.0
 _EPS = float(np.finfo(np.float32).eps)
 
 
-def read_wav(path: str | os.PathLike) -> np.ndarray:
-    """Reads a 16 kHz mono PCM WAV file.
+def _riff_truncation(path: str) -> tuple[int, int] | None:
+    """(bytes the WAV header announces, bytes present) when a RIFF/WAVE file's data chunk is cut short.
+
+    libsndfile reads what is there without complaint; a cut-off download should not pass silently.
+    Streamed WAVs announce 0 or 0xFFFFFFFF bytes (length unknown) and are not flagged.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if f.read(12)[8:] != b"WAVE":
+            return None
+        while True:
+            header = f.read(8)
+            if len(header) < 8:
+                return None
+            chunk, n = header[:4], struct.unpack("<I", header[4:])[0]
+            if chunk == b"data":
+                present = size - f.tell()
+                return (n, present) if 0 < n < 0xFFFFFFFF and n > present else None
+            f.seek(n + (n & 1), os.SEEK_CUR)  # chunks are padded to an even size
+
+
+def read_audio(path: str | os.PathLike) -> np.ndarray:
+    """Reads an audio file as the models' input waveform: 16 kHz, mono, float32 in [-1, 1).
+
+    Any format libsndfile decodes is accepted (WAV with any PCM or float sample format, FLAC,
+    OGG/Vorbis, MP3, AIFF, ...). Several channels are averaged and other sample rates are resampled
+    (polyphase, ``scipy.signal.resample_poly``); each conversion issues a ``SpesNote`` naming the file.
+    16 kHz mono files are returned exactly as soundfile (the reference's reader) decodes them.
 
     Returns:
-      (N,) float32 waveform in [-1, 1), as soundfile (the reference's reader) returns it.
+      (N,) float32 waveform.
     """
+    import soundfile as sf
+
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise SpesError(f"{path}: is a directory, not an audio file")
     if not os.path.isfile(path):
         raise SpesError(f"audio file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise SpesError(f"{path}: empty file")
+    truncated = _riff_truncation(path)
+    if truncated:
+        raise SpesError(f"{path}: truncated WAV file: the header announces {truncated[0]} bytes of audio, "
+                        f"the file holds {truncated[1]}")
     try:
-        with wave.open(path, "rb") as f:
-            rate, channels, width, n = f.getframerate(), f.getnchannels(), f.getsampwidth(), f.getnframes()
-            raw = f.readframes(n)
-    except (wave.Error, EOFError) as e:
-        raise SpesError(f"{path}: not a PCM WAV file ({e}); convert it with e.g. "
-                        f"'sox IN -r 16000 -c 1 -b 16 OUT.wav'") from None
-    if rate != SAMPLE_RATE:
-        raise SpesError(f"{path}: sample rate {rate} Hz, expected {SAMPLE_RATE} Hz; resample with "
-                        f"'sox IN -r 16000 OUT.wav'")
-    if channels != 1:
-        raise SpesError(f"{path}: {channels} channels, expected mono; downmix with 'sox IN -c 1 OUT.wav'")
-    if width == 1:
-        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width in (2, 4):
-        dtype = np.dtype(f"<i{width}")
-        x = np.frombuffer(raw, dtype).astype(np.float64) / float(2 ** (8 * width - 1))
-    elif width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        x = np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)
-    else:
-        raise SpesError(f"{path}: unsupported sample width {width} bytes")
+        x, rate = sf.read(path, dtype="float32", always_2d=True)
+    except sf.SoundFileError as e:
+        raise SpesError(f"{path}: not a readable audio file ({e}); formats: WAV, FLAC, OGG/Vorbis, MP3 "
+                        "and the others libsndfile reads") from None
     if x.size == 0:
         raise SpesError(f"{path}: the file holds no audio samples")
-    return x.astype(np.float32)
+    if x.shape[1] > 1:
+        warnings.warn(f"{path}: {x.shape[1]} channels mixed down to mono", SpesNote, stacklevel=2)
+        x = x.mean(axis=1, keepdims=True)
+    x = x[:, 0]
+    if rate != SAMPLE_RATE:
+        from scipy.signal import resample_poly
+
+        g = math.gcd(int(rate), SAMPLE_RATE)
+        warnings.warn(f"{path}: resampled from {rate} Hz to {SAMPLE_RATE} Hz", SpesNote, stacklevel=2)
+        x = resample_poly(x.astype(np.float64), SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
+    return x
 
 
 def _mel(f: np.ndarray) -> np.ndarray:
@@ -128,13 +160,17 @@ def utterance_cmvn(features: np.ndarray) -> np.ndarray:
 
 def load_features(audio: str | os.PathLike | np.ndarray, num_mel_bins: int = 80,
                   cmvn: bool = True) -> np.ndarray:
-    """The model input for one utterance: a WAV path, a (N,) waveform or a raw (T, C) fbank.
+    """The model input for one utterance: an audio file, a (N,) 16 kHz waveform or a raw (T, C) fbank.
 
     Returns:
       (T, C) float32 features, utterance-CMVN normalised when ``cmvn``.
     """
     if isinstance(audio, (str, os.PathLike)):
-        feats = fbank(read_wav(audio), num_mel_bins)
+        waveform = read_audio(audio)
+        try:
+            feats = fbank(waveform, num_mel_bins)
+        except SpesError as e:  # name the file
+            raise SpesError(f"{os.fspath(audio)}: {e}") from None
     else:
         arr = np.asarray(audio)
         feats = fbank(arr, num_mel_bins) if arr.ndim == 1 else arr

@@ -19,6 +19,7 @@ from .core import sweep
 from .core.segmentation import prefetch, segment
 from .errors import SpesError
 from .explanation import Explanation
+from .inputs import input_features
 from .pipeline import SpeechToTextModel
 
 MIN_FRAMES = 16  # below this the encoder sees fewer than 4 frames: no meaningful map over time
@@ -47,7 +48,8 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
             progress: bool = False):
     """SPES explanations of the model's own hypotheses.
 
-    audio: an audio path, a waveform, a raw (T, C) fbank, or a list of these. The hypothesis of each
+    audio: an audio path, a (N,) 16 kHz waveform, a raw (T, C) fbank, or a list of these (silent and
+    overly long inputs get a ``SpesWarning``). The hypothesis of each
     input is the model's beam search output (beam 5, no-repeat-ngram 5) unless ``targets`` gives
     token ids (ending with </s>). The masks are split over ``devices`` (default: all local devices).
     Returns an ``Explanation`` (or a list for a list input).
@@ -60,7 +62,8 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     ids = list(ids) if ids is not None else [_utt_id(a, i) for i, a in enumerate(audios)]
     if len(set(ids)) != len(ids):
         raise SpesError("utterance ids must be unique (two inputs share a file name?)")
-    features = [model.features(a) for a in audios]
+    features = [input_features(model, a, cfg, os.fspath(a) if isinstance(a, (str, os.PathLike)) else u)
+                for a, u in zip(audios, ids)]
     for f, u in zip(features, ids):
         _check_length(f, u)
     if targets is None:

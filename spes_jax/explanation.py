@@ -3,8 +3,9 @@
 Files use the reference's layout so FBK-fairseq's evaluation scripts read ours: one group per
 utterance id with ``fbank_heatmap`` (K, T, C) float32, ``tgt_embed_heatmap`` (K, K, 1) float32,
 ``tgt_text`` (the K prefix symbols, starting with </s>), ``src_text`` and ``n_masks``; plus
-``tokens`` (the explained pieces), ``n_token_masks`` and file attributes with our configuration,
-seed, model hash and library version. Raw maps are stored; normalisation happens on read.
+``tokens`` (the explained pieces), ``n_token_masks``, an ``axes`` attribute on every array, and
+the provenance attributes of ``spes_jax.provenance`` (docs/explanation-files.md has the table). Raw
+maps are stored; normalisation happens on read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ import numpy as np
 
 from ._io import atomic_output
 from .errors import SpesError
+from .text import WORD_START
+
+
+# Axis names of each per-utterance dataset, stored as its ``axes`` attribute.
+AXES = {"fbank_heatmap": "token, frame, mel_bin", "tgt_embed_heatmap": "token, prefix_position, singleton",
+        "tgt_text": "prefix_position", "tokens": "token"}
+
+
+def _attr(value):
+    """An HDF5 attribute value: strings, numbers and arrays as they are, anything else as JSON."""
+    return value if isinstance(value, (str, int, float, np.ndarray)) else json.dumps(value)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
@@ -58,7 +70,7 @@ def paired_min_max(spec: np.ndarray, prefix: np.ndarray) -> tuple[np.ndarray, np
     return _finite(s).reshape(spec.shape), _finite(q)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Explanation:
     """SPES explanation of one utterance's hypothesis.
 
@@ -78,8 +90,16 @@ class Explanation:
     is_normalized: bool = False
     meta: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        K, T, C = self.spectrogram_saliency.shape
+        return (f"Explanation(id={self.id!r}, text={self.text!r}, {K} tokens, spectrogram_saliency ({K}, {T}, {C}), "
+                f"prefix_saliency ({K}, {K}), n_masks={self.n_masks}, n_token_masks={self.n_token_masks}"
+                f"{', normalized' if self.is_normalized else ''})")
+
     def normalized(self) -> "Explanation":
         """Per-token z-score then paired min-max (the reference's ``single_mean_std paired_min_max``)."""
+        if self.aggregation:
+            raise SpesError(f"{self.id}: normalise before aggregating (as the reference does)")
         spec, prefix = paired_min_max(*single_mean_std(self.spectrogram_saliency, self.prefix_saliency))
         return dataclasses.replace(self, spectrogram_saliency=spec, prefix_saliency=prefix, is_normalized=True)
 
@@ -93,13 +113,95 @@ class Explanation:
         exp = self if self.is_normalized else self.normalized()
         return exp.prefix_saliency.mean(axis=0)
 
+    @property
+    def aggregation(self) -> list[dict]:
+        """The aggregation steps applied so far, in order (see ``spes_jax.analysis.aggregation``)."""
+        return list(self.meta.get("aggregation", []))
+
+    def _aggregated(self, step: dict, **changes) -> "Explanation":
+        done = {s["op"] for s in self.aggregation}
+        if "sentence" in done or (step["op"] in ("words", "time") and step["op"] in done):
+            raise SpesError(f"{self.id}: cannot aggregate by {step['op']} after {sorted(done)}")
+        return dataclasses.replace(self, meta={**self.meta, "aggregation": self.aggregation + [step]}, **changes)
+
+    def aggregate_words(self, spans=None, *, include_eos: bool = True, columns: bool = False,
+                        labels: list[str] | None = None) -> "Explanation":
+        """Rows averaged per word (SentencePiece grouping) or per given phrase span.
+
+        spans: inclusive (start, end) indices into ``tokens`` (None: automatic words). Each row
+        keeps the prefix columns before its phrase; include_eos appends the </s> row last; columns
+        also averages the prefix columns per word. Returns an Explanation with maps (n, T, C) and
+        (n, K) or (n, n_words + 1), ``tokens`` = the row labels.
+        """
+        from .analysis import aggregation as agg
+
+        if self.aggregation:
+            raise SpesError(f"{self.id}: aggregate words first (rows must still be tokens)")
+        if spans is None:
+            phrases, spans = agg.word_spans(self.tokens[:-1])
+        else:
+            spans = agg.check_token_spans(spans, len(self.tokens))
+            phrases = labels or ["".join(self.tokens[s:e + 1]).replace(WORD_START, " ").strip()
+                                 for s, e in spans]
+            if len(phrases) != len(spans):
+                raise SpesError(f"{len(labels)} labels for {len(spans)} spans")
+        spec, prefix = agg.aggregate_rows(self.spectrogram_saliency, self.prefix_saliency, spans, include_eos)
+        prefix_tokens = self.prefix_tokens or ["</s>"] + list(self.tokens[:-1])
+        if columns:
+            prefix_tokens, col_spans = agg.word_spans(prefix_tokens)
+            prefix = agg.aggregate_columns(prefix, col_spans)
+        step = {"op": "words", "spans": [list(s) for s in spans], "include_eos": include_eos, "columns": columns}
+        return self._aggregated(step, tokens=list(phrases) + ["</s>"] * include_eos,
+                                spectrogram_saliency=spec, prefix_saliency=prefix, prefix_tokens=prefix_tokens)
+
+    def aggregate_time(self, spans=None) -> "Explanation":
+        """Spectrogram maps averaged over each inclusive frame span: (n, T, C) -> (n, n_spans, C)
+        (None: over all frames, (n, 1, C)); e.g. per phone of a forced alignment. Prefix maps unchanged."""
+        from .analysis import aggregation as agg
+
+        if spans is not None:
+            spans = agg.check_frame_spans(spans, self.spectrogram_saliency.shape[1])
+        step = {"op": "time", "spans": None if spans is None else [list(s) for s in spans]}
+        return self._aggregated(step, spectrogram_saliency=agg.aggregate_time(self.spectrogram_saliency, spans))
+
+    def aggregate_frequency(self) -> "Explanation":
+        """Spectrogram maps averaged over channels: (n, T, C) -> (n, T, 1)."""
+        spec = self.spectrogram_saliency.astype(np.float64).mean(2, keepdims=True).astype(np.float32)
+        return self._aggregated({"op": "frequency"}, spectrogram_saliency=spec)
+
+    def aggregate_sentence(self) -> "Explanation":
+        """Both maps averaged over their rows: (1, T, C) and (1, L) (of the maps as they are: call
+        ``normalized()`` first for the paper's sentence-level map)."""
+        mean = lambda x: x.astype(np.float64).mean(0, keepdims=True).astype(np.float32)
+        return self._aggregated({"op": "sentence"}, tokens=["<sentence>"],
+                                spectrogram_saliency=mean(self.spectrogram_saliency),
+                                prefix_saliency=mean(self.prefix_saliency))
+
     def plot(self, features: np.ndarray | None = None, token: int | None = None,
              path: str | os.PathLike | None = None):
         """Spectrogram, saliency map and overlay of one token (default: the sentence-level map) and
         the prefix matrix; see ``spes_jax.plotting.plot_explanation``. Returns a matplotlib Figure."""
-        from .plotting import plot_explanation
+        from .analysis.plotting import plot_explanation
 
         return plot_explanation(self, features, token, path)
+
+    def to_html(self, audio=None, timings=None, reference: str = "", task: str = "asr") -> str:
+        """A self-contained interactive page of this explanation (see ``spes_jax.report``).
+
+        audio: the explained 16 kHz WAV path or (N,) waveform, embedded for playback and the
+        spectrogram; timings: [(word, start s, end s)] drawn under the map.
+        """
+        from .report import Utterance, build_report
+
+        return build_report([Utterance(self, audio, timings, reference)], title=f"SPES: {self.id}", task=task)
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the page of ``to_html`` in a sandboxed iframe (its script and styles stay
+        out of the notebook's)."""
+        import html
+
+        return (f'<iframe srcdoc="{html.escape(self.to_html(), quote=True)}" sandbox="allow-scripts" '
+                f'style="width: 100%; height: 820px; border: 0"></iframe>')
 
     def save(self, path: str | os.PathLike, attrs: dict | None = None) -> None:
         """Writes this explanation alone to ``path`` (see ``save_explanations``)."""
@@ -112,9 +214,9 @@ def save_explanations(path: str | os.PathLike, explanations, attrs: dict | None 
 
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
         for key, value in (attrs or {}).items():
-            f.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+            f.attrs[key] = _attr(value)
         for exp in explanations:
-            if exp.is_normalized:
+            if exp.is_normalized and not exp.aggregation:
                 raise SpesError("store raw maps; normalisation is applied on read")
             g = f.create_group(exp.id)
             g.create_dataset("fbank_heatmap", data=exp.spectrogram_saliency.astype(np.float32), compression="gzip")
@@ -124,8 +226,14 @@ def save_explanations(path: str | os.PathLike, explanations, attrs: dict | None 
             g.create_dataset("src_text", data=exp.text + "</s>", dtype=h5py.string_dtype())
             g.create_dataset("n_masks", data=np.int64(exp.n_masks))
             g.create_dataset("n_token_masks", data=np.int64(exp.n_token_masks))
+            aggregated = bool(exp.aggregation)
+            for name, axes in AXES.items():  # aggregated maps: rows are phrases, columns may be spans
+                g[name].attrs["axes"] = axes.replace("token", "phrase") if aggregated else axes
+            if aggregated:  # the reference's key for the row labels of aggregated maps
+                g.create_dataset("tgt_phrases", data=np.array(exp.tokens, dtype=object), dtype=h5py.string_dtype())
+                g.attrs["normalized"] = int(exp.is_normalized)
             for key, value in exp.meta.items():
-                g.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+                g.attrs[key] = _attr(value)
 
 
 def _text(x) -> str:
@@ -149,12 +257,16 @@ def load_explanations(path: str | os.PathLike) -> dict[str, Explanation]:
                 prefix = np.asarray(g["tgt_embed_heatmap"][()], np.float32)[..., 0]
                 tokens = [_text(t) for t in g["tokens"][()]] if "tokens" in g else prefix_tokens[1:] + ["</s>"]
                 src = _text(g["src_text"][()]) if "src_text" in g else ""
+                meta = {k: _text(v) if isinstance(v, (str, bytes)) else v for k, v in g.attrs.items()}
+                normalized = bool(meta.pop("normalized", 0))
+                if "aggregation" in meta:
+                    meta["aggregation"] = json.loads(meta["aggregation"])
                 out[key] = Explanation(
                     id=key, tokens=tokens, spectrogram_saliency=spec, prefix_saliency=prefix,
                     prefix_tokens=prefix_tokens, text=src[:-4] if src.endswith("</s>") else src,
                     n_masks=int(g["n_masks"][()]) if "n_masks" in g else 0,
                     n_token_masks=int(g["n_token_masks"][()]) if "n_token_masks" in g else 0,
-                    meta={k: _text(v) if isinstance(v, (str, bytes)) else v for k, v in g.attrs.items()})
+                    is_normalized=normalized, meta=meta)
     except OSError as e:
         raise SpesError(f"{path}: not a readable HDF5 explanation file ({e})") from None
     return out

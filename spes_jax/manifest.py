@@ -16,14 +16,15 @@ _REFERENCE_COLUMNS = ("reference", "tgt_text", "text")
 @dataclass(frozen=True)
 class Entry:
     id: str
-    audio: str  # path to a WAV file
+    audio: str  # path to an audio file
     reference: str
 
 
-def read_manifest(path: str | os.PathLike) -> list[Entry]:
+def read_manifest(path: str | os.PathLike, require_reference: bool = True) -> list[Entry]:
     """Reads a TSV manifest with a header: ``audio`` and a reference column (``reference``,
     ``tgt_text`` or ``text``), optionally ``id`` (default: the audio file name). Audio paths are
-    relative to the manifest's folder."""
+    relative to the manifest's folder. ``require_reference=False`` accepts manifests without a
+    reference column (the references are then empty)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SpesError(f"manifest not found: {path}")
@@ -33,18 +34,18 @@ def read_manifest(path: str | os.PathLike) -> list[Entry]:
         raise SpesError(f"{path}: empty manifest (a TSV with a header line 'id, audio, reference')")
     columns = rows[0].keys()
     ref = next((c for c in _REFERENCE_COLUMNS if c in columns), None)
-    if "audio" not in columns or ref is None:
+    if "audio" not in columns or (ref is None and require_reference):
         raise SpesError(f"{path}: needs an 'audio' column and one of {_REFERENCE_COLUMNS}; has {list(columns)}")
     base = os.path.dirname(os.path.abspath(path))
     entries = []
     for n, row in enumerate(rows, 2):
-        if row["audio"] is None or row[ref] is None:
+        if row["audio"] is None or (ref is not None and row[ref] is None):
             raise SpesError(f"{path}:{n}: missing fields")
         audio = os.path.join(base, row["audio"])
         if not os.path.isfile(audio):
             raise SpesError(f"{path}:{n}: audio file not found: {audio}")
         uid = row.get("id") or os.path.splitext(os.path.basename(audio))[0]
-        entries.append(Entry(uid, audio, row[ref].strip()))
+        entries.append(Entry(uid, audio, row[ref].strip() if ref else ""))
     if len({e.id for e in entries}) != len(entries):
         raise SpesError(f"{path}: utterance ids are not unique")
     return entries

@@ -74,10 +74,11 @@ class SpeechToTextModel:
         return self.tokenizer.dictionary
 
     def features(self, audio: Audio) -> np.ndarray:
-        """A WAV path, a (N,) 16 kHz waveform or a raw (T, C) fbank -> (T, C) model input."""
+        """An audio file, a (N,) 16 kHz waveform or a raw (T, C) fbank -> (T, C) model input."""
         feats = load_features(audio, self.cfg.input_feat_per_channel, self.data.get("cmvn") == "utterance")
         if feats.shape[0] < 8:
-            raise SpesError(f"audio too short: {feats.shape[0]} frames (need at least 8, i.e. 0.1 s)")
+            name = f"{os.fspath(audio)}: " if isinstance(audio, (str, os.PathLike)) else ""
+            raise SpesError(f"{name}audio too short: {feats.shape[0]} frames (need at least 8, i.e. 0.1 s)")
         return feats
 
     def generate(self, audios: Sequence[Audio], search: SearchConfig = SearchConfig(),
@@ -134,6 +135,13 @@ class SpeechToTextModel:
         prev = np.array([[EOS] + ids[:-1]], np.int32)
         logits = _forced_logits(self.module, self.params, feats, lengths, prev)
         return np.asarray(jax.nn.log_softmax(logits, axis=-1))[0]
+
+    def cross_attention(self, audio: Audio, tokens: Sequence[int] | str) -> np.ndarray:
+        """(layers, heads, K, T') cross-attention weights of a teacher-forced hypothesis; see
+        ``spes_jax.cross_attention.cross_attention``."""
+        from .analysis.cross_attention import cross_attention
+
+        return cross_attention(self, audio, tokens)
 
 
 def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextModel:

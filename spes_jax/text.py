@@ -7,7 +7,7 @@ from .errors import SpesError
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
-_SPM_SPACE = "\u2581"
+WORD_START = "\u2581"  # SentencePiece's word-start marker
 
 
 class Dictionary:
@@ -65,17 +65,17 @@ class Tokenizer:
                 raise SpesError(f"SentencePiece model not found: {spm_path}")
             self._sp = spm.SentencePieceProcessor(model_file=os.fspath(spm_path))
 
+    def split(self, text: str) -> list[str]:
+        """Text -> pieces (SentencePiece, or whitespace words without a SentencePiece model)."""
+        return text.split() if self._sp is None else self._sp.encode(text, out_type=str)
+
     def encode(self, text: str) -> list[int]:
         """Text -> ids ending with </s> (fairseq ``encode_line(append_eos=True)``)."""
-        if self._sp is None:
-            pieces = text.split()
-        else:
-            pieces = self._sp.encode(text, out_type=str)
-        return [self.dictionary.index(p) for p in pieces] + [EOS]
+        return [self.dictionary.index(p) for p in self.split(text)] + [EOS]
 
     def decode(self, ids) -> str:
         """Ids -> text; specials are dropped, SentencePiece word boundaries become spaces."""
         pieces = [p for i, p in zip(ids, self.dictionary.pieces(ids)) if int(i) not in (BOS, PAD, EOS)]
         if self._sp is None:
             return " ".join(pieces)
-        return "".join(pieces).replace(_SPM_SPACE, " ").strip()
+        return "".join(pieces).replace(WORD_START, " ").strip()

@@ -8,7 +8,7 @@ from support import fixture_path
 @pytest.fixture(scope="session")
 def converted(tmp_path_factory):
     """Converts each fixture checkpoint once per session; returns variant -> model directory."""
-    from convert import convert_checkpoint
+    from spes_jax.convert import convert_checkpoint
 
     cache = {}
 

@@ -9,10 +9,10 @@ import pytest
 from spes_jax import SPESConfig, SpesError, explain, load_explanations, load_model
 from spes_jax.assets import sample_timings, samples
 from spes_jax.cli import main
-from spes_jax.compare import METHODS, compare, method_config
+from spes_jax.analysis.compare import METHODS, compare, method_config
 from spes_jax.explanation import Explanation
 from spes_jax.manifest import Entry, read_manifest, read_word_timings, write_manifest
-from spes_jax.plausibility import kurtosis_ranking, match_timings, positional_saliency
+from spes_jax.analysis.plausibility import kurtosis_ranking, match_timings, positional_saliency
 
 IDS = ["test00000", "test00002"]
 
@@ -86,12 +86,15 @@ def test_kurtosis_ranks_peaked_maps_first():
     assert kurtosis_ranking([exp], min_count=2) == []
 
 
-def test_match_timings_skips_mismatched(corpus):
+def test_match_timings_by_content(corpus):
     _, _, exps = corpus
     timings = read_word_timings(os.path.join(os.path.dirname(samples()[IDS[0]]), "timings.json"))
-    timings[IDS[1]] = timings[IDS[1]][:-1]  # one word short: cannot align
+    timings[IDS[0]] = timings[IDS[0]][1:]  # the first word untimed: the others keep their own spans
+    timings[IDS[1]] = timings["test00001"]  # another sentence's words: not paired
     pairs, skipped = match_timings(exps, timings)
     assert [e.id for e, _ in pairs] == [IDS[0]] and skipped == [IDS[1]]
+    spans = pairs[0][1]
+    assert spans[0] is None and spans[1:] == timings[IDS[0]]
 
 
 def test_plot_explanation(tmp_path, corpus):
@@ -120,7 +123,18 @@ def test_cli_evaluate_plot_plausibility(tmp_path, corpus, capsys):
     assert res["deletion"]["scores"][0] == 0.0  # the model transcribes both samples correctly
     assert res["insertion"]["scores"][-1] == 0.0
     assert {p.name for p in out.iterdir()} == {"metrics.json", "deletion.png", "insertion.png", "size.png"}
-    assert "deletion AUC (wer_max)" in capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    deletion = [line for line in lines if line.startswith("deletion AUC")]
+    assert deletion == [f"deletion AUC\t{res['deletion']['auc_fraction']:.2f}\t(wer_max over the fraction of "
+                        "features deleted, 0..1, the paper's scale; higher is more faithful)"]
+    # Without --out-dir nothing is written (not even into the current directory).
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "eval")
+    try:
+        assert main(["evaluate", str(d / "exp.h5"), "--metrics", "size"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "deletion.png", "insertion.png", "size.png"}
     timings = os.path.join(os.path.dirname(samples()[IDS[0]]), "timings.json")
     assert main(["plausibility", str(d / "exp.h5"), "--timings", timings, "--out", str(tmp_path / "p.json")]) == 0
     p = json.loads((tmp_path / "p.json").read_text())
@@ -128,6 +142,8 @@ def test_cli_evaluate_plot_plausibility(tmp_path, corpus, capsys):
     assert main(["plot", str(d / "exp.h5"), "--id", IDS[1], "--audio", samples()[IDS[1]], "--token", "0",
                  "--out", str(tmp_path / "fig.png")]) == 0
     assert (tmp_path / "fig.png").stat().st_size > 10000
+    assert main(["plot", str(d / "exp.h5"), "--id", IDS[1], "--out", str(tmp_path / "fig.png")]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
     capsys.readouterr()
     # Bad input: one line, exit 2, nothing written.
     assert main(["evaluate", str(d / "exp.h5"), "--out-dir", str(tmp_path / "e2")]) == 2
@@ -168,7 +184,7 @@ def test_compare_writes_table_and_reuses_explanations(tmp_path, corpus):
 
 
 def test_paper_table_layout(tmp_path, corpus, capsys):
-    from spes_jax.compare import paper_table
+    from spes_jax.analysis.compare import paper_table
 
     def payload(task, scorer, higher):
         return {"task": task, "scorer": scorer, "deletion_higher_is_better": higher,
@@ -183,3 +199,31 @@ def test_paper_table_layout(tmp_path, corpus, capsys):
     assert main(["compare", str(d / "asr.tsv"), str(d / "asr.tsv"), "--task", "asr",
                  "--out-dir", str(tmp_path)]) == 2
     assert "one value per manifest" in capsys.readouterr().err
+
+
+def test_plot_finds_the_recorded_audio_and_tokens_by_piece(tmp_path, corpus, capsys):
+    import shutil
+    import struct
+
+    from spes_jax.commands import _token_index
+    from spes_jax.provenance import provenance
+
+    d, model, exps = corpus
+    wav = tmp_path / "moved.wav"
+    shutil.copy(samples()[IDS[0]], wav)
+    attrs, recorded = provenance(model, SPESConfig.asr(n_masks=300, n_token_masks=60), "asr", exps[:1], [str(wav)])
+    save = tmp_path / "p.h5"
+    from spes_jax.explanation import save_explanations
+
+    save_explanations(save, recorded, attrs)
+    piece = exps[0].tokens[1]
+    assert _token_index(exps[0], piece) == _token_index(exps[0], piece.lstrip("\u2581")) == 1
+    assert _token_index(exps[0], "-1") == -1  # negative indices count from the end, as in Python
+    capsys.readouterr()
+    assert main(["plot", str(save), "--token", piece.lstrip("\u2581"), "--out", str(tmp_path / "a.png")]) == 0
+    assert capsys.readouterr().err == f"wrote {tmp_path / 'a.png'}\n"  # the audio was found, no warning
+    wav.unlink()
+    assert main(["plot", str(save), "--out", str(tmp_path / "b.png")]) == 0
+    assert "moved.wav is not there; drawing the maps only" in capsys.readouterr().err
+    height = lambda p: struct.unpack(">I", p.read_bytes()[20:24])[0]  # PNG header
+    assert height(tmp_path / "a.png") > height(tmp_path / "b.png")  # spectrogram and overlay panels drawn

@@ -3,22 +3,24 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import zipfile
 
 import jax
 import numpy as np
 import pytest
 
-from convert import UnsafeCheckpointError, convert_checkpoint, load_checkpoint
+from spes_jax.convert import UnsafeCheckpointError, convert_checkpoint, load_checkpoint
 from spes_jax import SpesError, load_model
 from spes_jax.models.io import read_model_dir
-from support import ROOT, fixture_path
+from support import fixture_path
 import torch_writer
 
 
 def _cli(*args):
+    # Run outside the source tree: the installed package has spes_jax.convert, a checkout has convert/.
     return subprocess.run([sys.executable, "-m", "spes_jax.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+                          cwd=tempfile.gettempdir(), timeout=300)
 
 
 def _fixture_checkpoint():

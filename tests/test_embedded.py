@@ -9,7 +9,7 @@ import pytest
 
 import spes_jax
 from spes_jax import SPESConfig, assets, explain, load_model
-from spes_jax.plausibility import time_alignment
+from spes_jax.analysis.plausibility import time_alignment
 from support import ROOT
 
 
@@ -53,6 +53,12 @@ def test_wheel_ships_models_and_samples(tmp_path):
         assert any(n.startswith(f"spes_jax/assets/models/{task}/params/") for n in names)
     assert "spes_jax/assets/samples/timings.json" in names
     assert any(n.startswith("spes_jax/assets/samples/") and n.endswith(".wav") for n in names)
+    # Every package of the source tree, the converter as spes_jax.convert, and no top-level "convert".
+    packages = {os.path.relpath(d, ROOT) for d, _, files in os.walk(os.path.join(ROOT, "spes_jax"))
+                if "__init__.py" in files}
+    for pkg in packages | {"spes_jax/convert"}:
+        assert f"{pkg}/__init__.py" in names, pkg
+    assert not any(n.startswith("convert/") for n in names)
 
 
 @pytest.mark.slow

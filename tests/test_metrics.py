@@ -11,7 +11,7 @@ from support import fixture_path, synthetic_features
 
 from spes_jax import SpesError, load_explanations, load_model
 from spes_jax.explanation import Explanation
-from spes_jax.metrics import (
+from spes_jax.analysis.metrics import (
     auc,
     corpus_score,
     percentages,

@@ -1,7 +1,7 @@
 import numpy as np
 
 from spes_jax.explanation import Explanation
-from spes_jax.plausibility import time_alignment, token_words
+from spes_jax.analysis.plausibility import time_alignment, token_words
 
 
 def test_token_words():

@@ -342,7 +342,12 @@ def test_cli_explain_writes_nothing_on_failure(tmp_path, converted):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not found" in r.stderr and not out.exists()
     r = subprocess.run(cmd[:-2] + ["--masks", "1", "--out", str(out), good], capture_output=True, text=True)
     assert r.returncode == 2 and "granularity levels" in r.stderr and not out.exists()
-    r = subprocess.run(cmd + [good], capture_output=True, text=True, timeout=600)
+    # A given transcript instead of the model's hypothesis; the file records how it was made.
+    r = subprocess.run(cmd + ["--targets", "it is a fish", good], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert list(spes_jax.load_explanations(out)) == ["utt0_16k"]
+    exp = spes_jax.load_explanations(out)["utt0_16k"]
+    assert exp.text == "it is a fish" and exp.tokens[-1] == "</s>"
+    assert exp.meta["audio"] == os.path.abspath(good) and len(exp.meta["token_ids"]) == len(exp.tokens)
     assert os.listdir(tmp_path) == ["out.h5"]
+    r = subprocess.run(cmd + ["--targets", "it is a fish", good], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "exists; pass --overwrite" in r.stderr

@@ -15,6 +15,8 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from ..audio import FRAME_SHIFT_S
+
 # fold_in tag of the prefix-token masks, distinct from every spectrogram level.
 PREFIX_LEVEL = 0x70726566
 
@@ -111,7 +113,7 @@ class BubbleMasks:
     per_second: float = 10.0
     width_s: float = 0.43
     height_mel: float = 31.0
-    frames_per_second: float = 100.0
+    frames_per_second: float = 1.0 / FRAME_SHIFT_S
 
     per_segment: ClassVar[bool] = False
 

@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpesError
+from ..text import EOS, PAD
 
-ARCHS = ("conformer", "s2t_transformer_fbk")
+# The reference's models (``register_model`` names): two encoders, one decoder.
+ARCHS = ("conformer", "conformer_joint_ctc", "s2t_transformer_fbk", "s2t_transformer")
+CONFORMER_ARCHS = ("conformer", "conformer_joint_ctc")
 CTC_COMPRESS = ("none", "avg", "weighted", "softmax", "fixed")
 ACTIVATIONS = ("relu", "gelu", "swish", "silu", "tanh", "linear")
 
@@ -17,7 +20,7 @@ ACTIVATIONS = ("relu", "gelu", "swish", "silu", "tanh", "linear")
 class ModelConfig:
     """Everything that shapes the network. Defaults are the FBK ``conformer`` arch defaults."""
 
-    arch: str = "conformer"
+    arch: str = "conformer"  # the reference model (register_model name); --arch itself: source.arch
     input_feat_per_channel: int = 80
     input_channels: int = 1
     conv_channels: int = 1024
@@ -37,6 +40,7 @@ class ModelConfig:
     ctc_compress_strategy: str = "none"
     ctc_compress_fixed_ratio: int = 4
     ctc_compress_max_out_size: int = -1
+    auxiliary_ctc_vocab_size: int = 0  # conformer_joint_ctc's CTC decoder on the encoder output; 0 = none
     decoder_embed_dim: int = 512
     decoder_layers: int = 6
     decoder_attention_heads: int = 8
@@ -46,8 +50,8 @@ class ModelConfig:
     decoder_activation_fn: str = "relu"
     share_decoder_input_output_embed: bool = False
     vocab_size: int = 10000
-    pad: int = 1
-    eos: int = 2
+    pad: int = PAD
+    eos: int = EOS
     max_source_positions: int = 6000
     max_target_positions: int = 1024
 
@@ -70,12 +74,20 @@ class ModelConfig:
               "CTC compression needs a CTC layer")
         check(self.ctc_compress_max_out_size <= 0 or self.ctc_compress_strategy == "avg",
               "ctc_compress_max_out_size is supported with the 'avg' strategy only")
-        check(self.arch == "conformer" or self.ctc_compress_strategy == "none",
-              "CTC compression is only supported for the conformer arch")
+        check(self.is_conformer or self.ctc_compress_strategy == "none",
+              "CTC compression is only supported for the conformer archs")
+        check(self.arch != "s2t_transformer" or self.ctc_encoder_layer == 0,
+              "fairseq's s2t_transformer has no CTC head")
+        check(self.arch == "conformer_joint_ctc" or self.auxiliary_ctc_vocab_size == 0,
+              "an auxiliary CTC decoder belongs to conformer_joint_ctc only")
         check(self.decoder_activation_fn in ACTIVATIONS,
               f"activation {self.decoder_activation_fn!r} is not one of {ACTIVATIONS}")
         check(not self.decoder_learned_pos, "learned decoder positions are not supported")
         check(self.conv_expansion_factor % 2 == 0, "conv_expansion_factor must be even (GLU halves it)")
+
+    @property
+    def is_conformer(self) -> bool:
+        return self.arch in CONFORMER_ARCHS
 
     @property
     def embed_scale(self) -> float:

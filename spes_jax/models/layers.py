@@ -113,11 +113,15 @@ class MultiheadAttention(nn.Module):
         return self._split(self.k_proj(y)), self._split(self.v_proj(y))
 
     def attend(self, x: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array) -> jax.Array:
-        """x: (B, Q, D) queries; k, v: (B, S, H, D/H); allowed: bool, broadcastable to (B, H, Q, S)."""
+        """x: (B, Q, D) queries; k, v: (B, S, H, D/H); allowed: bool, broadcastable to (B, H, Q, S).
+        Sows the float32 weights (B, H, Q, S) as intermediates/attention_weights."""
         q = self._split(self.q_proj(x)) * (self.dim // self.heads) ** -0.5
         scores = jnp.einsum("bqhd,bshd->bhqs", q, k).astype(jnp.float32)
-        probs = jax.nn.softmax(jnp.where(allowed, scores, NEG_INF), axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqs,bshd->bqhd", probs, v)
+        probs = jax.nn.softmax(jnp.where(allowed, scores, NEG_INF), axis=-1)
+        # Recorded only when the caller makes "intermediates" mutable (cross_attention); otherwise
+        # a no-op, so the default outputs and numerics are unchanged.
+        self.sow("intermediates", "attention_weights", probs)
+        out = jnp.einsum("bhqs,bshd->bqhd", probs.astype(v.dtype), v)
         return self.out_proj(out.reshape(*x.shape[:-1], self.dim))
 
     def __call__(self, x: jax.Array, y: jax.Array, allowed: jax.Array) -> jax.Array:

@@ -129,10 +129,13 @@ class Decoder(nn.Module):
         self.layers = [DecoderLayer(c.decoder_embed_dim, c.decoder_attention_heads, c.decoder_ffn_embed_dim,
                                     c.decoder_normalize_before, c.decoder_activation_fn, self.dtype)
                        for _ in range(c.decoder_layers)]
+        # The final norm and the output projection compute in float32 whatever the compute dtype:
+        # SPES scores are KL divergences between next-token distributions, and bfloat16 logits
+        # (8-bit mantissa) would add rounding noise of the order of the scores of weak masks.
         if c.decoder_normalize_before:
-            self.layer_norm = layer_norm("layer_norm", self.dtype)
+            self.layer_norm = layer_norm("layer_norm", jnp.float32)
         if not c.share_decoder_input_output_embed:
-            self.output_projection = nn.Dense(c.vocab_size, use_bias=False, dtype=self.dtype)
+            self.output_projection = nn.Dense(c.vocab_size, use_bias=False, dtype=jnp.float32)
 
     def embed(self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array | None = None) -> jax.Array:
         """tokens, positions: (B, L) ints; token_mask: optional (B, L) multiplier of the scaled token
@@ -149,11 +152,12 @@ class Decoder(nn.Module):
 
     def project(self, x: jax.Array) -> jax.Array:
         """Final norm and output projection: (B, L, D) -> (B, L, V) float32 logits."""
+        x = x.astype(jnp.float32)
         if self.cfg.decoder_normalize_before:
             x = self.layer_norm(x)
         if self.cfg.share_decoder_input_output_embed:
-            return self.embed_tokens.attend(x).astype(jnp.float32)
-        return self.output_projection(x).astype(jnp.float32)
+            return x @ self.embed_tokens.embedding.T
+        return self.output_projection(x)
 
     def __call__(self, prev_tokens: jax.Array, cross: CrossKV, enc_valid: jax.Array,
                  token_mask: jax.Array | None = None) -> jax.Array:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..analysis.metrics import corpus_score
 from ..audio import fbank, utterance_cmvn
 from .grammar import sentences, vocabulary
 from .synth import WordBank, held_out_voices, spoken_words, train_voices, write_wav
@@ -72,6 +73,13 @@ def export_corpus(utterances: list[Utterance], out_dir: str) -> None:
     for name, ref in (("asr", lambda u: u.en), ("st", lambda u: u.de)):
         write_manifest(os.path.join(out_dir, f"{name}.tsv"),
                        [Entry(u.id, os.path.join(out_dir, f"{u.id}.wav"), ref(u)) for u in utterances])
+
+
+def wer(refs: list[str], hyps: list[str]) -> float:
+    """Corpus word error rate in % (``metrics.corpus_score("wer")``) with punctuation split off into
+    tokens of its own, so that a missing full stop is one error, not a wrong word."""
+    split = lambda s: s.replace("?", " ?").replace(".", " .").replace(",", " ,")
+    return corpus_score("wer", [split(r) for r in refs], [split(h) for h in hyps])
 
 
 def main(argv=None) -> None:

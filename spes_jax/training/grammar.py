@@ -77,19 +77,40 @@ def _capitalise(s: str) -> str:
     return s[0].upper() + s[1:]
 
 
+@dataclass(frozen=True)
+class Lexicon:
+    """The word lists the templates draw from (the larger grammar passes longer lists)."""
+
+    nouns: list
+    adjectives: list
+    people: list
+    verbs: list
+    places: list
+    numbers: list
+    thinking: list
+
+
+SMALL = Lexicon(NOUNS, ADJECTIVES, PEOPLE, VERBS, PLACES, NUMBERS, THINKING)
+N_TEMPLATES = 7
+
+
 def sentence(rng: random.Random) -> Sentence:
     """One random sentence pair. English is lower case (ASR targets); German is cased."""
     noun, noun2 = rng.choice(NOUNS), rng.choice(NOUNS)
     adj = rng.choice(ADJECTIVES) if rng.random() < 0.7 else None
     person, verb = rng.choice(PEOPLE), rng.choice(VERBS)
-    kind = rng.randrange(7)
+    return template(rng.randrange(N_TEMPLATES), rng, SMALL, noun, noun2, adj, person, verb)
+
+
+def template(kind: int, rng: random.Random, lex: Lexicon, noun, noun2, adj, person, verb) -> Sentence:
+    """Sentence of template ``kind`` (0-6) from drawn words; further choices come from lex and rng."""
     if kind == 0:  # location statement
-        prep = rng.choice(PLACES)
+        prep = rng.choice(lex.places)
         en = f"{_np_en(noun, adj)} is {prep[0]} the {noun2[0]}."
         de = f"{_capitalise(_np_de(noun, adj, 'nom'))} ist {prep[1]} {_np_de(noun2, None, 'dat')}."
         return Sentence(en, de, "location")
     if kind == 1:  # counting, strong plural adjective
-        num = rng.choice(NUMBERS)
+        num = rng.choice(lex.numbers)
         en = f"i see {num[0]} {adj[0] + ' ' if adj else ''}{noun[1]}."
         de = f"Ich sehe {num[1]} {adj[1] + 'e ' if adj else ''}{noun[3]}."
         return Sentence(en, de, "count")
@@ -99,7 +120,7 @@ def sentence(rng: random.Random) -> Sentence:
         de = f"{_capitalise(person[1])} {verb[1]} {_np_de(noun, adj, 'acc')}{tail}."
         return Sentence(en, de, "transitive")
     if kind == 3:  # subordinate clause: verb-final (separable prefix joins the verb)
-        intro = rng.choice(THINKING)
+        intro = rng.choice(lex.thinking)
         en = f"{intro[0]} {person[0]} {verb[0]} {_np_en(noun, adj)}."
         de = f"{_capitalise(intro[1])} {person[1]} {_np_de(noun, adj, 'acc')} {verb[2]}{verb[1]}."
         return Sentence(en, de, "subordinate")
@@ -116,12 +137,13 @@ def sentence(rng: random.Random) -> Sentence:
     return Sentence(en, de, "colour")
 
 
-def sentences(n: int, seed: int, exclude: set[str] = frozenset()) -> list[Sentence]:
-    """n distinct sentence pairs, deterministic in seed, none of whose English side is in exclude."""
+def sentences(n: int, seed: int, exclude: set[str] = frozenset(), generate=sentence) -> list[Sentence]:
+    """n distinct sentence pairs, deterministic in seed, none of whose English side is in exclude;
+    ``generate(rng)`` draws one (this grammar's ``sentence`` or the larger grammar's)."""
     rng = random.Random(seed)
     out, seen = [], set(exclude)
     while len(out) < n:
-        s = sentence(rng)
+        s = generate(rng)
         if s.en not in seen:
             seen.add(s.en)
             out.append(s)

@@ -71,12 +71,15 @@ def _trim(x: np.ndarray, threshold: float = 0.01) -> np.ndarray:
 
 
 class WordBank:
-    """Recordings of every vocabulary word for every voice setting, synthesised in parallel."""
+    """Recordings of every vocabulary word for every voice setting, synthesised in parallel.
 
-    def __init__(self, words: list[str], voices: list[Voice], workers: int = 4):
+    ``synth(word, voice)`` makes one trimmed 16 kHz recording (default: the espeak-ng program).
+    """
+
+    def __init__(self, words: list[str], voices: list[Voice], workers: int = 4, synth=None):
         jobs = [(w, v) for v in voices for w in words]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            audio = list(pool.map(lambda job: _espeak(*job), jobs))
+            audio = list(pool.map(lambda job: (synth or _espeak)(*job), jobs))
         self.audio = {(w, v.key()): a for (w, v), a in zip(jobs, audio)}
 
     def utterance(self, words: list[str], voice: Voice, rng: np.random.Generator

@@ -22,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._shapes import round_up
 from ..models import ModelConfig, S2TModel, init_params
 from ..models.io import save_model_dir
 from ..pipeline import SpeechToTextModel, load_model
-from ..text import Dictionary, Tokenizer
-from .data import Utterance, build, export
+from ..text import EOS, Dictionary, Tokenizer
+from .data import Utterance, build, export, wer
 
 
 def small_config(vocab_size: int) -> ModelConfig:
@@ -70,11 +71,12 @@ def _spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def batches(utts: list[Utterance], targets: list[list[int]], rng: np.random.Generator, max_frames: int,
-            augment: bool):
-    """One epoch of batches. Frames are padded to multiples of 128 and tokens to 16, and the batch size
-    is fixed per frame bucket (max_frames // frames), so few shapes are ever compiled."""
-    T_of = lambda i: -(-utts[i].features.shape[0] // 128) * 128
-    L_of = lambda i: -(-len(targets[i]) // 16) * 16
+            augment: bool, frame_bucket: int = 128, token_bucket: int = 16):
+    """One epoch of batches. Frames are padded to multiples of frame_bucket and tokens to token_bucket,
+    and the batch size is fixed per frame bucket (max_frames // frames), so few shapes are ever compiled
+    (each shape is one compilation of the training step)."""
+    T_of = lambda i: round_up(utts[i].features.shape[0], frame_bucket)
+    L_of = lambda i: round_up(len(targets[i]), token_bucket)
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i in rng.permutation(len(utts)):
         by_shape.setdefault((T_of(i), L_of(i)), []).append(int(i))
@@ -94,7 +96,7 @@ def batches(utts: list[Utterance], targets: list[list[int]], rng: np.random.Gene
             lengths[row] = len(f)
             y = targets[i]
             tgt[row, : len(y)] = y
-            prev[row, : len(y)] = [2] + y[:-1]
+            prev[row, : len(y)] = [EOS] + y[:-1]
         yield feats, lengths, prev, tgt, np.arange(B) < len(g)
 
 
@@ -115,24 +117,6 @@ def make_loss(model: S2TModel, cfg: ModelConfig, smoothing: float = 0.1, ctc_wei
         return ce + ctc_weight * ctc, (ce, ctc)
 
     return loss_fn
-
-
-def wer(refs: list[str], hyps: list[str]) -> float:
-    """Corpus word error rate in %, on whitespace tokens with punctuation split off."""
-    def words(s):
-        return s.replace("?", " ?").replace(".", " .").replace(",", " ,").split()
-
-    errors = total = 0
-    for r, h in zip(refs, hyps):
-        r, h = words(r), words(h)
-        d = np.arange(len(h) + 1)
-        for i, rw in enumerate(r, 1):
-            prev, d[0] = d.copy(), i
-            for j, hw in enumerate(h, 1):
-                d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (rw != hw))
-        errors += d[-1]
-        total += len(r)
-    return 100.0 * errors / max(total, 1)
 
 
 def evaluate(model: SpeechToTextModel, test: list[Utterance], task: str) -> dict:
@@ -175,16 +159,31 @@ def main(argv=None):
     ap.add_argument("--average", type=int, default=5, help="average this many of the last checkpoints")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--samples", default=None, help="also export 4 held-out utterances (WAV + timings) here")
+    ap.add_argument("--data", choices=["spliced", "robust"], default="spliced",
+                    help="spliced: the shipped models' data; robust: continuous + spliced + no-speech, augmented")
+    ap.add_argument("--mix", default="continuous=0.6,spliced=0.3,nospeech=0.1", help="robust: source proportions")
+    ap.add_argument("--noise", type=float, default=0.5, help="robust: probability of additive noise")
+    ap.add_argument("--spliced-voices", type=int, default=32, help="robust: voice settings of the word bank")
+    ap.add_argument("--eval-long", type=int, default=20, help="robust: long held-out inputs scored after training")
+    ap.add_argument("--frame-bucket", type=int, default=128,
+                    help="pad frames to multiples of this and tokens to 1/8 of it (robust data: 256, "
+                    "fewer compiled shapes)")
     args = ap.parse_args(argv)
 
     t0 = time.time()
-    train, test = build(args.train_sentences, args.test_sentences, seed=args.seed)
+    if args.data == "robust":  # held-out sets (a)-(d) and long inputs are built and scored after training
+        from .robust import Mix, build_training
+
+        mix = Mix.parse(args.mix, noise=args.noise)
+        train, test = build_training(args.train_sentences, mix, args.seed, args.spliced_voices), []
+    else:
+        train, test = build(args.train_sentences, args.test_sentences, seed=args.seed)
     print(f"data: {len(train)} train / {len(test)} held-out utterances in {time.time() - t0:.0f} s", flush=True)
     if args.samples:
         export(test[:4], args.samples)
     text = (lambda u: u.en) if args.task == "asr" else (lambda u: u.de)
     work = tempfile.mkdtemp(prefix="spes-jax-train-")
-    dict_path, spm_path = train_tokenizer([text(u) for u in train], args.vocab, work)
+    dict_path, spm_path = train_tokenizer([text(u) for u in train if text(u)], args.vocab, work)
     tokenizer = Tokenizer(Dictionary.load(dict_path), spm_path)
     targets = [tokenizer.encode(text(u)) for u in train]
     cfg = small_config(len(tokenizer.dictionary))
@@ -205,7 +204,8 @@ def main(argv=None):
     curve, snapshots, n = [], [], 0
     every = max(args.steps // (4 * args.average), 1)
     while n < args.steps:
-        for batch in batches(train, targets, rng, args.max_frames, augment=True):
+        for batch in batches(train, targets, rng, args.max_frames, augment=True, frame_bucket=args.frame_bucket,
+                             token_bucket=args.frame_bucket // 8):
             params, state, loss, ce, ctc = step(params, state, *batch)
             n += 1
             if n % 50 == 0:
@@ -219,20 +219,35 @@ def main(argv=None):
     averaged = jax.tree_util.tree_map(lambda *xs: np.mean(xs, axis=0), *snapshots[-args.average:])
     source = {"recipe": "spes_jax.training.train", "task": args.task, "seed": args.seed, "steps": args.steps,
               "train_sentences": args.train_sentences}
+    if args.data == "robust":
+        source.update(data="robust", mix=vars(mix), spliced_voices=args.spliced_voices)
     out = save_model_dir(args.out, cfg, averaged, dict_path, spm_path, source=source, overwrite=True)
-    result = evaluate(load_model(out), test, args.task)
+    if args.data == "robust":
+        from .robust import eval_sets, score
+
+        model_out = load_model(out)
+        result = {name: score(model_out, utts, args.task)
+                  for name, utts in eval_sets(args.test_sentences, args.eval_long).items()}
+    else:
+        result = evaluate(load_model(out), test, args.task)
     result.update(seconds=round(time.time() - t0), steps=args.steps)
     with open(os.path.join(out, "..", f"{os.path.basename(out)}_curve.json"), "w") as f:
         json.dump(curve, f)
     with open(os.path.join(out, "..", f"{os.path.basename(out)}_eval.json"), "w") as f:
         json.dump(result, f, indent=1, ensure_ascii=False)
-    print(json.dumps({k: v for k, v in result.items() if k != "examples"}))
+    print(json.dumps({k: ({m: x for m, x in v.items() if m != "failures"} if isinstance(v, dict) else v)
+                      for k, v in result.items() if k != "examples"}))
 
 
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:2] == ["evaluate"]:
-        evaluate_main(sys.argv[2:])
-    else:
-        main()
+    from ..errors import SpesError
+
+    try:
+        if sys.argv[1:2] == ["evaluate"]:
+            evaluate_main(sys.argv[2:])
+        else:
+            main()
+    except SpesError as e:  # bad --mix, espeak-ng missing, ...: one message, no traceback
+        sys.exit(f"error: {e}")

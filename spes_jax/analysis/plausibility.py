@@ -7,28 +7,48 @@ this is tested with a paired Student's t-test.
 
 from __future__ import annotations
 
+import difflib
+import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .audio import FRAME_SHIFT_S
-from .explanation import Explanation
+from ..audio import FRAME_SHIFT_S
+from ..text import WORD_START
 
-_SPACE = "\u2581"
+if TYPE_CHECKING:  # annotations only (explanation.py imports the analysis modules lazily)
+    from ..explanation import Explanation
+
 
 
 def token_words(pieces: list[str]) -> list[int]:
     """Word index of every SentencePiece token (-1 for </s> and for punctuation-only tokens)."""
     out, word = [], -1
     for p in pieces:
-        text = p.replace(_SPACE, "")
+        text = p.replace(WORD_START, "")
         if p == "</s>" or (text and not any(ch.isalnum() for ch in text)):
             out.append(-1)
             continue
-        if p.startswith(_SPACE) or word < 0:
+        if p.startswith(WORD_START) or word < 0:
             word += 1
         out.append(word)
     return out
+
+
+def hypothesis_words(pieces: list[str]) -> list[str]:
+    """The spoken words of a hypothesis, in the order and numbering of ``token_words``."""
+    index = token_words(pieces)
+    words = [""] * (max(index, default=-1) + 1)
+    for piece, w in zip(pieces, index):
+        if w >= 0:
+            words[w] += piece.replace(WORD_START, "")
+    return words
+
+
+def normalize_word(word: str) -> str:
+    """Spelling-normalised form for matching: Unicode NFKC, case-folded, letters and digits only."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", word).casefold() if ch.isalnum())
 
 
 def word_saliency(exp: Explanation) -> list[np.ndarray]:
@@ -55,8 +75,8 @@ class TimeAlignment:
 def time_alignment(pairs: list[tuple[Explanation, list[tuple[str, float, float]]]]) -> TimeAlignment:
     """Paired t-test of inside- vs outside-span saliency over every word of every utterance.
 
-    pairs: explanations with the (word, start s, end s) spans of the words their hypothesis says, in
-    order; utterances whose hypothesis has a different number of words are left out by the caller.
+    pairs: explanations with one (word, start s, end s) span, or None (not timed), per hypothesis
+    word (see ``match_timings``).
     """
     from scipy import stats
 
@@ -67,8 +87,10 @@ def time_alignment(pairs: list[tuple[Explanation, list[tuple[str, float, float]]
             raise ValueError(f"{exp.id}: {len(curves)} hypothesis words but {len(spans)} timed words")
         T = exp.spectrogram_saliency.shape[1]
         frames = np.arange(T) * FRAME_SHIFT_S + 0.0125  # window centres (25 ms window, 10 ms shift)
-        for curve, (_, start, end) in zip(curves, spans):
-            span = (frames >= start) & (frames < end)
+        for curve, timed in zip(curves, spans):
+            if timed is None:
+                continue
+            span = (frames >= timed[1]) & (frames < timed[2])
             if span.any() and (~span).any():
                 inside.append(curve[span].mean())
                 outside.append(curve[~span].mean())
@@ -77,16 +99,31 @@ def time_alignment(pairs: list[tuple[Explanation, list[tuple[str, float, float]]
     return TimeAlignment(inside, outside, float(t), float(p), len(inside), len(pairs))
 
 
-def match_timings(explanations, timings: dict[str, list[tuple[str, float, float]]]):
-    """Pairs explanations with their word spans; returns (pairs, skipped ids).
+def align_words(words: list[str], timed: list[tuple[str, float, float]]) -> list[tuple[str, float, float] | None]:
+    """The timed span of each hypothesis word, matched by normalised spelling in order (the longest
+    common subsequence of the two word lists); None for a word with no timed counterpart."""
+    a = [normalize_word(w) for w in words]
+    b = [normalize_word(w) for w, _, _ in timed]
+    spans: list = [None] * len(words)
+    for block in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
+        for k in range(block.size):
+            spans[block.a + k] = timed[block.b + k]
+    return spans
 
-    An utterance is left out when it has no timings or when its hypothesis has a different number of
-    words than the timed transcript (the spans would not belong to the hypothesis words).
+
+def match_timings(explanations, timings: dict[str, list[tuple[str, float, float]]], min_matched: float = 0.5):
+    """Pairs explanations with the spans of their hypothesis words; returns (pairs, skipped ids).
+
+    Words are matched by content (``align_words``), never by position: a hypothesis word gets the
+    span of the same word in the timed transcript. An utterance is skipped when it has no timings or
+    when fewer than ``min_matched`` of its hypothesis words are found there (timings of another
+    transcript or language).
     """
     pairs, skipped = [], []
     for exp in explanations:
-        spans = timings.get(exp.id)
-        if spans is None or max(token_words(exp.tokens), default=-1) + 1 != len(spans):
+        words = hypothesis_words(exp.tokens)
+        spans = align_words(words, timings[exp.id]) if exp.id in timings else []
+        if not words or sum(s is not None for s in spans) < min_matched * len(words):
             skipped.append(exp.id)
         else:
             pairs.append((exp, spans))

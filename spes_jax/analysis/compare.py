@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ._io import write_json, write_text
-from .explainer import explain
-from .config import SPESConfig
-from .errors import SpesError
-from .explanation import load_explanations, save_explanations
-from .manifest import Entry
+from .._io import write_json, write_text
+from ..explainer import explain
+from ..config import SPESConfig
+from ..errors import SpesError
+from ..explanation import load_explanations, save_explanations
+from ..manifest import Entry
 from .metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
+from ..provenance import provenance
 
 # name -> (file stem, how the method's config derives from SPES's)
 METHODS: dict[str, tuple[str, Callable[[SPESConfig], SPESConfig]]] = {
@@ -95,7 +96,8 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
             exps = explain(model, features, cfg, ids=ids, targets=targets,
                            progress=progress)
             seconds = time.perf_counter() - start
-            save_explanations(path, exps, {"config": cfg.to_json(), "seconds": seconds, "task": task})
+            attrs, exps = provenance(model, cfg, task, exps, [audio[i] for i in ids], seconds=seconds)
+            save_explanations(path, exps, attrs)
         else:
             _log(f"{name}: reusing {path}")
         deletion = perturbation_curve(model, exps, audio, refs, "deletion", scorer)

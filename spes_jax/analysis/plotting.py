@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._io import atomic_output
-from .audio import FRAME_SHIFT_S
-from .errors import SpesError
-from .explanation import Explanation
+from .._io import atomic_output
+from ..audio import FRAME_SHIFT_S
+from ..errors import SpesError
+
+if TYPE_CHECKING:  # annotations only (explanation.py imports the analysis modules lazily)
+    from ..explanation import Explanation
 
 
 def _save(fig, path: str | os.PathLike | None):
@@ -86,6 +89,79 @@ def _prefix_panel(ax, norm: Explanation, fig) -> None:
     ax.set_ylabel("explained token")
     ax.set_title("prefix saliency", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03)
+
+
+def word_maps(exp: Explanation) -> tuple[list[str], np.ndarray]:
+    """Word-level maps: the mean of each word's normalised token maps, words grouped from
+    SentencePiece pieces by ``plausibility.token_words`` (a piece starting with U+2581 begins a word;
+    </s> and punctuation-only pieces stay tokens of their own), as the report's word mode does.
+    Returns (labels, (W, T, C) maps)."""
+    from .plausibility import token_words
+
+    norm = exp if exp.is_normalized else exp.normalized()
+    index = token_words(exp.tokens)
+    groups: list[list[int]] = []  # in order of first piece; a word's pieces may enclose punctuation
+    words: dict[int, list[int]] = {}
+    for k, w in enumerate(index):
+        if w < 0:
+            groups.append([k])
+        elif w in words:
+            words[w].append(k)
+        else:
+            words[w] = [k]
+            groups.append(words[w])
+    labels = ["".join(exp.tokens[k] for k in g).replace("\u2581", "") for g in groups]
+    return labels, np.stack([norm.spectrogram_saliency[g].mean(axis=0) for g in groups])
+
+
+def plot_token_grid(exp: Explanation, features: np.ndarray | None = None, words: bool = False,
+                    timings: list[tuple[str, float, float]] | None = None, columns: int = 3,
+                    path: str | os.PathLike | None = None):
+    """Every token's (or, with ``words``, every word's) normalised map of one utterance in one
+    figure, on one shared colour scale (0..1, one colour bar).
+
+    features: the (T, C) model input, drawn in grey under the maps (opacity grows with saliency);
+    timings: (word, start s, end s) spans, drawn as word boundaries in every panel.
+    Returns the matplotlib Figure; writes it to ``path`` (PNG, PDF, SVG) when given.
+    """
+    from matplotlib.figure import Figure
+
+    norm = exp if exp.is_normalized else exp.normalized()
+    K, T, C = norm.spectrogram_saliency.shape
+    if features is not None and features.shape != (T, C):
+        raise SpesError(f"{exp.id}: features of shape {features.shape} do not match the explanation's {(T, C)}")
+    labels, maps = word_maps(exp) if words else ([t for t in exp.tokens], norm.spectrogram_saliency)
+    n = len(labels)
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    fig = Figure(figsize=(3.6 * columns + 0.8, 1.9 * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).ravel()
+    extent = (0, T * FRAME_SHIFT_S, 0, C)
+    for i, ax in enumerate(axes):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        if features is not None:
+            ax.imshow(features.T, origin="lower", aspect="auto", cmap="gray_r", extent=extent, interpolation="nearest")
+            im = ax.imshow(maps[i].T, origin="lower", aspect="auto", cmap="inferno", vmin=0, vmax=1, extent=extent,
+                           alpha=np.clip(maps[i].T, 0, 1) ** 2 * 0.9, interpolation="nearest")
+        else:
+            im = ax.imshow(maps[i].T, origin="lower", aspect="auto", cmap="inferno", vmin=0, vmax=1, extent=extent,
+                           interpolation="nearest")
+        for _, start, end in timings or ():
+            for x in (start, end):
+                ax.axvline(x, color="white", lw=0.6, ls=(0, (3, 2)), alpha=0.9)
+        ax.set_title(f"{i + 1}: {labels[i].replace(chr(0x2581), '')}", fontsize=8, loc="left")
+        ax.tick_params(labelsize=7)
+        if i % columns == 0:
+            ax.set_ylabel("mel", fontsize=7)
+        if i >= n - columns:
+            ax.set_xlabel("time (s)", fontsize=7)
+            ax.tick_params(labelbottom=True)  # also under a panel whose neighbour below is empty
+    what = "word" if words else "token"
+    fig.suptitle(f"{exp.id}: normalised {what} maps", fontsize=9)
+    fig.colorbar(im, ax=axes.tolist(), fraction=0.02, label="saliency")
+    return _save(fig, path)
 
 
 def plot_deletion_curves(curves: Mapping[str, object], path: str | os.PathLike | None = None):

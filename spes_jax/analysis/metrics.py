@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decoding import SearchConfig
-from .errors import SpesError
-from .explanation import Explanation
+from ..decoding import SearchConfig
+from ..errors import SpesError
+from ..explanation import Explanation
 
 METRICS = ("deletion", "insertion")
 SCORERS = ("wer", "wer_max", "wer_sentence_max", "bleu")

@@ -1,0 +1,106 @@
+"""Cross-attention against saliency ("Cross-Attention is Half Explanation", Papi et al. 2025).
+
+Three pieces: the decoder's cross-attention weights of a teacher-forced hypothesis, SPES input
+saliency pooled to the encoder's time resolution, and Pearson correlations per token, per head, per
+layer and for the heads/layers average. Encoder frame i of a model whose subsampler has n stride-2
+convolutions is taken to cover input frames [2^n i, 2^n (i + 1)) (its stride window; the
+convolutions' receptive field is wider and overlaps its neighbours'); the last window may be short.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from ..errors import SpesError
+from ..models import S2TModel
+from ..text import EOS
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def _weights(module: S2TModel, params, features, lengths, prev):
+    (_, enc), state = module.apply({"params": params}, features, lengths, prev, mutable=["intermediates"])
+    decoder = state["intermediates"]["decoder"]
+    layers = [decoder[f"layers_{i}"]["encoder_attn"]["attention_weights"][0]
+              for i in range(module.cfg.decoder_layers)]
+    return jax.numpy.stack(layers)[:, 0], enc.valid[0].sum()
+
+
+def cross_attention(model, audio, tokens: Sequence[int] | str) -> np.ndarray:
+    """Cross-attention weights of the teacher-forced hypothesis ``tokens`` (ids ending with </s>,
+    or a text to encode) over the encoder frames of ``audio`` (anything ``model.features`` reads).
+
+    Returns (layers, heads, K, T') float32: row k is the decoder's attention while predicting token
+    k; T' is the encoder's valid length (after subsampling, and after CTC compression if any).
+    """
+    ids = model.tokenizer.encode(tokens) if isinstance(tokens, str) else [int(t) for t in tokens]
+    if not ids or ids[-1] != EOS:
+        raise SpesError("tokens must end with </s>")
+    feats = model.features(audio)
+    prev = np.array([[EOS] + ids[:-1]], np.int32)
+    weights, n = _weights(model.module, model.params, feats[None], np.array([feats.shape[0]], np.int32), prev)
+    return np.asarray(weights[..., : int(n)], np.float32)
+
+
+def encoder_stride(model) -> int:
+    """Input frames per encoder frame (2 per stride-2 convolution of the subsampler)."""
+    if model.cfg.ctc_compress_strategy != "none":
+        raise SpesError("pooling to a CTC-compressed encoder (variable frames per output) is not supported")
+    return 2 ** len(model.cfg.conv_kernel_sizes)
+
+
+def pool_saliency(spec: np.ndarray, stride: int, time: str = "max", frequency: str = "max") -> np.ndarray:
+    """(K, T, C) saliency -> (K, ceil(T / stride)): pooled over each encoder frame's window of
+    ``stride`` input frames and over the channels, each with "max" or "mean"."""
+    ops = {"max": np.max, "mean": np.mean}
+    if time not in ops or frequency not in ops:
+        raise SpesError(f"pooling must be 'max' or 'mean', got time={time!r} frequency={frequency!r}")
+    T = spec.shape[1]
+    x = ops[frequency](spec.astype(np.float64), axis=2)  # (K, T)
+    starts = np.arange(0, T, stride)
+    if time == "max":
+        pooled = np.maximum.reduceat(x, starts, axis=1)
+    else:  # the last window may be short: divide by its real size
+        pooled = np.add.reduceat(x, starts, axis=1) / np.diff(np.append(starts, T))
+    return pooled.astype(np.float32)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation over the last axis (broadcast over the others); NaN where either side
+    is constant."""
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+
+
+@dataclass(frozen=True)
+class Correlations:
+    """Per-token Pearson correlations between cross-attention and a saliency view (K tokens).
+
+    per_head: (layers, heads, K); per_layer: (layers, K) of the heads' mean attention; average:
+    (K,) of the mean over heads and layers. Constant rows give NaN (skipped by the means).
+    """
+
+    per_head: np.ndarray
+    per_layer: np.ndarray
+    average: np.ndarray
+
+    def summary(self) -> dict:
+        """Means over tokens: per head (layers x heads), per layer, and of the average."""
+        m = lambda x: np.nanmean(x, axis=-1)
+        return {"per_head": m(self.per_head).tolist(), "per_layer": m(self.per_layer).tolist(),
+                "average": float(m(self.average)), "tokens": int(np.isfinite(self.average).sum())}
+
+
+def correlations(attention: np.ndarray, saliency: np.ndarray) -> Correlations:
+    """attention (layers, heads, K, T'), saliency (K, T') pooled -> ``Correlations``."""
+    if attention.shape[2:] != saliency.shape:
+        raise SpesError(f"cross-attention {attention.shape[2:]} and pooled saliency {saliency.shape} "
+                        f"differ in (tokens, encoder frames)")
+    a = attention.astype(np.float64)
+    return Correlations(pearson(a, saliency), pearson(a.mean(1), saliency), pearson(a.mean((0, 1)), saliency))

@@ -1,0 +1,398 @@
+"""What each ``spes-jax`` command does with its parsed arguments: checks the outputs before any work,
+calls the public Python API and reports. ``cli.py`` builds the parser and dispatches here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+
+from .errors import SpesError, SpesWarning
+
+
+def convert_command(args) -> None:
+    from .convert import convert_checkpoint
+
+    out = convert_checkpoint(args.checkpoint, args.out, config_yaml=args.config_yaml, dict_path=args.dict,
+                             spm_path=args.spm, overwrite=args.overwrite,
+                             report=lambda note: print(f"note: {note}"))
+    print(f"wrote {out}")
+
+
+def transcribe_command(args) -> None:
+    from .pipeline import load_model
+
+    model = load_model(args.model)
+    for path in args.audio:  # read everything first so a bad file fails before any output
+        model.features(path)
+    hyps = model.transcribe(list(args.audio), beam=args.beam, batch_size=args.batch_size, greedy=args.greedy)
+    for path, hyp in zip(args.audio, hyps):
+        if args.json:
+            print(json.dumps({"audio": path, "text": hyp.text, "tokens": hyp.pieces, "score": hyp.score}))
+        else:
+            print(f"{path}\t{hyp.text}")
+
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
+
+
+def explain_command(args) -> None:
+    import jax
+
+    from ._io import check_output
+    from .explainer import explain
+    from .config import SPESConfig
+    from .explanation import save_explanations
+    from .inputs import read_targets
+    from .pipeline import load_model
+    from .provenance import provenance
+
+    if args.masks == 0 and args.token_masks == 0:
+        raise SpesError("--masks 0 and --token-masks 0 leave nothing to explain")
+    if os.path.splitext(args.out)[1].lower() not in HDF5_SUFFIXES:
+        raise SpesError(f"--out {args.out}: explanations are written as HDF5; name the file with one of "
+                        f"{', '.join(HDF5_SUFFIXES)}")
+    check_output(args.out, args.overwrite)
+    task = args.task or ("st" if args.model == "st" else "asr")
+    base = SPESConfig.st() if task == "st" else SPESConfig.asr()
+    cfg = base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
+                       precision=args.precision, batch_size=args.batch_size,
+                       token_batch_size=max(args.batch_size, base.token_batch_size))
+    model = load_model(args.model or task)
+    targets = read_targets(model, args.targets, len(args.audio)) if args.targets else None
+    if not args.quiet:
+        print(f"spes-jax: explaining {len(args.audio)} utterance(s) with {cfg.masks_per_level * cfg.n_levels} "
+              f"spectrogram and {cfg.n_token_masks} prefix masks on {jax.devices()[0].platform}", file=sys.stderr)
+        if cfg.n_masks < 20000 or cfg.n_token_masks < 2000:
+            print("spes-jax: note: fewer masks than the paper's 20000/2000 give noisier maps", file=sys.stderr)
+    exps = explain(model, list(args.audio), cfg, targets=targets, progress=not args.quiet)
+    attrs, exps = provenance(model, cfg, task, exps, args.audio)
+    save_explanations(args.out, exps, attrs)
+    for exp in exps:
+        print(f"{exp.id}\t{exp.text}")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _model_for(args, path_attrs: dict | None = None):
+    from .pipeline import load_model
+
+    task = args.task or (path_attrs or {}).get("task") or "asr"
+    return load_model(args.model or task), task
+
+
+def _file_attrs(path: str) -> dict:
+    import h5py
+
+    if os.path.isdir(path):
+        from .corpus.rundir import file_attrs, read_identity
+
+        identity = read_identity(path)
+        return file_attrs(identity) if identity else {}
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except OSError:
+        return {}
+
+
+def evaluate_command(args) -> None:
+    from ._io import write_json
+    from .corpus import load_any
+    from .manifest import read_manifest
+    from .analysis.metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
+    from .analysis.plotting import plot_deletion_curves, plot_size_curves
+
+    # Every input and output is checked before any work; files are written only at the end.
+    exps = load_any(args.explanations)
+    curves = [m for m in args.metrics if m != "size"]
+    entries = {}
+    if curves:
+        if not args.manifest:
+            raise SpesError("deletion and insertion need --manifest (the audio and references)")
+        entries = {e.id: e for e in read_manifest(args.manifest)}
+        missing = [i for i in exps if i not in entries]
+        if missing:
+            raise SpesError(f"{len(missing)} explained utterance(s) not in the manifest {args.manifest}, "
+                            f"e.g. {missing[0]!r}")
+    outputs = {}
+    if args.out_dir:
+        if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+            raise SpesError(f"--out-dir {args.out_dir}: is a file, not a directory")
+        names = ["metrics.json"] + [f"{m}.png" for m in args.metrics]
+        for name in names:
+            path = os.path.join(args.out_dir, name)
+            if os.path.exists(path) and not args.overwrite:
+                raise SpesError(f"--out-dir {args.out_dir}: {name} exists; pass --overwrite to replace it")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.out_dir))):
+            raise SpesError(f"--out-dir {args.out_dir}: its parent directory does not exist")
+    results = {"explanations": os.path.abspath(args.explanations)}
+    if "size" in args.metrics:
+        size = size_curve(exps.values(), args.step)
+        results["size"] = size.to_dict()
+        outputs["size.png"] = (plot_size_curves, {"explanations": size})
+        print(f"size AUC\tspectrogram {size.auc:.2f}\tprefix {size.auc_prefix:.2f}\t(percentage of normalised "
+              "features above each threshold, over thresholds 0..1, the paper's scale; lower is more compact)")
+    if curves:
+        model, task = _model_for(args, _file_attrs(args.explanations))
+        scorer = args.scorer or default_scorer(task)
+        for metric in curves:
+            c = perturbation_curve(model, exps.values(), {i: e.audio for i, e in entries.items()},
+                                   {i: e.reference for i, e in entries.items()}, metric, scorer, args.step)
+            results[metric] = c.to_dict()
+            outputs[f"{metric}.png"] = (plot_deletion_curves, {"explanations": c})
+            better = "higher" if higher_is_better(metric, scorer) else "lower"
+            print(f"{metric} AUC\t{c.auc_fraction:.2f}\t({scorer} over the fraction of features "
+                  f"{'deleted' if metric == 'deletion' else 'kept'}, 0..1, the paper's scale; "
+                  f"{better} is more faithful)")
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+        for name, (plot, data) in outputs.items():
+            plot(data, os.path.join(args.out_dir, name))
+        write_json(os.path.join(args.out_dir, "metrics.json"), results)
+        print(f"wrote {args.out_dir}/metrics.json and the curve plots", file=sys.stderr)
+
+
+def compare_command(args) -> None:
+    from ._io import write_json, write_text
+    from .analysis.compare import compare, paper_table, table
+    from .manifest import read_manifest
+    from .pipeline import load_model
+
+    tasks = args.task or ["asr"] * len(args.manifest)
+    if len(tasks) != len(args.manifest):
+        raise SpesError(f"--task needs one value per manifest ({len(args.manifest)}), got {len(tasks)}")
+    if args.model and len(args.manifest) > 1:
+        raise SpesError("--model applies to a single manifest; without it each task uses its embedded model")
+    work = [(read_manifest(m)[: args.limit], t) for m, t in zip(args.manifest, tasks)]  # check all inputs first
+    dirs = [args.out_dir] if len(work) == 1 else [args.out_dir] + [os.path.join(args.out_dir, t) for t in tasks]
+    done = [os.path.join(d, "results.json") for d in dirs if os.path.exists(os.path.join(d, "results.json"))]
+    if done and not args.overwrite:
+        raise SpesError(f"--out-dir {args.out_dir}: {done[0]} exists; pass --overwrite to replace the results "
+                        "(explanations made with the same settings are reused)")
+    payloads = []
+    for entries, task in work:
+        out = args.out_dir if len(work) == 1 else os.path.join(args.out_dir, task)
+        payloads.append(compare(load_model(args.model or task), entries, task, out, args.budget_scale,
+                                args.methods, args.seed, progress=not args.quiet))
+        print(table(payloads[-1]) + "\n")
+    if len(payloads) > 1:
+        write_json(os.path.join(args.out_dir, "results.json"), payloads)
+        write_text(os.path.join(args.out_dir, "table.md"), paper_table(payloads) + "\n")
+        print(paper_table(payloads))
+
+
+def aggregate_command(args) -> None:
+    from .analysis import aggregation as agg
+    from ._io import check_output
+    from .explanation import load_explanations, save_explanations
+
+    if not (args.words or args.spans or args.time_spans or args.time_mean or args.frequency or args.sentence):
+        raise SpesError("nothing to do: give --words/--spans, --time-spans/--time-mean, --frequency or --sentence")
+    check_output(args.out, args.overwrite)
+    exps = load_explanations(args.explanations)
+    spans = agg.read_spans(args.spans, "phrase-span") if args.spans else None
+    times = (agg.time_spans_for(args.time_spans, {u: e.spectrogram_saliency.shape[1] for u, e in exps.items()})
+             if args.time_spans else None)
+    out = []
+    for uid, exp in exps.items():  # every utterance is checked before anything is written
+        def need(table, name):
+            if uid not in table:
+                raise SpesError(f"{name}: no spans for utterance {uid!r}")
+            return table[uid]
+        try:
+            exp = exp.normalized() if args.normalize else exp
+            if args.words or spans is not None:
+                entry = need(spans, args.spans) if spans is not None else None
+                labels = entry.get("phrases") if isinstance(entry, dict) else None
+                if isinstance(entry, dict) and not isinstance(entry.get("spans"), list):
+                    raise SpesError(f"{args.spans}: utterance {uid!r} needs a 'spans' list")
+                entry = entry["spans"] if isinstance(entry, dict) else entry
+                exp = exp.aggregate_words(entry, include_eos=not args.no_eos, columns=args.word_columns,
+                                          labels=labels)
+            if times is not None or args.time_mean:
+                exp = exp.aggregate_time(need(times, args.time_spans) if times is not None else None)
+            if args.frequency:
+                exp = exp.aggregate_frequency()
+            if args.sentence:
+                exp = exp.aggregate_sentence()
+        except SpesError as e:
+            raise SpesError(f"{args.explanations}: utterance {uid!r}: {e}") from None
+        out.append(exp)
+    attrs = {**_file_attrs(args.explanations), "source": os.path.abspath(args.explanations),
+             "aggregation": [s["op"] for s in out[0].aggregation] if out else [], "normalized": int(args.normalize)}
+    save_explanations(args.out, out, attrs)
+    print(f"wrote {args.out} ({len(out)} utterances)", file=sys.stderr)
+
+
+def _token_index(exp, token: str) -> int:
+    """--token: a 0-based index (negative counts from the end) or a piece of the hypothesis."""
+    try:
+        return int(token)
+    except ValueError:
+        pass
+    for k, piece in enumerate(exp.tokens):
+        if token in (piece, piece.lstrip("\u2581")):
+            return k
+    raise SpesError(f"--token {token!r}: not a token of {exp.id}'s hypothesis; its tokens are {' '.join(exp.tokens)}")
+
+
+def _recorded_audio(exp) -> str | None:
+    """The audio file an explanation records, if it is still there and unchanged (else a warning)."""
+    from .provenance import file_sha256
+
+    path = exp.meta.get("audio")
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        warnings.warn(f"{exp.id}: the recorded audio {path} is not there; drawing the maps only (pass --audio)",
+                      SpesWarning)
+        return None
+    if exp.meta.get("audio_sha256") not in (None, file_sha256(path)):
+        warnings.warn(f"{exp.id}: {path} changed since it was explained; drawing the maps only", SpesWarning)
+        return None
+    return path
+
+
+def plot_command(args) -> None:
+    from matplotlib.figure import Figure
+
+    from ._io import check_output
+    from .audio import load_features
+    from .explanation import load_explanations
+
+    suffix = os.path.splitext(args.out)[1][1:].lower()
+    formats = Figure().canvas.get_supported_filetypes()
+    if suffix not in formats:
+        raise SpesError(f"--out {args.out}: not an image format matplotlib writes; use one of "
+                        f"{', '.join('.' + f for f in sorted(formats))}")
+    check_output(args.out, args.overwrite)
+    exps = load_explanations(args.explanations)
+    uid = args.id or next(iter(exps), None)
+    if uid not in exps:
+        raise SpesError(f"no utterance {uid!r} in {args.explanations}; it has {list(exps)[:5]}")
+    exp = exps[uid]
+    token = _token_index(exp, args.token) if args.token is not None else None
+    audio = args.audio or _recorded_audio(exp)
+    feats = load_features(audio, exp.spectrogram_saliency.shape[2]) if audio else None
+    if args.grid:
+        from .manifest import read_word_timings
+        from .analysis.plotting import plot_token_grid
+
+        if token is not None:
+            raise SpesError("--token and --grid exclude each other (the grid shows every token)")
+        timings = read_word_timings(args.timings).get(uid) if args.timings else None
+        plot_token_grid(exp, feats, args.grid == "words", timings, args.columns, args.out)
+    else:
+        exp.plot(feats, token, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _first_mismatch(exps, timings) -> str:
+    from .analysis.plausibility import hypothesis_words
+
+    exp = next(e for e in exps if e.id in timings)
+    timed = " ".join(w for w, _, _ in timings[exp.id])
+    return f"{exp.id}: said {' '.join(hypothesis_words(exp.tokens))!r}, timed {timed!r}"
+
+
+def report_command(args) -> None:
+    from .report import load_result, utterances, write_report
+
+    exps, attrs = load_result(args.result)
+    items = utterances(exps, args.audio, args.timings, args.metrics)
+    task = args.task or attrs.get("task") or "asr"
+    write_report(args.out, items, title=args.title or f"SPES: {os.path.basename(os.path.normpath(args.result))}",
+                 task=task, source=f"{len(items)} utterance(s), {sum(u.audio is not None for u in items)} with audio")
+    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", file=sys.stderr)
+
+
+def plausibility_command(args) -> None:
+    from ._io import check_output, write_json
+    from .corpus import load_any
+    from .manifest import read_word_timings
+    from .analysis.plausibility import (
+        kurtosis_ranking,
+        match_timings,
+        positional_saliency,
+        time_alignment,
+    )
+
+    if args.out:
+        check_output(args.out, args.overwrite)
+    exps = list(load_any(args.explanations).values())
+    out: dict = {}
+    if args.timings:
+        if _file_attrs(args.explanations).get("task") == "st":
+            raise SpesError(f"{args.explanations} explains translations (task st): time alignment pairs each "
+                            "hypothesis word with the span where it is spoken, and a translation's words are "
+                            "not spoken in the source audio")
+        timings = read_word_timings(args.timings)
+        if not any(e.id in timings for e in exps):
+            raise SpesError(f"{args.timings} has no timings for the utterances of {args.explanations} "
+                            f"(e.g. {exps[0].id if exps else None!r})")
+        pairs, skipped = match_timings(exps, timings)
+        if not pairs:
+            raise SpesError(f"the words in {args.timings} do not match the hypotheses in {args.explanations} "
+                            f"(e.g. {_first_mismatch(exps, timings)}); the timings must be of the words "
+                            "the model said, in its language")
+        ta = time_alignment(pairs)
+        out["time_alignment"] = {"utterances": ta.n_utterances, "skipped": skipped, "words": ta.n_words,
+                                 "inside": float(ta.inside.mean()), "outside": float(ta.outside.mean()),
+                                 "t": ta.t, "p": ta.p}
+        print(f"time alignment: {ta.n_utterances} utterances ({len(skipped)} skipped), {ta.n_words} words; "
+              f"inside {ta.inside.mean():.3f} vs outside {ta.outside.mean():.3f}; t = {ta.t:.2f}, p = {ta.p:.2e}")
+    ranking = kurtosis_ranking(exps, args.min_count)
+    out["kurtosis"] = [r.__dict__ for r in ranking]
+    if ranking:
+        show = lambda rs: ", ".join(f"{r.token} {r.kurtosis:.1f} ({r.count})" for r in rs)
+        print(f"kurtosis, top 5: {show(ranking[:5])}")
+        print(f"kurtosis, bottom 5: {show(ranking[-5:])}")
+    pos = positional_saliency(exps)
+    out["positional"] = {"start": float(pos.start.mean()), "latest": float(pos.latest.mean()),
+                         "intermediate": float(pos.intermediate.mean()) if pos.intermediate.size else None,
+                         "tests": pos.tests}
+    print(f"positional saliency (mean): start {pos.start.mean():.3f}, latest {pos.latest.mean():.3f}, "
+          f"intermediate {pos.intermediate.mean() if pos.intermediate.size else float('nan'):.3f}; " +
+          "; ".join(f"{k}: t = {t:.2f}, p = {p:.1e}" for k, (t, p) in pos.tests.items()))
+    if args.out:
+        write_json(args.out, out)
+        print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _distributed(args) -> None:
+    """Joins JAX's multi-host runtime when asked: explicit flags, or SPES_JAX_DISTRIBUTED=1 to let JAX
+    read the cluster environment (Slurm, TPU pods)."""
+    import jax
+
+    if args.coordinator or args.num_processes:
+        if not (args.coordinator and args.num_processes and args.process_id is not None):
+            raise SpesError("--coordinator, --num-processes and --process-id go together")
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    elif os.environ.get("SPES_JAX_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+
+
+def explain_corpus_command(args) -> None:
+    from .config import SPESConfig
+    from .corpus import explain_corpus
+    from .pipeline import load_model
+
+    _distributed(args)
+    base = SPESConfig.st() if args.task == "st" else SPESConfig.asr()
+    cfg = base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
+                       precision=args.precision, batch_size=args.batch_size,
+                       token_batch_size=max(args.batch_size, base.token_batch_size))
+    model = load_model(args.model or args.task)
+    summary = explain_corpus(model, args.manifest, args.out, cfg, targets=args.targets, task=args.task,
+                             resume=args.resume, limit=args.limit, shard_size=args.shard_size,
+                             progress=not args.quiet)
+    print(f"spes-jax: {summary.line()}", file=sys.stderr)
+    print(f"wrote {args.out} (merge with 'spes-jax merge {args.out} --out ALL.h5')", file=sys.stderr)
+
+
+def merge_command(args) -> None:
+    from .corpus import merge
+
+    n = merge(args.run_dir, args.out)
+    print(f"wrote {args.out} ({n} utterances)", file=sys.stderr)

@@ -1,0 +1,95 @@
+"""Checks on what is about to be explained, before the sweep: targets, very long and silent audio.
+
+The sweep's cost grows with (spectrogram + prefix masks) x input length, so a long file is announced
+with its cost before any mask runs; a silent file is announced because a model's output for silence
+is a hallucination whose explanation says little.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+from .audio import FRAME_SHIFT_S, read_audio
+from .config import SPESConfig
+from .errors import SpesError, SpesWarning
+from .text import UNK
+
+SILENCE_DBFS = -50.0  # loudest 25 ms frame below this: no speech (speech peaks near -20..0 dBFS)
+
+
+def peak_frame_dbfs(waveform: np.ndarray, frame: int = 400) -> float:
+    """Level of the loudest 25 ms frame (RMS, dB relative to full scale) of a (N,) waveform."""
+    x = np.asarray(waveform, np.float64)
+    x = np.pad(x, (0, -len(x) % frame))
+    rms = np.sqrt(np.mean(x.reshape(-1, frame) ** 2, axis=1))
+    return float(20 * np.log10(max(rms.max(), 1e-10)))
+
+
+def check_silence(waveform: np.ndarray, name: str) -> None:
+    """Warns when even the loudest 25 ms of a (N,) waveform is below ``SILENCE_DBFS``."""
+    level = peak_frame_dbfs(waveform)
+    if level < SILENCE_DBFS:
+        warnings.warn(f"{name}: the audio is silent (loudest 25 ms at {level:.0f} dBFS, below {SILENCE_DBFS:.0f}); "
+                      "its hypothesis may be a hallucination", SpesWarning, stacklevel=2)
+
+
+def check_length(frames: int, model, cfg: SPESConfig, name: str) -> None:
+    """Warns when the input is longer than the model's ``max_source_positions`` (fairseq drops such
+    utterances from training, so the model never saw one), with the cost of explaining it."""
+    limit = model.cfg.max_source_positions
+    if frames > limit:
+        n_masks = cfg.masks_per_level * cfg.n_levels + cfg.n_token_masks
+        warnings.warn(f"{name}: {frames * FRAME_SHIFT_S:.0f} s ({frames} frames) is longer than the model's "
+                      f"max source positions ({limit} frames); explaining it runs {n_masks} forward passes over "
+                      f"{frames} frames, at least the cost of {frames / 1000:.0f} 10-second utterances",
+                      SpesWarning, stacklevel=2)
+
+
+def input_features(model, audio, cfg: SPESConfig, name: str) -> np.ndarray:
+    """(T, C) model input of an audio path, a (N,) waveform or a (T, C) fbank, read once; warns when
+    the audio is silent (paths and waveforms) or longer than the model's range."""
+    if isinstance(audio, (str, os.PathLike)) or np.ndim(audio) == 1:
+        waveform = read_audio(audio) if isinstance(audio, (str, os.PathLike)) else np.asarray(audio)
+        check_silence(waveform, name)
+        try:
+            feats = model.features(waveform)
+        except SpesError as e:  # name the input
+            raise SpesError(f"{name}: {e}") from None
+    else:
+        feats = model.features(audio)
+    check_length(feats.shape[0], model, cfg, name)
+    return feats
+
+
+def read_targets(model, text_or_file: str, n_inputs: int) -> list[list[int]]:
+    """Token ids (ending with </s>) of given transcripts or translations, one per input.
+
+    text_or_file: a text (for a single input) or a UTF-8 file with one line per input.
+    """
+    if os.path.isfile(text_or_file):
+        with open(text_or_file, encoding="utf-8") as f:
+            lines = [line.strip() for line in f.read().splitlines()]
+        where = [f"{text_or_file}:{n}" for n in range(1, len(lines) + 1)]
+        if len(lines) != n_inputs:
+            raise SpesError(f"--targets {text_or_file}: {len(lines)} lines for {n_inputs} audio file(s); "
+                            "give one line per audio file")
+    else:
+        if n_inputs != 1:
+            raise SpesError(f"--targets: a text explains one audio file, got {n_inputs}; "
+                            "give a file with one line per audio file")
+        lines, where = [text_or_file.strip()], ["--targets"]
+    out = []
+    for line, loc in zip(lines, where):
+        if not line:
+            raise SpesError(f"{loc}: empty target")
+        pieces = model.tokenizer.split(line)
+        ids = model.tokenizer.encode(line)
+        unknown = [p for p, i in zip(pieces, ids) if i == UNK]
+        if unknown:
+            raise SpesError(f"{loc}: {line!r} has pieces the model's dictionary does not know: "
+                            f"{' '.join(unknown)}")
+        out.append(ids)
+    return out

@@ -1,0 +1,232 @@
+"""Builds the report page: explanations -> quantised, deflated arrays in JSON -> one HTML file.
+
+Size: every array is quantised to 8 bits and deflated (the browser inflates it with its built-in
+``DecompressionStream``). Token maps are stored once, quantised between each token's raw minimum and
+maximum; the normalised map is an increasing affine function of the raw one per token (z-score, then
+min-max), so the page recovers both from the same bytes and the per-token ranges. Audio is 8-bit
+mu-law (mu = 255) at 16 kHz. See docs/report.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._io import write_text
+from ..analysis.plausibility import token_words
+from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, load_features, read_audio
+from ..errors import SpesError
+
+if TYPE_CHECKING:  # annotations only: explanation.py imports this package
+    from ..explanation import Explanation
+
+Timing = list[tuple[str, float, float]]
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One utterance of a report: its explanation and what is known about it.
+
+    audio: a 16 kHz WAV path or (N,) waveform (embedded for playback; also gives the spectrogram).
+    timings: (word, start s, end s) spans. scores: extra index columns, e.g. {"deletion AUC": 91.2}.
+    """
+
+    explanation: Explanation
+    audio: str | os.PathLike | np.ndarray | None = None
+    timings: Timing | None = None
+    reference: str = ""
+    scores: dict = field(default_factory=dict)
+
+
+def load_result(path: str | os.PathLike) -> tuple[dict[str, Explanation], dict]:
+    """A run -> ({utterance id: Explanation}, the file attributes of its first file).
+
+    ``path`` is an HDF5 explanation file (one or many utterances) or a folder of them. This is the
+    one place that knows run layouts; a new layout needs only a new branch here.
+    """
+    import h5py
+
+    from ..explanation import load_explanations
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith((".h5", ".hdf5")))
+        if not files:
+            raise SpesError(f"{path}: no .h5 explanation files in this folder")
+    elif os.path.isfile(path):
+        files = [path]
+    else:
+        raise SpesError(f"result not found: {path}")
+    exps: dict[str, Explanation] = {}
+    for f in files:
+        for uid, exp in load_explanations(f).items():
+            if uid in exps:
+                raise SpesError(f"{f}: utterance {uid!r} appears in more than one file of {path}")
+            exps[uid] = exp
+    with h5py.File(files[0], "r") as f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    return exps, attrs
+
+
+def resolve_audio(spec: str | os.PathLike | None, ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``--audio``: a WAV file, a folder of ``<id>.wav`` files, or a manifest TSV (id, audio and
+    optionally reference columns) -> ({id: WAV path}, {id: reference})."""
+    from ..manifest import read_manifest
+
+    if spec is None:
+        return {}, {}
+    spec = os.fspath(spec)
+    if os.path.isdir(spec):
+        found = {i: os.path.join(spec, f"{i}.wav") for i in ids}
+        return {i: p for i, p in found.items() if os.path.isfile(p)}, {}
+    if not os.path.isfile(spec):
+        raise SpesError(f"--audio not found: {spec}")
+    if spec.endswith((".tsv", ".txt")):
+        entries = read_manifest(spec, require_reference=False)
+        return {e.id: e.audio for e in entries}, {e.id: e.reference for e in entries if e.reference}
+    name = os.path.splitext(os.path.basename(spec))[0]
+    if name in ids or len(ids) == 1:
+        return {name if name in ids else ids[0]: spec}, {}
+    raise SpesError(f"--audio {spec}: the result has {len(ids)} utterances and none is called {name!r}; "
+                    f"give a folder of <id>.wav files or a manifest")
+
+
+def _utterance_scores(curves: dict, uid: str, reference: str) -> dict:
+    """Per-utterance deletion / insertion AUC (p as a fraction, as ``evaluate`` reports) from the
+    decoded hypotheses that ``spes-jax evaluate`` stores in metrics.json."""
+    from ..analysis.metrics import auc, corpus_score
+
+    out = {}
+    for metric in ("deletion", "insertion"):
+        c = curves.get(metric)
+        if not c or uid not in c.get("hypotheses", {}) or not reference:
+            continue
+        scores = [corpus_score(c["scorer"], [reference], [h]) for h in c["hypotheses"][uid]]
+        out[f"{metric} AUC"] = auc(scores, np.asarray(c["percentages"], np.float64) / 100)
+    return out
+
+
+def utterances(explanations: dict[str, Explanation], audio: str | os.PathLike | None = None,
+               timings: str | os.PathLike | None = None, metrics: str | os.PathLike | None = None
+               ) -> list[Utterance]:
+    """Joins a run with ``--audio`` (file, folder or manifest), ``--timings`` (CTM or JSON) and
+    ``--metrics`` (the metrics.json of ``spes-jax evaluate``; needs references from a manifest)."""
+    from ..manifest import read_word_timings
+
+    ids = list(explanations)
+    paths, refs = resolve_audio(audio, ids)
+    spans = read_word_timings(timings) if timings else {}
+    curves = {}
+    if metrics:
+        try:
+            with open(metrics, encoding="utf-8") as f:
+                curves = json.load(f)
+        except (OSError, ValueError) as e:
+            raise SpesError(f"--metrics {metrics}: not a metrics.json of 'spes-jax evaluate' ({e})") from None
+        if not refs:
+            raise SpesError("--metrics needs the references: give --audio as a manifest with a reference column")
+    return [Utterance(exp, paths.get(uid), spans.get(uid), refs.get(uid, ""),
+                      _utterance_scores(curves, uid, refs.get(uid, ""))) for uid, exp in explanations.items()]
+
+
+def _pack(a: np.ndarray) -> str:
+    """uint8 array -> base64 of its deflated bytes (C order)."""
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(a, np.uint8).tobytes(), 9)).decode("ascii")
+
+
+def _quantise(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Maps [lo, hi] (broadcast) to 0..255; flat ranges map to 0."""
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return np.clip(np.rint((x - lo) / span * 255), 0, 255).astype(np.uint8)
+
+
+def _mu_law(wave: np.ndarray) -> np.ndarray:
+    y = np.sign(wave) * np.log1p(255 * np.minimum(np.abs(wave), 1.0)) / np.log(256.0)
+    return np.rint((y + 1) * 127.5).astype(np.uint8)
+
+
+def _round(x: np.ndarray, digits: int = 4) -> list:
+    return np.round(np.nan_to_num(np.asarray(x, np.float64)), digits).tolist()
+
+
+def _payload(u: Utterance, task: str) -> tuple[dict, dict]:
+    """(index row, view data) of one utterance."""
+    from ..analysis.metrics import corpus_score, size_curve
+
+    exp = u.explanation
+    K, T, C = exp.spectrogram_saliency.shape
+    raw = np.asarray(exp.spectrogram_saliency, np.float64).reshape(K, -1)
+    finite = np.isfinite(raw)
+    rlo = np.where(finite, raw, np.inf).min(1)
+    rhi = np.where(finite, raw, -np.inf).max(1)
+    rlo, rhi = np.where(np.isfinite(rlo), rlo, 0.0), np.where(np.isfinite(rhi), rhi, 0.0)
+    norm = exp.normalized()
+    nflat = norm.spectrogram_saliency.reshape(K, -1)
+    view = {
+        "id": exp.id, "K": K, "T": T, "C": C, "shift": FRAME_SHIFT_S, "tokens": exp.tokens,
+        "words": token_words(exp.tokens), "text": exp.text, "reference": u.reference,
+        "maps": _pack(_quantise(np.where(finite, raw, rlo[:, None]), rlo[:, None], rhi[:, None])),
+        "raw": [_round(rlo, 6), _round(rhi, 6)], "norm": [_round(nflat.min(1), 6), _round(nflat.max(1), 6)],
+        "prefixRaw": _round(np.tril(exp.prefix_saliency), 6), "prefixNorm": _round(norm.prefix_saliency),
+        "features": None, "audio": None, "timings": [list(s) for s in u.timings] if u.timings else None,
+    }
+    if u.audio is not None:
+        wave = read_audio(u.audio) if isinstance(u.audio, (str, os.PathLike)) else np.asarray(u.audio, np.float32)
+        feats = load_features(wave, C)
+        if feats.shape[0] != T:
+            where = u.audio if isinstance(u.audio, (str, os.PathLike)) else "the audio"
+            raise SpesError(f"{where}: gives {feats.shape[0]} frames but explanation {exp.id!r} has {T}; "
+                            f"is it the explained utterance?")
+        lo, hi = np.percentile(feats, [1, 99.5])
+        view["features"] = _pack(_quantise(feats, lo, hi))
+        view["audio"] = {"rate": SAMPLE_RATE, "n": int(wave.size), "data": _pack(_mu_law(wave))}
+    row = {"id": exp.id, "duration": round(T * FRAME_SHIFT_S, 2), "tokens": K, "hypothesis": exp.text,
+           "reference": u.reference, "size AUC": round(size_curve([norm]).auc, 2)}
+    if u.reference:
+        name = "BLEU" if task == "st" else "WER"
+        row[name] = round(corpus_score(name.lower(), [u.reference], [exp.text]), 2)
+    row.update({k: round(float(v), 2) for k, v in u.scores.items()})
+    return row, view
+
+
+def _colormap(name: str) -> list[int]:
+    """256 RGB entries of a matplotlib colour map, flattened."""
+    from matplotlib import colormaps
+
+    return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(int).ravel().tolist()
+
+
+def _script_json(payload, element_id: str) -> str:
+    # "<" only occurs inside JSON strings; escaping it keeps "</script>" and "<!--" from ending the element
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    return f'<script type="application/json" id="{element_id}">{text}</script>'
+
+
+def build_report(items: list[Utterance], title: str = "SPES explanations", task: str = "asr",
+                 source: str = "") -> str:
+    """The page as one HTML string: a sortable index of the utterances and, per utterance, the
+    interactive view (token strip, maps over the spectrogram, prefix bars, audio)."""
+    if not items:
+        raise SpesError("no explanations to report")
+    rows, views = zip(*(_payload(u, task) for u in items))
+    meta = {"title": title, "source": source, "task": task, "colormap": _colormap("inferno"), "rows": list(rows)}
+    files = resources.files(__package__)
+    page = files.joinpath("template.html").read_text("utf-8")
+    data = "\n".join([_script_json(meta, "spes-meta")] + [_script_json(v, f"spes-u{i}") for i, v in enumerate(views)])
+    for key, value in (("TITLE", html.escape(title)), ("CSS", files.joinpath("report.css").read_text("utf-8")),
+                       ("JS", files.joinpath("report.js").read_text("utf-8")), ("DATA", data)):
+        page = page.replace("{{%s}}" % key, value)
+    return page
+
+
+def write_report(path: str | os.PathLike, items: list[Utterance], **kwargs) -> None:
+    """Writes ``build_report(items, **kwargs)`` to ``path`` atomically."""
+    write_text(path, build_report(items, **kwargs))

@@ -1,0 +1,184 @@
+"""The HTML report's data (quantised, deflated arrays), run loading, audio matching, the command line,
+and the static token grid. The page itself is exercised in a browser by test_report_browser.py."""
+
+import base64
+import html
+import json
+import re
+import wave
+import zlib
+
+import numpy as np
+import pytest
+
+from spes_jax.cli import main
+from spes_jax.errors import SpesError
+from spes_jax.explanation import Explanation, save_explanations
+from spes_jax.report import Utterance, build_report, load_result, resolve_audio, utterances
+
+SPACE = "\u2581"
+
+
+def synthetic(uid: str, K: int, T: int, seed: int = 0) -> tuple[Explanation, np.ndarray]:
+    """An explanation with blocky maps (token k most salient around k/K of the utterance) and a
+    matching 16 kHz waveform with T frames."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.random((K, -(-T // 20), 10)).astype(np.float32)
+    spec = np.repeat(np.repeat(blocks, 20, 1), 8, 2)[:, :T, :80]
+    for k in range(K):
+        centre = int((k + 0.5) / K * T)
+        spec[k, max(0, centre - 15): centre + 15, 20:50] += 3.0
+    prefix = np.tril(rng.random((K, K))).astype(np.float32)
+    words = [f"{SPACE}w{i // 2}" if i % 2 == 0 else f"x{i}" for i in range(K - 2)] + [".", "</s>"]
+    exp = Explanation(uid, words, spec * 0.01, prefix, ["</s>"] + words[:-1],
+                      text=" ".join(w.strip(SPACE) for w in words[:-1]), n_masks=600, n_token_masks=100)
+    n = 400 + (T - 1) * 160
+    t = np.arange(n) / 16000
+    wave_ = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t)) + 0.01 * rng.standard_normal(n)
+    return exp, wave_.astype(np.float32)
+
+
+def write_wav(path, x: np.ndarray) -> None:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(np.clip(np.rint(x * 32768), -32768, 32767).astype("<i2").tobytes())
+
+
+def script_json(page: str, element_id: str) -> dict:
+    m = re.search(f'<script type="application/json" id="{element_id}">(.*?)</script>', page, re.S)
+    return json.loads(m.group(1))
+
+
+def unpack(b64: str) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(base64.b64decode(b64)), np.uint8)
+
+
+def test_maps_and_audio_survive_quantisation():
+    exp, x = synthetic("u", K=6, T=230)
+    page = build_report([Utterance(exp, x)])
+    view = script_json(page, "spes-u0")
+    K, T, C = exp.spectrogram_saliency.shape
+    q = unpack(view["maps"]).reshape(K, T * C).astype(np.float64)
+    norm = exp.normalized()
+    for kind, target in (("raw", exp.spectrogram_saliency), ("norm", norm.spectrogram_saliency)):
+        lo, hi = (np.array(v)[:, None] for v in view[kind])
+        got = lo + q / 255 * (hi - lo)
+        # one quantisation step is (hi - lo) / 255; the normalised map is affine in the raw one per token
+        assert np.all(np.abs(got - target.reshape(K, -1)) <= (hi - lo) / 255 * 0.5 + 1e-5), kind
+    np.testing.assert_allclose(view["prefixNorm"], norm.prefix_saliency, atol=1e-4)
+    y = unpack(view["audio"]["data"]) / 127.5 - 1
+    decoded = np.sign(y) * (256.0 ** np.abs(y) - 1) / 255
+    # half a mu-law step, taken at the louder end of the step (the step grows with the amplitude)
+    half_step = 0.5 * (2 / 255) * np.log(256) * (1 + 255 * np.maximum(np.abs(x), np.abs(decoded))) / 255
+    assert view["audio"]["n"] == x.size
+    np.testing.assert_array_less(np.abs(decoded - x), half_step + 1e-6)
+    assert unpack(view["features"]).size == T * C
+
+
+def test_page_is_self_contained():
+    exp, _ = synthetic("a<!--<script></script>b", K=4, T=120)
+    page = build_report([Utterance(exp)])
+    assert not re.search(r"https?://", page), "the page must not reference the network"
+    assert "default-src 'none'" in page and "{{" not in page
+    assert script_json(page, "spes-meta")["rows"][0]["id"] == "a<!--<script></script>b"
+    frame = exp._repr_html_()
+    assert frame.startswith("<iframe srcdoc=") and html.unescape(frame.split('"')[1]) == exp.to_html()
+
+
+def test_load_result_file_and_folder(tmp_path):
+    a, _ = synthetic("a", 3, 60)
+    b, _ = synthetic("b", 4, 70)
+    save_explanations(tmp_path / "one.h5", [a, b], {"task": "st"})
+    exps, attrs = load_result(tmp_path / "one.h5")
+    assert list(exps) == ["a", "b"] and attrs["task"] == "st"
+    run = tmp_path / "run"
+    run.mkdir()
+    a.save(run / "1.h5")
+    b.save(run / "2.h5")
+    assert list(load_result(run)[0]) == ["a", "b"]
+    b.save(run / "3.h5")
+    with pytest.raises(SpesError, match="more than one file"):
+        load_result(run)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpesError, match="no .h5"):
+        load_result(tmp_path / "empty")
+    with pytest.raises(SpesError, match="not found"):
+        load_result(tmp_path / "missing.h5")
+
+
+def test_resolve_audio(tmp_path):
+    exp, x = synthetic("utt1", 3, 50)
+    write_wav(tmp_path / "utt1.wav", x)
+    assert resolve_audio(tmp_path, ["utt1", "utt2"]) == ({"utt1": str(tmp_path / "utt1.wav")}, {})
+    assert resolve_audio(tmp_path / "utt1.wav", ["other"])[0] == {"other": str(tmp_path / "utt1.wav")}
+    with pytest.raises(SpesError, match="none is called"):
+        resolve_audio(tmp_path / "utt1.wav", ["x", "y"])
+    (tmp_path / "m.tsv").write_text("id\taudio\nutt1\tutt1.wav\n")
+    assert resolve_audio(tmp_path / "m.tsv", ["utt1"]) == ({"utt1": str(tmp_path / "utt1.wav")}, {})
+
+
+def test_report_command(tmp_path, capsys):
+    exps = [synthetic(f"u{i}", 4 + i, 80 + 10 * i, i) for i in range(2)]
+    save_explanations(tmp_path / "run.h5", [e for e, _ in exps], {"task": "asr"})
+    for e, x in exps:
+        write_wav(tmp_path / f"{e.id}.wav", x)
+    (tmp_path / "m.tsv").write_text("id\taudio\treference\n" + "".join(f"{e.id}\t{e.id}.wav\t{e.text} extra\n"
+                                                                       for e, _ in exps))
+    (tmp_path / "t.json").write_text(json.dumps({"u0": {"words": [{"word": "w0", "start": 0.1, "end": 0.3}]}}))
+    levels = list(range(0, 101, 50))
+    (tmp_path / "metrics.json").write_text(json.dumps({"deletion": {
+        "scorer": "wer", "percentages": levels, "hypotheses": {e.id: [e.text, "w0", ""] for e, _ in exps}}}))
+    out = tmp_path / "report.html"
+    assert main(["report", str(tmp_path / "run.h5"), "--out", str(out), "--audio", str(tmp_path / "m.tsv"),
+                 "--timings", str(tmp_path / "t.json"), "--metrics", str(tmp_path / "metrics.json")]) == 0
+    page = out.read_text()
+    rows = script_json(page, "spes-meta")["rows"]
+    e0 = exps[0][0]
+    wer = [100 * 1 / 4, 100 * 3 / 4, 100.0]  # hypothesis "w0 x1 w1 ." vs reference + "extra"
+    assert rows[0]["WER"] == pytest.approx(wer[0], abs=0.01)
+    assert rows[0]["deletion AUC"] == pytest.approx(np.trapezoid(wer, [0, 0.5, 1]), abs=0.01)
+    assert script_json(page, "spes-u0")["timings"] == [["w0", 0.1, 0.3]] and e0.id == rows[0]["id"]
+    # a WAV named after one utterance goes to that one only
+    assert main(["report", str(tmp_path / "run.h5"), "--out", str(out), "--audio", str(tmp_path / "u1.wav")]) == 0
+    assert [script_json(out.read_text(), f"spes-u{i}")["audio"] is None for i in (0, 1)] == [True, False]
+    # the audio of another utterance: one clear error, no output file
+    (tmp_path / "swap.tsv").write_text("id\taudio\nu0\tu1.wav\n")
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "run.h5"), "--out", str(tmp_path / "no.html"),
+                 "--audio", str(tmp_path / "swap.tsv")]) == 2
+    err = capsys.readouterr().err
+    assert "u1.wav: gives 90 frames but explanation 'u0' has 80" in err and err.count("\n") == 1
+    assert not (tmp_path / "no.html").exists()
+
+
+def test_token_and_word_grid(tmp_path):
+    from spes_jax.analysis.plotting import plot_token_grid, word_maps
+
+    exp, _ = synthetic("g", 7, 60)
+    exp = Explanation("g", [f"{SPACE}the", f"{SPACE}bro", "wn", f"{SPACE}don", "'", "t", "</s>"],
+                      exp.spectrogram_saliency, exp.prefix_saliency)
+    labels, maps = word_maps(exp)
+    assert labels == ["the", "brown", "dont", "'", "</s>"]
+    norm = exp.normalized().spectrogram_saliency
+    np.testing.assert_allclose(maps[1], norm[1:3].mean(0), atol=1e-6)
+    np.testing.assert_allclose(maps[2], norm[[3, 5]].mean(0), atol=1e-6)
+    fig = plot_token_grid(exp, columns=3)
+    assert [ax.get_title(loc="left") for ax in fig.axes if ax.get_visible() and ax.get_title(loc="left")] == \
+        ["1: the", "2: bro", "3: wn", "4: don", "5: '", "6: t", "7: </s>"]
+    exp.save(tmp_path / "g.h5")
+    assert main(["plot", str(tmp_path / "g.h5"), "--grid", "words", "--columns", "5", "--out", str(tmp_path / "w.png")]) == 0
+    assert (tmp_path / "w.png").stat().st_size > 5000
+
+
+def test_reference_explanation_file():
+    """The reference implementation's own output (no ``tokens`` dataset) makes a report."""
+    from support import fixture_path
+
+    exps, _ = load_result(fixture_path("spes", "spes_fbank_run_explanations.h5"))
+    page = build_report(utterances(exps))
+    rows = script_json(page, "spes-meta")["rows"]
+    assert [r["id"] for r in rows] == list(exps) and all(r["tokens"] > 1 for r in rows)
+    view = script_json(page, "spes-u0")
+    assert view["tokens"][-1] == "</s>" and view["features"] is None and view["audio"] is None
