@@ -86,6 +86,10 @@ def test_corpus_run_equals_single_explanations_and_merges(tiny_model, arrays, zi
     assert main(["--no-compile-cache", "evaluate", str(run), "--metrics", "size",
                  "--out-dir", str(tmp_path / "ev")]) == 0
     assert main(["--no-compile-cache", "merge", str(tmp_path), "--out", str(tmp_path / "x.h5")]) == 2
+    from spes_jax.report._build import load_result
+
+    exps, attrs = load_result(run)
+    assert sorted(exps) == sorted(got) and attrs["targets"] == "reference"
 
 
 @pytest.mark.slow
