@@ -1,6 +1,7 @@
 """spes-jax: SPES explanations for speech-to-text models, in JAX/Flax."""
 
 from .config import SPESConfig
+from .corpus import explain_corpus
 from .decoding import SearchConfig, beam_search, greedy_search
 from .errors import SpesError
 from .explainer import explain
@@ -9,6 +10,6 @@ from .pipeline import Hypothesis, SpeechToTextModel, load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["explain", "SPESConfig", "Explanation", "load_explanations",
+__all__ = ["explain", "explain_corpus", "SPESConfig", "Explanation", "load_explanations",
            "save_explanations", "SearchConfig", "beam_search", "greedy_search", "SpesError", "Hypothesis",
            "SpeechToTextModel", "load_model", "__version__"]

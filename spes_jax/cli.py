@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=commands.explain_command)
 
     v = sub.add_parser("evaluate", help="deletion, insertion and size of an explanation file")
-    v.add_argument("explanations", help="HDF5 file written by 'spes-jax explain' (or the reference)")
+    v.add_argument("explanations", help="HDF5 file written by 'spes-jax explain' (or the reference), or a "
+                   "run directory of 'spes-jax explain-corpus'")
     v.add_argument("--manifest", help="TSV with id, audio, reference (needed for deletion/insertion)")
     v.add_argument("--metrics", nargs="+", choices=["deletion", "insertion", "size"], default=["deletion", "size"])
     v.add_argument("--scorer", choices=["wer", "wer_max", "wer_sentence_max", "bleu"],
@@ -134,12 +135,39 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=commands.report_command)
 
     q = sub.add_parser("plausibility", help="time alignment, kurtosis ranking and positional saliency")
-    q.add_argument("explanations", help="HDF5 explanation file")
+    q.add_argument("explanations", help="HDF5 explanation file or an explain-corpus run directory")
     q.add_argument("--timings", help="word timings: CTM, or JSON like the bundled samples' timings.json")
     q.add_argument("--min-count", type=int, default=1, help="kurtosis: only tokens seen this often (paper: 100)")
     q.add_argument("--out", help="JSON file for the results")
     q.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     q.set_defaults(func=commands.plausibility_command)
+
+    k = sub.add_parser("explain-corpus", help="explain a whole corpus into a resumable, sharded run directory")
+    k.add_argument("manifest", help="TSV manifest (ours or fairseq S2T, incl. features.zip:offset:length) "
+                   "or a folder of audio files")
+    k.add_argument("--out", required=True, help="run directory (see docs/corpus.md)")
+    k.add_argument("--model", help="converted model directory (default: the embedded model of --task)")
+    k.add_argument("--task", choices=["asr", "st"], default="asr", help="asr: tau 7.5 s; st: tau 5 s")
+    k.add_argument("--masks", type=int, default=20000, help="spectrogram masks N_X (default 20000)")
+    k.add_argument("--token-masks", type=int, default=2000, help="prefix masks N_Y (default 2000)")
+    k.add_argument("--seed", type=int, default=0)
+    k.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    k.add_argument("--batch-size", type=int, default=64, help="masks per compiled step")
+    k.add_argument("--targets", choices=["hypothesis", "reference"], default="hypothesis",
+                   help="explain the model's beam output (decoded first, stored) or the manifest's text")
+    k.add_argument("--resume", action="store_true", help="continue the run in --out (same model, config, seed)")
+    k.add_argument("--limit", type=int, help="only the first N utterances of the manifest")
+    k.add_argument("--shard-size", type=int, default=16, help="utterances per committed shard")
+    k.add_argument("--coordinator", help="multi-host: address:port of process 0 (jax.distributed)")
+    k.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    k.add_argument("--process-id", type=int, help="multi-host: this process's number")
+    k.add_argument("--quiet", action="store_true", help="no progress bar")
+    k.set_defaults(func=commands.explain_corpus_command)
+
+    r = sub.add_parser("merge", help="one HDF5 file (reference layout) from a corpus run directory")
+    r.add_argument("run_dir", help="run directory of 'spes-jax explain-corpus'")
+    r.add_argument("--out", required=True, help="output HDF5 file")
+    r.set_defaults(func=commands.merge_command)
     return p
 
 

@@ -84,6 +84,11 @@ def _model_for(args, path_attrs: dict | None = None):
 def _file_attrs(path: str) -> dict:
     import h5py
 
+    if os.path.isdir(path):
+        from .corpus.rundir import file_attrs, read_identity
+
+        identity = read_identity(path)
+        return file_attrs(identity) if identity else {}
     try:
         with h5py.File(path, "r") as f:
             return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
@@ -93,13 +98,13 @@ def _file_attrs(path: str) -> dict:
 
 def evaluate_command(args) -> None:
     from ._io import write_json
-    from .explanation import load_explanations
+    from .corpus import load_any
     from .manifest import read_manifest
     from .analysis.metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
     from .analysis.plotting import plot_deletion_curves, plot_size_curves
 
     # Every input and output is checked before any work; files are written only at the end.
-    exps = load_explanations(args.explanations)
+    exps = load_any(args.explanations)
     curves = [m for m in args.metrics if m != "size"]
     entries = {}
     if curves:
@@ -304,7 +309,7 @@ def report_command(args) -> None:
 
 def plausibility_command(args) -> None:
     from ._io import check_output, write_json
-    from .explanation import load_explanations
+    from .corpus import load_any
     from .manifest import read_word_timings
     from .analysis.plausibility import (
         kurtosis_ranking,
@@ -315,7 +320,7 @@ def plausibility_command(args) -> None:
 
     if args.out:
         check_output(args.out, args.overwrite)
-    exps = list(load_explanations(args.explanations).values())
+    exps = list(load_any(args.explanations).values())
     out: dict = {}
     if args.timings:
         if _file_attrs(args.explanations).get("task") == "st":
@@ -353,3 +358,41 @@ def plausibility_command(args) -> None:
     if args.out:
         write_json(args.out, out)
         print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _distributed(args) -> None:
+    """Joins JAX's multi-host runtime when asked: explicit flags, or SPES_JAX_DISTRIBUTED=1 to let JAX
+    read the cluster environment (Slurm, TPU pods)."""
+    import jax
+
+    if args.coordinator or args.num_processes:
+        if not (args.coordinator and args.num_processes and args.process_id is not None):
+            raise SpesError("--coordinator, --num-processes and --process-id go together")
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    elif os.environ.get("SPES_JAX_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+
+
+def explain_corpus_command(args) -> None:
+    from .config import SPESConfig
+    from .corpus import explain_corpus
+    from .pipeline import load_model
+
+    _distributed(args)
+    base = SPESConfig.st() if args.task == "st" else SPESConfig.asr()
+    cfg = base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
+                       precision=args.precision, batch_size=args.batch_size,
+                       token_batch_size=max(args.batch_size, base.token_batch_size))
+    model = load_model(args.model or args.task)
+    summary = explain_corpus(model, args.manifest, args.out, cfg, targets=args.targets, task=args.task,
+                             resume=args.resume, limit=args.limit, shard_size=args.shard_size,
+                             progress=not args.quiet)
+    print(f"spes-jax: {summary.line()}", file=sys.stderr)
+    print(f"wrote {args.out} (merge with 'spes-jax merge {args.out} --out ALL.h5')", file=sys.stderr)
+
+
+def merge_command(args) -> None:
+    from .corpus import merge
+
+    n = merge(args.run_dir, args.out)
+    print(f"wrote {args.out} ({n} utterances)", file=sys.stderr)

@@ -40,3 +40,40 @@ def synthetic_features(seconds: float, seed: int = 0) -> np.ndarray:
     x = np.sin(t / 7.0) * np.cos(c / 5.0) + 0.3 * rng.standard_normal((T, 80))
     x = (x - x.mean(0)) / x.std(0)
     return x.astype(np.float32)
+
+
+def fairseq_zip_manifest(directory, arrays: dict, texts: dict) -> str:
+    """A fairseq S2T manifest (id, audio, n_frames, tgt_text, speaker) whose audio column points into
+    an uncompressed features.zip of .npy arrays as ``features.zip:offset:length``."""
+    import io
+    import struct
+    import zipfile
+
+    zpath = os.path.join(directory, "features.zip")
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_STORED) as z:
+        for uid, arr in arrays.items():
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            z.writestr(f"{uid}.npy", buf.getvalue())
+    rows = ["id\taudio\tn_frames\ttgt_text\tspeaker"]
+    with zipfile.ZipFile(zpath) as z, open(zpath, "rb") as f:
+        for info in z.infolist():
+            f.seek(info.header_offset + 26)  # local header: name and extra-field lengths
+            n_name, n_extra = struct.unpack("<HH", f.read(4))
+            offset = info.header_offset + 30 + n_name + n_extra
+            uid = info.filename[:-4]
+            rows.append(f"{uid}\tfeatures.zip:{offset}:{info.file_size}\t{arrays[uid].shape[0]}\t{texts[uid]}\tspk")
+    path = os.path.join(directory, "test.tsv")
+    with open(path, "w") as f:
+        f.write("\n".join(rows) + "\n")
+    return path
+
+
+def save_tiny_model(model, directory) -> str:
+    """Writes the tests' tiny random model as a model directory (for command-line tests)."""
+    from spes_jax.models.io import save_model_dir
+
+    dict_path = os.path.join(directory, "dict.txt")
+    with open(dict_path, "w") as f:
+        f.write("".join(f"{s} 1\n" for s in model.dictionary.symbols[4:]))
+    return save_model_dir(os.path.join(directory, "model"), model.cfg, model.params, dict_path, None)

@@ -49,8 +49,9 @@ class Utterance:
 def load_result(path: str | os.PathLike) -> tuple[dict[str, Explanation], dict]:
     """A run -> ({utterance id: Explanation}, the file attributes of its first file).
 
-    ``path`` is an HDF5 explanation file (one or many utterances) or a folder of them. This is the
-    one place that knows run layouts; a new layout needs only a new branch here.
+    ``path`` is an HDF5 explanation file (one or many utterances), a folder of them or an
+    ``explain-corpus`` run directory. This is the one place that knows run layouts; a new layout
+    needs only a new branch here.
     """
     import h5py
 
@@ -58,6 +59,11 @@ def load_result(path: str | os.PathLike) -> tuple[dict[str, Explanation], dict]:
 
     path = os.fspath(path)
     if os.path.isdir(path):
+        from ..corpus import rundir
+
+        identity = rundir.read_identity(path)
+        if identity is not None:  # an explain-corpus run directory: its committed shards
+            return rundir.load_run(path), rundir.file_attrs(identity)
         files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith((".h5", ".hdf5")))
         if not files:
             raise SpesError(f"{path}: no .h5 explanation files in this folder")

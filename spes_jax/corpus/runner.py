@@ -1,0 +1,281 @@
+"""``explain_corpus``: a streamed, resumable, sharded SPES run over a whole corpus.
+
+Per process: pick this process's share of the corpus (length-balanced), decode the hypotheses in
+batches once (stored in the run), then sweep the utterances longest first so each bucket's compiled
+steps are reused; reading + fbank + SLIC run ahead in a background thread, and finished shards are
+written and committed by a second background thread while the device sweeps the next utterances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import jax
+import numpy as np
+
+from .._io import write_json
+from ..audio import FRAME_SHIFT_S
+from ..config import SPESConfig
+from ..core import sweep
+from ..core.segmentation import prefetch, segment
+from ..errors import SpesError
+from ..explainer import MIN_FRAMES, compute_params
+from ..explanation import Explanation
+from . import rundir
+from .sources import Utterance, load_source, read_corpus
+
+TARGETS = ("hypothesis", "reference")
+
+
+def model_fingerprint(model) -> str:
+    """sha256 of the model's configuration and every parameter (what resume compares)."""
+    h = hashlib.sha256(repr(model.cfg).encode())
+    for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(model.params)[0], key=lambda x: str(x[0])):
+        h.update(str(path).encode())
+        h.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def assign(utterances: Sequence[Utterance], n_processes: int) -> list[list[Utterance]]:
+    """Deterministic length-balanced split: longest first, each to the least-loaded process (ties:
+    lowest process number). Loads differ by at most one utterance's length."""
+    load = [0] * n_processes
+    parts: list[list[Utterance]] = [[] for _ in range(n_processes)]
+    for u in sorted(utterances, key=lambda u: (-u.frames, u.id)):
+        p = min(range(n_processes), key=lambda i: (load[i], i))
+        parts[p].append(u)
+        load[p] += max(u.frames, 1)
+    return parts
+
+
+@dataclasses.dataclass
+class Summary:
+    """What a run did (this process). seconds: wall time of each phase; host work overlapped with the
+    sweep is counted in ``read_slic`` and ``write`` but only adds to the wall time where waited for."""
+
+    utterances: int = 0
+    already_done: int = 0
+    skipped: int = 0
+    audio_seconds: float = 0.0
+    masks: int = 0
+    wall: float = 0.0
+    seconds: dict = dataclasses.field(default_factory=lambda: {"decode": 0.0, "read_slic": 0.0, "sweep": 0.0,
+                                                                "write": 0.0})
+
+    @property
+    def masks_per_second(self) -> float:
+        return self.masks / self.seconds["sweep"] if self.seconds["sweep"] else 0.0
+
+    def line(self) -> str:
+        return (f"{self.utterances} utterances explained ({self.already_done} already done, {self.skipped} "
+                f"skipped), {self.audio_seconds / 3600:.3f} h of audio, wall {self.wall:.1f} s, "
+                f"{self.masks_per_second:.0f} masks/s in the sweep; time: " +
+                ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
+
+
+class _Errors:
+    """Appends skips to the process's errors.jsonl as they happen (one line each, flushed)."""
+
+    def __init__(self, directory: str):
+        self.path = os.path.join(directory, rundir.ERRORS_FILE)
+        self.lock = threading.Lock()
+        self.count = 0
+
+    def skip(self, uid: str, source: str, reason: str) -> None:
+        with self.lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"id": uid, "source": source, "error": reason}) + "\n")
+            self.count += 1
+
+
+def _features(model, u: Utterance) -> np.ndarray:
+    feats = load_source(model, u.source)
+    if feats.shape[0] < MIN_FRAMES:
+        raise SpesError(f"audio too short to explain: {feats.shape[0]} frames (need {MIN_FRAMES})")
+    return feats
+
+
+def _load_all(model, todo: Sequence[Utterance], errors: _Errors, fn):
+    """(utterance, fn(utterance)) in order, read one ahead in a background thread; a SpesError or an
+    OSError skips the utterance (logged) instead of ending the run."""
+    def safe(u):
+        try:
+            return u, fn(u)
+        except (SpesError, OSError) as e:
+            return u, e
+
+    for u, out in prefetch(safe, todo, depth=2):
+        if isinstance(out, Exception):
+            errors.skip(u.id, u.source, str(out))
+        else:
+            yield u, out
+
+
+def _targets(model, todo: Sequence[Utterance], mode: str, known: dict[str, list[int]], errors: _Errors,
+             batch: int) -> dict[str, list[int]]:
+    """Explained token ids of every utterance not in ``known``: the manifest's text or the model's
+    beam output, decoded ``batch`` utterances at a time (features are not kept)."""
+    out: dict[str, list[int]] = {}
+    missing = [u for u in todo if u.id not in known]
+    if mode == "reference":
+        for u in missing:
+            if not u.reference:
+                errors.skip(u.id, u.source, "no reference text (--targets reference)")
+            else:
+                out[u.id] = [int(t) for t in model.tokenizer.encode(u.reference)]
+        return out
+    chunk: list[tuple[Utterance, np.ndarray]] = []
+    for item in _load_all(model, missing, errors, lambda u: _features(model, u)):
+        chunk.append(item)
+        if len(chunk) == batch:
+            out.update(_decode(model, chunk, batch))
+            chunk = []
+    if chunk:
+        out.update(_decode(model, chunk, batch))
+    return out
+
+
+def _decode(model, chunk, batch) -> dict[str, list[int]]:
+    hyps = model.decode([f for _, f in chunk], batch_size=batch)
+    return {u.id: [int(t) for t in h[0].tokens] for (u, _), h in zip(chunk, hyps)}
+
+
+def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLike,
+                   config: SPESConfig | None = None, *, targets: str = "hypothesis", task: str = "asr",
+                   resume: bool = False, limit: int | None = None, shard_size: int = 16,
+                   decode_batch: int = 8, process_index: int | None = None, process_count: int | None = None,
+                   devices: Sequence[jax.Device] | None = None, progress: bool = False) -> Summary:
+    """Explains every utterance of ``manifest`` (a TSV manifest, a fairseq S2T manifest or a folder of
+    audio files) into the run directory ``out_dir`` (layout: ``spes_jax.corpus.rundir``).
+
+    Explanations are committed ``shard_size`` utterances at a time; ``resume`` continues a run in
+    ``out_dir`` (refused if the model, configuration or seed differ). Under ``jax.distributed`` each
+    process explains its length-balanced share with its local devices (default ``process_index`` /
+    ``process_count`` from JAX). Unreadable or too short inputs are skipped and logged. Returns this
+    process's ``Summary``.
+    """
+    from .. import __version__
+
+    t_start = time.perf_counter()
+    cfg = config or SPESConfig.asr()
+    if targets not in TARGETS:
+        raise SpesError(f"targets must be one of {TARGETS}, got {targets!r}")
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    utterances = read_corpus(manifest)[:limit]
+
+    identity = {"model": model_fingerprint(model), "config": cfg.to_json(), "seed": cfg.seed, "targets": targets,
+                "task": task, "library": f"spes-jax {__version__}", "model_info": json.dumps(model.info or {})}
+    mine = rundir.proc_dir(out_dir, process_index)
+    if os.path.isdir(out_dir) and not resume:
+        if os.path.isfile(os.path.join(mine, rundir.RUN_FILE)):
+            raise SpesError(f"{out_dir} already holds a run; pass --resume to continue it or choose a new --out")
+        if any(not n.startswith("proc-") for n in os.listdir(out_dir)):
+            raise SpesError(f"{out_dir} exists and is not a corpus run directory; choose a new --out")
+    recorded = rundir.read_identity(out_dir) if os.path.isdir(out_dir) else None
+    why = recorded and rundir.identity_mismatch(recorded, identity)
+    if why:
+        raise SpesError(f"cannot {'resume' if resume else 'add to'} the run in {out_dir}: {why}")
+    os.makedirs(mine, exist_ok=True)
+    write_json(os.path.join(mine, rundir.RUN_FILE), {**identity, "process_count": process_count})
+
+    errors = _Errors(mine)
+    done = rundir.committed(out_dir)
+    part = assign(utterances, process_count)[process_index]
+    todo = [u for u in part if u.id not in done]
+    summary = Summary(already_done=len(part) - len(todo))
+
+    t0 = time.perf_counter()
+    known = rundir.stored_targets(out_dir)
+    new = _targets(model, todo, targets, known, errors, decode_batch)
+    if new:
+        write_json(os.path.join(mine, rundir.TARGETS_FILE),
+                   {**rundir._read_json(os.path.join(mine, rundir.TARGETS_FILE), {}), **new})
+    tokens = {**known, **new}
+    todo = [u for u in todo if u.id in tokens]
+    summary.seconds["decode"] = time.perf_counter() - t0
+
+    plan = sweep.make_plan(model.module, cfg, devices or jax.local_devices())
+    params = compute_params(model, plan)
+    writer = rundir.ShardWriter(mine, rundir.file_attrs(identity))
+    per_utt = cfg.masks_per_level * cfg.n_levels + cfg.n_token_masks
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), unit="utt", desc=f"SPES corpus [{process_index}]", dynamic_ncols=True,
+                   file=sys.stderr)
+
+    def read(u: Utterance):
+        t = time.perf_counter()
+        feats = _features(model, u)
+        seg = segment(feats, cfg)
+        return feats, seg, time.perf_counter() - t
+
+    buffer: list[Explanation] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+
+        def flush():
+            nonlocal pending, buffer
+            if pending is not None:
+                _wait_write(pending, summary)
+            if buffer:
+                pending = pool.submit(_timed_commit, writer, buffer)
+                buffer = []
+
+        t_sweep = time.perf_counter()
+        for u, (feats, seg, host_s) in _load_all(model, todo, errors, read):
+            summary.seconds["read_slic"] += host_s
+            toks = tokens[u.id]
+            t = time.perf_counter()
+            inputs = sweep.prepare(feats, toks, seg, u.id, cfg, plan)
+            state = sweep.init(params, inputs, plan=plan)
+            spec, prefix = jax.device_get(sweep.run(state, plan, cfg))
+            summary.seconds["sweep"] += time.perf_counter() - t
+            K, T = len(toks), feats.shape[0]
+            pieces = model.dictionary.pieces(toks)
+            buffer.append(Explanation(
+                id=u.id, tokens=pieces, spectrogram_saliency=np.asarray(spec[:K, :T], np.float32),
+                prefix_saliency=np.asarray(prefix[:K, :K], np.float32), prefix_tokens=["</s>"] + pieces[:-1],
+                text=model.tokenizer.decode(toks), n_masks=cfg.masks_per_level * cfg.n_levels,
+                n_token_masks=cfg.n_token_masks,
+                meta={"requested_segments": list(seg.requested), "n_segments": [int(n) for n in seg.n_segments]}))
+            summary.utterances += 1
+            summary.masks += per_utt
+            summary.audio_seconds += T * FRAME_SHIFT_S
+            if len(buffer) >= shard_size:
+                flush()
+            if bar:
+                bar.set_postfix_str(f"{summary.masks / max(time.perf_counter() - t_sweep, 1e-9):.0f} masks/s")
+                bar.update(1)
+        flush()
+        if pending is not None:
+            _wait_write(pending, summary)
+    if bar:
+        bar.close()
+    summary.skipped = errors.count
+    summary.wall = time.perf_counter() - t_start
+    return summary
+
+
+def _timed_commit(writer: rundir.ShardWriter, explanations: list[Explanation]) -> float:
+    t = time.perf_counter()
+    writer.commit(explanations)
+    return time.perf_counter() - t
+
+
+def _wait_write(future, summary: Summary) -> None:
+    try:
+        summary.seconds["write"] += future.result()
+    except OSError as e:
+        raise SpesError(f"cannot write a shard ({e.strerror or e}); every committed shard is intact: free "
+                        f"space and rerun with --resume") from None
