@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--resume", action="store_true", help="continue the run in --out (same model, config, seed)")
     k.add_argument("--limit", type=int, help="only the first N utterances of the manifest")
     k.add_argument("--shard-size", type=int, default=16, help="utterances per committed shard")
+    k.add_argument("--map-dtype", choices=["float32", "float16"], default="float32",
+                   help="stored maps: float32 (the reference's layout) or float16 (half the size, ~3 digits)")
     k.add_argument("--coordinator", help="multi-host: address:port of process 0 (jax.distributed)")
     k.add_argument("--num-processes", type=int, help="multi-host: number of processes")
     k.add_argument("--process-id", type=int, help="multi-host: this process's number")

@@ -386,7 +386,7 @@ def explain_corpus_command(args) -> None:
     model = load_model(args.model or args.task)
     summary = explain_corpus(model, args.manifest, args.out, cfg, targets=args.targets, task=args.task,
                              resume=args.resume, limit=args.limit, shard_size=args.shard_size,
-                             progress=not args.quiet)
+                             map_dtype=args.map_dtype, progress=not args.quiet)
     print(f"spes-jax: {summary.line()}", file=sys.stderr)
     print(f"wrote {args.out} (merge with 'spes-jax merge {args.out} --out ALL.h5')", file=sys.stderr)
 

@@ -92,6 +92,24 @@ def test_corpus_run_equals_single_explanations_and_merges(tiny_model, arrays, zi
     assert sorted(exps) == sorted(got) and attrs["targets"] == "reference"
 
 
+def test_float16_maps_halve_the_size_and_keep_three_digits(tiny_model, zip_manifest, tmp_path):
+    runs = {}
+    for dtype in ("float32", "float16"):
+        runs[dtype] = tmp_path / dtype
+        explain_corpus(tiny_model, zip_manifest, runs[dtype], CFG, targets="reference", map_dtype=dtype)
+    size = {d: sum(f.stat().st_size for f in r.rglob("shard-*.h5")) for d, r in runs.items()}
+    full, half = load_run(runs["float32"]), load_run(runs["float16"])
+    for uid, exp in full.items():
+        assert half[uid].spectrogram_saliency.dtype == np.float32  # read back as float32
+        for a, b in ((exp.spectrogram_saliency, half[uid].spectrogram_saliency),
+                     (exp.prefix_saliency, half[uid].prefix_saliency)):
+            np.testing.assert_allclose(b, a, rtol=2.0 ** -11, atol=1e-7 * np.abs(a).max())
+    print(f"\nshard bytes: float32 {size['float32']}, float16 {size['float16']}")
+    assert size["float16"] < size["float32"]
+    with pytest.raises(SpesError, match="map_dtype differs"):  # the stored precision is part of the run
+        explain_corpus(tiny_model, zip_manifest, runs["float16"], CFG, targets="reference", resume=True)
+
+
 @pytest.mark.slow
 def test_compilations_equal_number_of_buckets(tiny_model, tmp_path):
     """A mixed-length corpus: compiled sweep steps == distinct (frames, tokens, segments) buckets."""

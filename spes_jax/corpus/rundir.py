@@ -47,8 +47,8 @@ def _read_json(path: str, default=None):
 
 def identity_mismatch(recorded: dict, current: dict) -> str | None:
     """Why a recorded run identity differs from the current one (None when compatible)."""
-    for key in ("model", "seed", "targets", "task"):
-        if recorded.get(key) != current.get(key):
+    for key in ("model", "seed", "targets", "task", "map_dtype"):
+        if recorded.get(key, "float32" if key == "map_dtype" else None) != current.get(key):
             return f"{key} differs (run: {recorded.get(key)!r}, now: {current.get(key)!r})"
     a, b = json.loads(recorded["config"]), json.loads(current["config"])
     for key in sorted(set(a) | set(b)):
@@ -107,9 +107,10 @@ class ShardWriter:
     """Commits explanations of one process in shards: HDF5 under a temporary name, renamed into place,
     then the index replaced. Only this process's folder is written."""
 
-    def __init__(self, directory: str, attrs: dict):
+    def __init__(self, directory: str, attrs: dict, map_dtype: str = "float32"):
         self.directory = directory
         self.attrs = attrs
+        self.map_dtype = map_dtype
         self.index = _read_json(os.path.join(directory, INDEX_FILE), {"shards": []})
         listed = {s["file"] for s in self.index["shards"]}
         for path in glob.glob(os.path.join(directory, "shard-*.h5")) + glob.glob(os.path.join(directory, ".spes-jax-*")):
@@ -119,7 +120,7 @@ class ShardWriter:
 
     def commit(self, explanations: list[Explanation]) -> None:
         name = f"shard-{self.next:05d}.h5"
-        save_explanations(os.path.join(self.directory, name), explanations, self.attrs)
+        save_explanations(os.path.join(self.directory, name), explanations, self.attrs, self.map_dtype)
         self.index["shards"].append({"file": name, "ids": [e.id for e in explanations]})
         write_json(os.path.join(self.directory, INDEX_FILE), self.index)
         self.next += 1

@@ -151,15 +151,16 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
                    config: SPESConfig | None = None, *, targets: str = "hypothesis", task: str = "asr",
                    resume: bool = False, limit: int | None = None, shard_size: int = 16,
                    decode_batch: int = 8, process_index: int | None = None, process_count: int | None = None,
-                   devices: Sequence[jax.Device] | None = None, progress: bool = False) -> Summary:
+                   devices: Sequence[jax.Device] | None = None, map_dtype: str = "float32",
+                   progress: bool = False) -> Summary:
     """Explains every utterance of ``manifest`` (a TSV manifest, a fairseq S2T manifest or a folder of
     audio files) into the run directory ``out_dir`` (layout: ``spes_jax.corpus.rundir``).
 
     Explanations are committed ``shard_size`` utterances at a time; ``resume`` continues a run in
     ``out_dir`` (refused if the model, configuration or seed differ). Under ``jax.distributed`` each
     process explains its length-balanced share with its local devices (default ``process_index`` /
-    ``process_count`` from JAX). Unreadable or too short inputs are skipped and logged. Returns this
-    process's ``Summary``.
+    ``process_count`` from JAX). Unreadable or too short inputs are skipped and logged. ``map_dtype``
+    "float16" halves the stored maps (see ``save_explanations``). Returns this process's ``Summary``.
     """
     from .. import __version__
 
@@ -173,7 +174,8 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
     utterances = read_corpus(manifest)[:limit]
 
     identity = {"model": model_fingerprint(model), "config": cfg.to_json(), "seed": cfg.seed, "targets": targets,
-                "task": task, "library": f"spes-jax {__version__}", "model_info": json.dumps(model.info or {})}
+                "task": task, "map_dtype": map_dtype, "library": f"spes-jax {__version__}",
+                "model_info": json.dumps(model.info or {})}
     mine = rundir.proc_dir(out_dir, process_index)
     if os.path.isdir(out_dir) and not resume:
         if os.path.isfile(os.path.join(mine, rundir.RUN_FILE)):
@@ -205,7 +207,7 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
 
     plan = sweep.make_plan(model.module, cfg, devices or jax.local_devices())
     params = compute_params(model, plan)
-    writer = rundir.ShardWriter(mine, rundir.file_attrs(identity))
+    writer = rundir.ShardWriter(mine, rundir.file_attrs(identity), map_dtype)
     per_utt = cfg.masks_per_level * cfg.n_levels + cfg.n_token_masks
     bar = None
     if progress:
