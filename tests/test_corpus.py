@@ -163,13 +163,13 @@ def test_full_disk_keeps_committed_shards_and_resume_completes(tiny_model, array
     real = rundir.save_explanations
     calls = []
 
-    def full_after_one(path, exps, attrs=None):
+    def full_after_one(path, exps, attrs=None, map_dtype="float32"):
         calls.append(path)
         if len(calls) > 1:
             with open(path, "wb") as f:  # a partial write, then the disk is full
                 f.write(b"\0" * 10)
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, exps, attrs)
+        real(path, exps, attrs, map_dtype)
 
     monkeypatch.setattr(rundir, "save_explanations", full_after_one)
     with pytest.raises(SpesError, match="cannot write a shard \\(No space left on device\\).*--resume"):
