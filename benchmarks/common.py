@@ -33,8 +33,9 @@ def time_call(fn: Callable[[], Any], min_time: float = 2.0, min_reps: int = 3) -
 
 
 def compiled_flops(jitted, *args, **kwargs) -> float:
-    """FLOPs of one call according to XLA's cost analysis of the compiled executable."""
-    cost = jitted.lower(*args, **kwargs).compile().cost_analysis()
+    """FLOPs of one call according to XLA's cost analysis of the lowered program (no second compile:
+    on an accelerator a compile of the paper-size step costs more than timing it)."""
+    cost = jitted.lower(*args, **kwargs).cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
     return float(cost.get("flops", float("nan")))

@@ -3,9 +3,14 @@ design choice buys, all measured in one process on one device.
 
     python benchmarks/sweep.py                        # CPU-sized defaults
     python benchmarks/sweep.py --models tiny paper --seconds 2 5 10 20 30 --precisions float32 bfloat16
+    python benchmarks/sweep.py --models paper --seconds 5 10 20 30 --precisions bfloat16 \
+        --batches 32 64 128 256 --full-sweep --no-ablations          # on an accelerator
 
 For every (model, duration, precision): spectrogram masks/s, prefix masks/s, XLA-counted FLOPs per
-mask, FLOP/s as a fraction of the matmul peak in that precision. Then, for one setting, the speed-up of
+mask, FLOP/s as a fraction of the matmul peak in that precision; with ``--batches``, the batch that
+fills the device (the fastest of the list at the first duration, then used for all); with
+``--full-sweep``, the wall time of explaining one utterance at N_X 20,000 + N_Y 2,000 (host SLIC, the
+compiled sweep, maps back on the host; compilation excluded). Then, for one setting, the speed-up of
 on-device masks over host-built masks, of segment-space over per-feature (K, T, C) accumulation, and
 of encoder/cross-attention reuse over a full forward for prefix masks.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -85,7 +91,8 @@ def prefix_step_full_forward(state, step, *, plan):
     logits = jax.vmap(lambda k, x: plan.module.apply({"params": params}, x[None], inputs.length[None],
                                                      inputs.prev[None], k[None])[0][0])(keep, feats)
     r = core.sweep._scores(plan, inputs, state.log_p, logits)
-    num, den = core.prefix_sums((1.0 - keep), r)
+    half = jax.nn.one_hot(g % 2, 2).T  # the core keeps even/odd masks apart; so does this baseline
+    num, den = jax.vmap(lambda w: core.prefix_sums((1.0 - keep) * w[:, None], r))(half)
     return state.replace(prefix=core.Sums(state.prefix.num + num[None], state.prefix.den + den[None]))
 
 
@@ -96,6 +103,7 @@ class Bench:
         self.plan = core.make_plan(model.module, cfg, jax.devices()[:1], spectrogram_masks=spectrogram_masks)
         feats = features(seconds)
         tokens = list(np.random.default_rng(1).integers(4, model.cfg.vocab_size, max(2, int(4 * seconds)) - 1)) + [2]
+        self.seconds, self.tokens = seconds, tokens
         self.seg = segment(feats, cfg)
         self.cfg = cfg
         inputs = core.prepare(feats, tokens, self.seg, "bench", cfg, self.plan)
@@ -134,6 +142,46 @@ class Bench:
         return compiled_flops(core.prefix_step, self.state, np.int32(0), plan=self.plan)
 
 
+def fill_batch(model, seconds: float, precision: str, batches: list[int], min_time: float) -> int:
+    """The batch with the most spectrogram masks/s (the smallest within 3 % of the best), printed."""
+    rate = {}
+    for batch in batches:
+        try:
+            b = Bench(model, SPESConfig.asr(batch_size=batch, precision=precision), seconds)
+            rate[batch] = batch / time_call(b.spec_step, min_time, 2)
+        except Exception as e:  # out of device memory ends the scan
+            print(f"batch {batch}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+            break
+        print(f"batch {batch}: {rate[batch]:.1f} spectrogram masks/s ({seconds:g} s, {precision})", flush=True)
+    best = max(rate.values())
+    return min(k for k, v in rate.items() if v >= 0.97 * best)
+
+
+def fits(b: Bench) -> bool:
+    """Whether one spectrogram and one prefix step of ``b`` run (False when out of device memory)."""
+    try:
+        jax.block_until_ready((b.spec_step(), b.prefix_step()))
+        return True
+    except Exception as e:  # XLA reports RESOURCE_EXHAUSTED as a runtime error
+        if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+            raise
+        print(f"batch {b.plan.batch} does not fit {b.seconds:g} s: halving", flush=True)
+        return False
+
+
+def full_sweep(b: Bench, cfg: SPESConfig) -> float:
+    """Seconds to explain the bench utterance at N_X 20,000 + N_Y 2,000 (compiled already by ``b``)."""
+    cfg = cfg.replace(n_masks=20000, n_token_masks=2000)
+    feats = features(b.seconds)
+    jax.block_until_ready(core.finalize(b.state, plan=b.plan))  # compiled outside the timing
+    t = time.perf_counter()
+    seg = segment(feats, cfg)
+    inputs = core.prepare(feats, b.tokens, seg, "bench", cfg, b.plan)
+    res = core.run(core.init(b.state.params, inputs, plan=b.plan), b.plan, cfg)
+    jax.device_get((res.spectrogram, res.prefix))
+    return time.perf_counter() - t
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["tiny", "paper"])
@@ -142,6 +190,9 @@ def main():
                     help="durations for the paper model (default: --seconds)")
     ap.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--batch", type=int, default=None, help="masks per step (default 64 tiny, 8 paper on CPU)")
+    ap.add_argument("--batches", type=int, nargs="+", help="try these batches at the first duration, keep the fastest")
+    ap.add_argument("--full-sweep", action="store_true", help="also time a whole N_X 20,000 + N_Y 2,000 explanation")
+    ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--ablation-model", default="tiny")
     ap.add_argument("--ablation-seconds", type=float, default=5)
     ap.add_argument("--min-time", type=float, default=2.0)
@@ -156,10 +207,17 @@ def main():
         model = make_model(name)
         durations = args.paper_seconds if (name == "paper" and args.paper_seconds) else args.seconds
         batch = args.batch or (64 if name == "tiny" or not on_cpu else 8)
+        if args.batches:
+            batch = fill_batch(model, durations[0], args.precisions[-1], args.batches, args.min_time)
         for seconds in durations:
             for precision in args.precisions:
                 cfg = SPESConfig.asr(batch_size=batch, token_batch_size=batch * 4, precision=precision)
                 b = Bench(model, cfg, seconds)
+                if args.batches:  # a batch that fills the device at the scan's duration may not fit a longer one
+                    while batch > 1 and not fits(b):
+                        batch //= 2
+                        cfg = cfg.replace(batch_size=batch, token_batch_size=batch * 4)
+                        b = Bench(model, cfg, seconds)
                 t_spec = time_call(b.spec_step, args.min_time, 2)
                 t_pre = time_call(b.prefix_step, args.min_time, 2)
                 f_spec, _f_pre = b.spec_flops(), b.prefix_flops()
@@ -168,9 +226,15 @@ def main():
                              "spec_masks_per_s": B / t_spec, "prefix_masks_per_s": TB / t_pre,
                              "gflop_per_mask": f_spec / B / 1e9, "frac_of_peak": f_spec / t_spec / peaks[precision],
                              "prefix_cost_ratio": (t_pre / TB) / (t_spec / B)})
+                if args.full_sweep:
+                    rows[-1]["full_sweep_s"] = full_sweep(b, cfg)
                 print_table(rows[-1:], list(rows[-1]))
     print()
     print_table(rows, list(rows[0]))
+    if args.no_ablations:
+        path = write_results("sweep", rows, {"device": device_name(), "matmul_peaks": peaks})
+        print(f"wrote {path}")
+        return
 
     # Design choices, one setting, same process.
     model = make_model(args.ablation_model)

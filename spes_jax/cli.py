@@ -12,6 +12,22 @@ from .errors import SpesError, SpesNote, SpesWarning
 AUDIO_HELP = "audio files: WAV (any PCM or float format), FLAC, OGG/Vorbis, MP3; resampled to 16 kHz mono"
 
 
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    """The options of a SPES sweep, shared by explain and explain-corpus."""
+    p.add_argument("--masks", type=int, default=20000, help="spectrogram masks N_X (default 20000; the "
+                   "maximum with --until-r)")
+    p.add_argument("--token-masks", type=int, default=2000, help="prefix masks N_Y (default 2000; the maximum "
+                   "with --until-r)")
+    p.add_argument("--sampler", choices=["reference", "orthogonal"], default="reference",
+                   help="reference: independent masks, the paper's exactly (default); orthogonal: the same "
+                   "distribution from a randomised Hadamard design, same maps in the limit (docs/spes.md)")
+    p.add_argument("--until-r", type=float, metavar="R", help="stop each sweep once its online estimate of the "
+                   "maps' correlation with the converged maps reaches R (e.g. 0.9)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--batch-size", type=int, default=64, help="masks per compiled step")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spes-jax", description="Explain speech-to-text models with SPES, in JAX.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -48,11 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: st for --model st, else asr)")
     e.add_argument("--targets", metavar="TEXT_OR_FILE", help="explain this transcript or translation instead "
                    "of the model's own hypothesis: a text (one audio file) or a file with one line per audio file")
-    e.add_argument("--masks", type=int, default=20000, help="spectrogram masks N_X (default 20000)")
-    e.add_argument("--token-masks", type=int, default=2000, help="prefix masks N_Y (default 2000)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
-    e.add_argument("--batch-size", type=int, default=64, help="masks per compiled step")
+    _sweep_options(e)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=commands.explain_command)
 
@@ -148,11 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, help="run directory (see docs/corpus.md)")
     k.add_argument("--model", help="converted model directory (default: the embedded model of --task)")
     k.add_argument("--task", choices=["asr", "st"], default="asr", help="asr: tau 7.5 s; st: tau 5 s")
-    k.add_argument("--masks", type=int, default=20000, help="spectrogram masks N_X (default 20000)")
-    k.add_argument("--token-masks", type=int, default=2000, help="prefix masks N_Y (default 2000)")
-    k.add_argument("--seed", type=int, default=0)
-    k.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
-    k.add_argument("--batch-size", type=int, default=64, help="masks per compiled step")
+    _sweep_options(k)
     k.add_argument("--targets", choices=["hypothesis", "reference"], default="hypothesis",
                    help="explain the model's beam output (decoded first, stored) or the manifest's text")
     k.add_argument("--resume", action="store_true", help="continue the run in --out (same model, config, seed)")

@@ -37,12 +37,22 @@ def transcribe_command(args) -> None:
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 
 
+def sweep_config(args, task: str):
+    """The ``SPESConfig`` of explain / explain-corpus options for ``task``."""
+    from .config import SPESConfig
+
+    base = SPESConfig.st() if task == "st" else SPESConfig.asr()
+    return base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
+                        precision=args.precision, batch_size=args.batch_size,
+                        token_batch_size=max(args.batch_size, base.token_batch_size),
+                        sampler=args.sampler, until_r=args.until_r)
+
+
 def explain_command(args) -> None:
     import jax
 
     from ._io import check_output
     from .explainer import explain
-    from .config import SPESConfig
     from .explanation import save_explanations
     from .inputs import read_targets
     from .pipeline import load_model
@@ -55,10 +65,7 @@ def explain_command(args) -> None:
                         f"{', '.join(HDF5_SUFFIXES)}")
     check_output(args.out, args.overwrite)
     task = args.task or ("st" if args.model == "st" else "asr")
-    base = SPESConfig.st() if task == "st" else SPESConfig.asr()
-    cfg = base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
-                       precision=args.precision, batch_size=args.batch_size,
-                       token_batch_size=max(args.batch_size, base.token_batch_size))
+    cfg = sweep_config(args, task)
     model = load_model(args.model or task)
     targets = read_targets(model, args.targets, len(args.audio)) if args.targets else None
     if not args.quiet:
@@ -374,15 +381,11 @@ def _distributed(args) -> None:
 
 
 def explain_corpus_command(args) -> None:
-    from .config import SPESConfig
     from .corpus import explain_corpus
     from .pipeline import load_model
 
     _distributed(args)
-    base = SPESConfig.st() if args.task == "st" else SPESConfig.asr()
-    cfg = base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
-                       precision=args.precision, batch_size=args.batch_size,
-                       token_batch_size=max(args.batch_size, base.token_batch_size))
+    cfg = sweep_config(args, args.task)
     model = load_model(args.model or args.task)
     summary = explain_corpus(model, args.manifest, args.out, cfg, targets=args.targets, task=args.task,
                              resume=args.resume, limit=args.limit, shard_size=args.shard_size,

@@ -12,6 +12,7 @@ SEGMENTATIONS = ("slic", "grid", "feature")
 PERTURBATIONS = ("occlusion", "bubble")
 SCORERS = ("kl", "prob_diff")
 PRECISIONS = ("float32", "bfloat16")
+SAMPLERS = ("reference", "orthogonal")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,12 @@ class SPESConfig:
     (patches per ``reference_duration`` frames, Eq. 2 duration adaptation up to ``threshold_duration``);
     each segment is occluded with probability ``p_spec``. Prefix masks: ``n_token_masks``, each prefix
     position occluded with probability ``p_tok``.
+
+    ``sampler``: "reference" draws every mask independently (the paper's and the reference code's
+    masks, exactly); "orthogonal" draws the same distribution per mask from a randomised Hadamard
+    design (p_spec = 0.5 only; same maps in the limit, see docs/spes.md "Samplers").
+    ``until_r``: stop each sweep once its online split-half estimate of the maps' correlation with
+    their limit reaches this value; the mask counts are then the maximum.
     """
 
     n_masks: int = 20000
@@ -45,6 +52,8 @@ class SPESConfig:
     batch_size: int = 64
     token_batch_size: int = 256
     precision: str = "float32"
+    sampler: str = "reference"
+    until_r: float | None = None
 
     def __post_init__(self):
         def check(cond, msg):
@@ -68,6 +77,10 @@ class SPESConfig:
         check(self.bubbles_per_second > 0 and self.bubble_width_s > 0 and self.bubble_height_mel > 0,
               "bubble parameters must be positive")
         check(0 <= self.seed < 2 ** 32, "seed must fit in 32 bits")
+        check(self.sampler in SAMPLERS, f"sampler must be one of {SAMPLERS}")
+        check(self.sampler == "reference" or (self.p_spec == 0.5 and self.perturbation == "occlusion"),
+              f"the {self.sampler} sampler needs segment occlusion with p_spec = 0.5")
+        check(self.until_r is None or 0.0 < self.until_r < 1.0, f"until_r must be in (0, 1), got {self.until_r}")
 
     @property
     def n_levels(self) -> int:

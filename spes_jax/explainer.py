@@ -16,7 +16,7 @@ import numpy as np
 from .audio import FRAME_SHIFT_S
 from .config import SPESConfig
 from .core import sweep
-from .core.segmentation import prefetch, segment
+from .core.segmentation import Segmentation, prefetch, segment
 from .errors import SpesError
 from .explanation import Explanation
 from .inputs import input_features
@@ -41,6 +41,24 @@ def _utt_id(audio, i: int) -> str:
 def compute_params(model: SpeechToTextModel, plan: sweep.SweepPlan):
     """The model's (float32) parameters, replicated on the plan's devices."""
     return jax.device_put(model.params, plan.replicated)
+
+
+def explanation(model: SpeechToTextModel, utt_id: str, tokens: Sequence[int], n_frames: int,
+                seg: Segmentation, cfg: SPESConfig, result: sweep.SweepResult) -> Explanation:
+    """The ``Explanation`` of one swept utterance (maps cut to its K tokens and T frames)."""
+    spec, prefix = jax.device_get((result.spectrogram, result.prefix))
+    K = len(tokens)
+    pieces = model.dictionary.pieces(tokens)
+    meta = {"requested_segments": list(seg.requested), "n_segments": [int(n) for n in seg.n_segments],
+            "sampler": cfg.sampler}
+    if result.spectrogram_r is not None:
+        meta["until_r"] = cfg.until_r
+        meta["estimated_r"] = {"spectrogram": [round(float(x), 4) for x in np.asarray(result.spectrogram_r)[:K]],
+                               "prefix": round(float(result.prefix_r), 4)}
+    return Explanation(
+        id=utt_id, tokens=pieces, spectrogram_saliency=np.asarray(spec[:K, :n_frames], np.float32),
+        prefix_saliency=np.asarray(prefix[:K, :K], np.float32), prefix_tokens=["</s>"] + pieces[:-1],
+        text=model.tokenizer.decode(tokens), n_masks=result.n_masks, n_token_masks=result.n_token_masks, meta=meta)
 
 
 def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *, ids: Sequence[str] | None = None,
@@ -80,15 +98,8 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     for utt_id, feats, tokens, seg in zip(ids, features, targets, prefetch(lambda f: segment(f, cfg), features)):
         inputs = sweep.prepare(feats, tokens, seg, utt_id, cfg, plan)
         state = sweep.init(params, inputs, plan=plan)
-        spec, prefix = jax.device_get(sweep.run(state, plan, cfg, bar.update if bar else None))
-        K, T = len(tokens), feats.shape[0]
-        pieces = model.dictionary.pieces(tokens)
-        results.append(Explanation(
-            id=utt_id, tokens=pieces, spectrogram_saliency=np.asarray(spec[:K, :T], np.float32),
-            prefix_saliency=np.asarray(prefix[:K, :K], np.float32), prefix_tokens=["</s>"] + pieces[:-1],
-            text=model.tokenizer.decode(tokens), n_masks=cfg.masks_per_level * cfg.n_levels,
-            n_token_masks=cfg.n_token_masks,
-            meta={"requested_segments": list(seg.requested), "n_segments": [int(n) for n in seg.n_segments]}))
+        results.append(explanation(model, utt_id, tokens, feats.shape[0], seg, cfg,
+                                   sweep.run(state, plan, cfg, bar.update if bar else None)))
     if bar:
         bar.close()
     return results[0] if single else results

@@ -72,8 +72,8 @@ def _sweep(model, feats, tokens, seg, utt_id, cfg, plan, replay=None):
     """One utterance through the core: (L, T, C) and (L, L) maps and the (L, V) unperturbed log-probs."""
     inputs = core.prepare(feats, tokens, seg, utt_id, cfg, plan, replay)
     state = core.init(compute_params(model, plan), inputs, plan=plan)
-    spec, prefix = core.run(state, plan, cfg)
-    return np.asarray(spec), np.asarray(prefix), np.asarray(state.log_p)
+    res = core.run(state, plan, cfg)
+    return np.asarray(res.spectrogram), np.asarray(res.prefix), np.asarray(state.log_p)
 
 
 def test_engine_on_reference_masks_matches_reference_maps(converted):

@@ -17,8 +17,10 @@ import jax.numpy as jnp
 
 from ..audio import FRAME_SHIFT_S
 
-# fold_in tag of the prefix-token masks, distinct from every spectrogram level.
+# fold_in tags of the prefix-token masks and of the orthogonal design's blocks, distinct from every
+# spectrogram level.
 PREFIX_LEVEL = 0x70726566
+DESIGN_BLOCK = 0x6F727468
 
 
 def utterance_key(seed: int, utt_id: str) -> jax.Array:
@@ -37,6 +39,49 @@ def segment_keep(key: jax.Array, level: jax.Array, index: jax.Array, n_slots: in
     """
     u = jax.random.uniform(mask_key(key, level, index), (n_slots,))
     return jnp.where(jnp.arange(n_slots) == 0, 1.0, (u >= p).astype(jnp.float32))
+
+
+def _permute_bits(x: jax.Array, key: jax.Array, k: int) -> jax.Array:
+    """A pseudo-random bijection of [0, 2**k) (uint32 in, uint32 out), one per key.
+
+    Three rounds of (multiply by an odd constant, xor a constant, xor-shift right), each a bijection
+    modulo 2**k: multiplication carries low bits up, the shift carries high bits down.
+    """
+    mask = jnp.uint32((1 << k) - 1)
+    mult, add = jax.random.bits(key, (2, 3), jnp.uint32)
+    shift = jnp.uint32(max(1, (k + 1) // 2))
+    for i in range(3):
+        x = (x * (mult[i] | jnp.uint32(1))) & mask
+        x = (x ^ add[i]) & mask
+        x = x ^ (x >> shift)
+    return x
+
+
+def design_bits(n_slots: int) -> int:
+    """k of the orthogonal design: the Hadamard order 2**k exceeds the slot count (a spare column)."""
+    return max(1, int(n_slots).bit_length())
+
+
+def orthogonal_keep(key: jax.Array, level: jax.Array, index: jax.Array, n_slots: int) -> jax.Array:
+    """Keep bits (n_slots,) of mask ``index`` of ``level`` from a randomised Sylvester-Hadamard design.
+
+    Masks come in blocks of n = 2**k (``design_bits``). In block b, mask row x and segment column
+    c_s are pseudo-random bijections of the row number and the slot (fresh per block), and segment s
+    is occluded when parity(x & c_s) xor f_s, f_s a fair random bit per block and segment. Over a full
+    block every pair of segments is occluded together in exactly n/4 masks (an orthogonal array of
+    strength 2), so one segment's effect does not leak into another's estimate. For any single mask,
+    the f_s make the bits independent fair coins: the reference sampler's distribution at p = 0.5,
+    hence the same Eq. 3 limit.
+    """
+    k = design_bits(n_slots)
+    block, row = index // (1 << k), index % (1 << k)
+    k_row, k_col, k_flip = jax.random.split(jax.random.fold_in(mask_key(key, level, block), DESIGN_BLOCK), 3)
+    x = _permute_bits(row.astype(jnp.uint32), k_row, k)
+    cols = _permute_bits(jnp.arange(n_slots + 1, dtype=jnp.uint32), k_col, k)
+    cols = jnp.where(cols[:-1] == 0, cols[-1], cols[:-1])  # column 0 is constant: use the spare slot's
+    flip = jax.random.bits(k_flip, (n_slots,), jnp.uint32) & jnp.uint32(1)
+    occluded = (jax.lax.population_count(x & cols) & jnp.uint32(1)) ^ flip
+    return jnp.where(jnp.arange(n_slots) == 0, 1.0, 1.0 - occluded.astype(jnp.float32))
 
 
 def prefix_keep(key: jax.Array, index: jax.Array, n_tokens: int, p: jax.Array) -> jax.Array:
@@ -93,16 +138,33 @@ class SegmentMasks:
 
 
 @dataclass(frozen=True)
+class OrthogonalMasks:
+    """Segments occluded by a randomised orthogonal design (``orthogonal_keep``); needs p_spec = 0.5.
+
+    Each mask has the reference sampler's distribution, so Eq. 3 converges to the same maps; within a
+    block of 2**k masks of a level the segments' occlusion patterns are exactly balanced and pairwise
+    orthogonal, which removes the other segments' first-order effects from each segment's estimate.
+    """
+
+    per_segment: ClassVar[bool] = True
+
+    def __call__(self, inputs, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+        level, index = inputs.coords(g)
+        return _occlude_segments(inputs, level, orthogonal_keep(inputs.key, level, index, inputs.n_slots))
+
+
+@dataclass(frozen=True)
 class ReplayedSegmentMasks:
     """Keep bits recorded elsewhere (e.g. the reference's own masks): ``inputs.replay["spectrogram"]``
-    is (N, S) with row g the keep bits of mask g (level-major, like the sampler's numbering)."""
+    is (N, S), level-major: row ``level * per_level + index`` holds mask ``index`` of ``level``."""
 
     per_segment: ClassVar[bool] = True
 
     def __call__(self, inputs, g: jax.Array) -> tuple[jax.Array, jax.Array]:
         recorded = inputs.replay["spectrogram"]
-        level, _ = inputs.coords(g)
-        return _occlude_segments(inputs, level, recorded[jnp.minimum(g, recorded.shape[0] - 1)])
+        level, index = inputs.coords(g)
+        row = jnp.minimum(level * inputs.per_level + index, recorded.shape[0] - 1)
+        return _occlude_segments(inputs, level, recorded[row])
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from ..config import SPESConfig
 from ..models import S2TModel
 from .._shapes import SEGMENT_BUCKET, TOKEN_BUCKET, bucket, round_up
 from ..text import EOS, PAD
-from .perturbation import BubbleMasks, SegmentMasks, TokenMasks, utterance_key
+from .perturbation import BubbleMasks, OrthogonalMasks, SegmentMasks, TokenMasks, utterance_key
 from .scoring import impact
 from .segmentation import Segmentation
 
@@ -87,14 +87,23 @@ class SweepInputs:
     n_slots: int = flax.struct.field(pytree_node=False, default=SEGMENT_BUCKET)
 
     def coords(self, g: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Global mask number -> (granularity level, index within the level)."""
-        level = jnp.minimum(g // self.per_level, self.labels.shape[0] - 1)
-        return level, g % self.per_level
+        """Evaluation position -> (granularity level, index within the level).
+
+        Levels are interleaved (position g evaluates mask g // n_levels of level g % n_levels), so
+        every prefix of the sweep covers all levels equally and a sweep can stop early. The set of
+        masks, and so the full sweep's maps, do not depend on this order.
+        """
+        n_levels = self.labels.shape[0]
+        return g % n_levels, g // n_levels
 
 
 @flax.struct.dataclass
 class Sums:
-    """Partial sums of Eq. 3, one row per device: num (D, ...) and den (D, ...)."""
+    """Partial sums of Eq. 3, one row per device and half: num (D, 2, ...) and den (D, 2, ...).
+
+    Masks with even and odd index go to separate halves: two independent estimates of the same map,
+    whose agreement tells how far the sweep is from convergence (``split_half_r``).
+    """
 
     num: jax.Array
     den: jax.Array
@@ -106,8 +115,8 @@ class SweepState:
 
     log_p: (L, V) float32 unperturbed log-probabilities; cross / enc_valid: the unperturbed encoder's
     cross-attention keys/values and (1, S') validity, reused by every prefix mask.
-    spectrogram: per segment (D, n_levels, S, L) / (D, n_levels, S), or per feature (D, L, T, C) / (D, T, C).
-    prefix: (D, L, L) / (D, L).
+    spectrogram: per segment (D, 2, n_levels, S, L) / (D, 2, n_levels, S), or per feature
+    (D, 2, L, T, C) / (D, 2, T, C). prefix: (D, 2, L, L) / (D, 2, L).
     """
 
     params: Any
@@ -157,8 +166,10 @@ def make_plan(module: S2TModel, config: SPESConfig, devices: Sequence[jax.Device
     module = S2TModel(module.cfg, dtype=jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32)
     n = len(devices)
     if spectrogram_masks is None:
-        spectrogram_masks = (BubbleMasks(config.bubbles_per_second, config.bubble_width_s, config.bubble_height_mel)
-                             if config.perturbation == "bubble" else SegmentMasks())
+        if config.perturbation == "bubble":
+            spectrogram_masks = BubbleMasks(config.bubbles_per_second, config.bubble_width_s, config.bubble_height_mel)
+        else:
+            spectrogram_masks = OrthogonalMasks() if config.sampler == "orthogonal" else SegmentMasks()
     return SweepPlan(module=module, mesh=Mesh(np.array(devices), (AXIS,)),
                      spectrogram_masks=spectrogram_masks, token_masks=token_masks or TokenMasks(),
                      scorer=config.scorer, batch=round_up(config.batch_size, n),
@@ -256,7 +267,7 @@ def init(params, inputs: SweepInputs, *, plan: SweepPlan) -> SweepState:
     logits = apply(inputs.prev[None], cross, enc.valid, method=S2TModel.decode)[0]
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     D, (n_levels, T, C), L = plan.n_devices, inputs.labels.shape, inputs.prev.shape[0]
-    zeros = lambda *shape: jax.lax.with_sharding_constraint(jnp.zeros((D, *shape), jnp.float32), plan.per_device)
+    zeros = lambda *shape: jax.lax.with_sharding_constraint(jnp.zeros((D, 2, *shape), jnp.float32), plan.per_device)
     if plan.spectrogram_masks.per_segment:
         spec = Sums(zeros(n_levels, inputs.n_slots, L), zeros(n_levels, inputs.n_slots))
     else:
@@ -267,6 +278,12 @@ def init(params, inputs: SweepInputs, *, plan: SweepPlan) -> SweepState:
 def _mask_numbers(step: jax.Array, batch: int, local: int) -> jax.Array:
     """The global numbers of this device's masks in ``step``: (local,) int32."""
     return step * batch + jax.lax.axis_index(AXIS) * local + jnp.arange(local)
+
+
+def _by_half(sums: Callable, occluded: jax.Array, index: jax.Array, *args) -> tuple[jax.Array, jax.Array]:
+    """``sums(occluded, *args)`` split by the parity of each mask's index: outputs get a leading axis of 2."""
+    halves = jax.nn.one_hot(index % 2, 2, dtype=occluded.dtype).T  # (2, B)
+    return jax.vmap(lambda w: sums(occluded * w.reshape((-1,) + (1,) * (occluded.ndim - 1)), *args))(halves)
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
@@ -285,10 +302,11 @@ def spectrogram_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> 
             {"params": params}, x[None], inputs.length[None], inputs.prev[None])[0][0])(perturbed)
         r = _scores(plan, inputs, log_p, logits) * valid[:, None]
         occluded = occluded * valid.reshape((-1,) + (1,) * (occluded.ndim - 1))
+        level, index = inputs.coords(g)
         if source.per_segment:
-            d_num, d_den = segment_sums(occluded, inputs.coords(g)[0], r, inputs.labels.shape[0])
+            d_num, d_den = _by_half(segment_sums, occluded, index, level, r, inputs.labels.shape[0])
         else:
-            d_num, d_den = feature_sums(occluded, r)
+            d_num, d_den = _by_half(feature_sums, occluded, index, r)
         return num + d_num[None], den + d_den[None]
 
     num, den = jax.shard_map(body, mesh=plan.mesh, in_specs=(P(), P(), P(), P(AXIS), P(AXIS), P()),
@@ -311,7 +329,7 @@ def prefix_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> Sweep
         logits = jax.vmap(lambda k: plan.module.apply(
             {"params": params}, inputs.prev[None], cross, enc_valid, k[None], method=S2TModel.decode)[0])(keep)
         r = _scores(plan, inputs, log_p, logits) * valid[:, None]
-        d_num, d_den = prefix_sums((1.0 - keep) * valid[:, None], r)
+        d_num, d_den = _by_half(prefix_sums, (1.0 - keep) * valid[:, None], g, r)
         return num + d_num[None], den + d_den[None]
 
     num, den = jax.shard_map(body, mesh=plan.mesh, in_specs=(P(), P(), P(), P(), P(), P(AXIS), P(AXIS), P()),
@@ -325,23 +343,111 @@ def prefix_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> Sweep
 def finalize(state: SweepState, *, plan: SweepPlan) -> tuple[jax.Array, jax.Array]:
     """Reduces the devices' sums once: (L, T, C) spectrogram maps and (L, L) causal prefix maps."""
     _trace("finalize")
-    num, den = state.spectrogram.num.sum(0), state.spectrogram.den.sum(0)
+    return _maps(state, plan, (0, 1))
+
+
+def _maps(state: SweepState, plan: SweepPlan, axes: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Spectrogram and prefix maps of the sums reduced over ``axes`` (device, half)."""
+    num, den = state.spectrogram.num.sum(axes), state.spectrogram.den.sum(axes)
     if plan.spectrogram_masks.per_segment:
-        spec = spectrogram_map(num, den, state.inputs.labels)
+        labels = state.inputs.labels
+        spec = (spectrogram_map(num, den, labels) if num.ndim == 3 else
+                jax.vmap(spectrogram_map, (0, 0, None))(num, den, labels))
     else:
-        spec = ratio(num, den)
-    return spec, prefix_map(state.prefix.num.sum(0), state.prefix.den.sum(0))
+        spec = ratio(num, den[..., None, :, :])
+    pre_num, pre_den = state.prefix.num.sum(axes), state.prefix.den.sum(axes)
+    pre = prefix_map(pre_num, pre_den) if pre_num.ndim == 2 else jax.vmap(prefix_map)(pre_num, pre_den)
+    return spec, pre
+
+
+def _pearson(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
+    """Weighted Pearson r of a and b along the last axis (weights w, broadcast); 1 where both are constant."""
+    n = w.sum(-1)
+    ca, cb = a - (a * w).sum(-1, keepdims=True) / n[..., None], b - (b * w).sum(-1, keepdims=True) / n[..., None]
+    saa, sbb, sab = (ca * ca * w).sum(-1), (cb * cb * w).sum(-1), (ca * cb * w).sum(-1)
+    flat = (saa <= 0) & (sbb <= 0)
+    return jnp.where(flat, 1.0, sab / jnp.sqrt(jnp.maximum(saa * sbb, 1e-30)))
+
+
+def _spearman_brown(rho: jax.Array) -> jax.Array:
+    """Split-half correlation -> estimated correlation of the full-sweep map with its limit."""
+    rho = jnp.clip(rho, 0.0, 1.0)
+    return jnp.sqrt(2.0 * rho / (1.0 + rho))
+
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def split_half_r(state: SweepState, *, plan: SweepPlan) -> tuple[jax.Array, jax.Array]:
+    """Online convergence estimate, on the device: ((L,), ()) estimated Pearson r of each token's
+    spectrogram map, and of the whole causal prefix map, with the maps of infinitely many masks.
+
+    The even- and odd-index masks give two independent half-budget maps; their correlation rho is
+    the half sweep's reliability, and the Spearman-Brown formula 2 rho / (1 + rho) the full sweep's,
+    whose square root is the expected correlation with the limit. Padding frames, tokens beyond K
+    and non-causal prefix cells are left out; a map that is constant in both halves counts as 1.
+    """
+    _trace("split_half_r")
+    inputs = state.inputs
+    spec, pre = _maps(state, plan, (0,))  # (2, L, T, C), (2, L, L)
+    _, L, T, C = spec.shape
+    frames = (jnp.arange(T) < inputs.length)[:, None] * jnp.ones((1, C))
+    r_spec = _spearman_brown(_pearson(spec[0].reshape(L, -1), spec[1].reshape(L, -1), frames.reshape(1, -1)))
+    causal = jnp.tril(jnp.ones((L, L))) * (jnp.arange(L) < inputs.n_tokens)[:, None]
+    r_pre = _spearman_brown(_pearson(pre[0].reshape(-1), pre[1].reshape(-1), causal.reshape(-1)))
+    return r_spec, r_pre
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """What ``run`` returns. spectrogram (L, T, C) and prefix (L, L) maps (device arrays); the masks
+    actually evaluated (fewer than configured when ``until_r`` stopped early); the last online
+    estimate of each token's spectrogram-map r (L,) and of the prefix map's r (), or None."""
+
+    spectrogram: jax.Array
+    prefix: jax.Array
+    n_masks: int
+    n_token_masks: int
+    spectrogram_r: jax.Array | None = None
+    prefix_r: jax.Array | None = None
+
+
+def _checkpoints(n_steps: int, first: int) -> set[int]:
+    """Step counts after which ``run`` checks convergence: from ``first`` on, every ~10 % more masks."""
+    out, s = set(), max(1, first)
+    while s < n_steps:
+        out.add(s)
+        s = max(s + 1, int(s * 1.1))
+    return out
 
 
 def run(state: SweepState, plan: SweepPlan, config: SPESConfig,
-        progress: Callable[[int], None] | None = None) -> tuple[jax.Array, jax.Array]:
+        progress: Callable[[int], None] | None = None) -> SweepResult:
     """All steps of ``config``'s mask counts, then ``finalize``. ``progress(n)`` is told the masks of
-    each step as it is dispatched (dispatch is asynchronous)."""
+    each step as it is dispatched (dispatch is asynchronous).
+
+    With ``config.until_r``, each part (spectrogram, prefix) stops once the split-half estimate says
+    its map correlates with the limit at >= until_r (spectrogram: mean over the K tokens), checked
+    after 1/32 of its budget and then every ~10 % more masks; one (L,) vector per check leaves the
+    device, nothing per mask. The configured counts are then the maximum.
+    """
+    used = {}
+    K = int(state.inputs.n_tokens)
     for kind, total, batch, step_fn in (("spectrogram", config.masks_per_level * config.n_levels * bool(config.n_masks),
                                          plan.batch, spectrogram_step),
                                         ("prefix", config.n_token_masks, plan.token_batch, prefix_step)):
-        for i in range(-(-total // batch)):
+        n_steps = -(-total // batch)
+        checks = _checkpoints(n_steps, -(-n_steps // 32)) if config.until_r is not None else set()
+        done = n_steps
+        for i in range(n_steps):
             state = step_fn(state, np.int32(i), plan=plan)
             if progress:
                 progress(min(batch, total - i * batch))
-    return finalize(state, plan=plan)
+            if i + 1 in checks:
+                r_spec, r_pre = jax.device_get(split_half_r(state, plan=plan))
+                r = float(r_spec[:K].mean()) if kind == "spectrogram" else float(r_pre)
+                if r >= config.until_r:
+                    done = i + 1
+                    break
+        used[kind] = min(total, done * batch)
+    spec, pre = finalize(state, plan=plan)
+    r_spec, r_pre = split_half_r(state, plan=plan) if config.until_r is not None else (None, None)
+    return SweepResult(spec, pre, used["spectrogram"], used["prefix"], r_spec, r_pre)

@@ -27,7 +27,7 @@ from ..config import SPESConfig
 from ..core import sweep
 from ..core.segmentation import prefetch, segment
 from ..errors import SpesError
-from ..explainer import MIN_FRAMES, compute_params
+from ..explainer import MIN_FRAMES, compute_params, explanation
 from ..explanation import Explanation
 from . import rundir
 from .sources import Utterance, load_source, read_corpus
@@ -208,7 +208,6 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
     plan = sweep.make_plan(model.module, cfg, devices or jax.local_devices())
     params = compute_params(model, plan)
     writer = rundir.ShardWriter(mine, rundir.file_attrs(identity), map_dtype)
-    per_utt = cfg.masks_per_level * cfg.n_levels + cfg.n_token_masks
     bar = None
     if progress:
         from tqdm import tqdm
@@ -241,18 +240,12 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
             t = time.perf_counter()
             inputs = sweep.prepare(feats, toks, seg, u.id, cfg, plan)
             state = sweep.init(params, inputs, plan=plan)
-            spec, prefix = jax.device_get(sweep.run(state, plan, cfg))
+            result = sweep.run(state, plan, cfg)
+            buffer.append(explanation(model, u.id, toks, feats.shape[0], seg, cfg, result))
             summary.seconds["sweep"] += time.perf_counter() - t
-            K, T = len(toks), feats.shape[0]
-            pieces = model.dictionary.pieces(toks)
-            buffer.append(Explanation(
-                id=u.id, tokens=pieces, spectrogram_saliency=np.asarray(spec[:K, :T], np.float32),
-                prefix_saliency=np.asarray(prefix[:K, :K], np.float32), prefix_tokens=["</s>"] + pieces[:-1],
-                text=model.tokenizer.decode(toks), n_masks=cfg.masks_per_level * cfg.n_levels,
-                n_token_masks=cfg.n_token_masks,
-                meta={"requested_segments": list(seg.requested), "n_segments": [int(n) for n in seg.n_segments]}))
+            T = feats.shape[0]
             summary.utterances += 1
-            summary.masks += per_utt
+            summary.masks += result.n_masks + result.n_token_masks
             summary.audio_seconds += T * FRAME_SHIFT_S
             if len(buffer) >= shard_size:
                 flush()
