@@ -234,6 +234,10 @@ def auc_rows(utts: list[Utterance], models: dict, n: int, step: int) -> list[dic
 
 def run(args) -> None:
     utts_raw = load_inputs(args.inputs)
+    # round robin over the tasks, so that a time limit leaves both models represented
+    rank = {id(u): i for task in {u["task"] for u in utts_raw}
+            for i, u in enumerate(x for x in utts_raw if x["task"] == task)}
+    utts_raw.sort(key=lambda u: (rank[id(u)], u["task"]))
     models = {task: load_model(task) for task in sorted({u["task"] for u in utts_raw})}
     utts = [Utterance(u, models[u["task"]], args.batch, args.token_batch) for u in utts_raw]
     print(f"device: {device_name()}; {len(utts)} utterances; truth {args.truth} masks; budgets {args.budgets}; "

@@ -1,0 +1,143 @@
+"""Samplers with the reference's limit, the split-half convergence estimate and --until-r."""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from spes_jax import SPESConfig, SpesError, core, explain
+from spes_jax.core import OrthogonalMasks, SegmentMasks, Segmentation
+from spes_jax._shapes import SEGMENT_BUCKET
+from spes_jax.core.perturbation import design_bits, orthogonal_keep
+from spes_jax.core.sweep import ratio, segment_sums
+from support import synthetic_features
+
+S = 20  # segments of the toy segmentation (slots 1..S; slot 0 is padding)
+
+
+def _toy_inputs(cfg: SPESConfig, n_levels: int = 1):
+    """A (64, 80) input cut into S vertical stripes at every level, prepared for the core."""
+    feats = synthetic_features(0.64, seed=1)[:64]
+    stripe = (np.arange(64) * S // 64 + 1).astype(np.int32)
+    labels = np.broadcast_to(stripe[None, :, None], (n_levels, 64, 80)).copy()
+    seg = Segmentation(labels, np.full(n_levels, S), (S,) * n_levels)
+    return feats, seg
+
+
+def _occlusions(source, cfg: SPESConfig, n: int) -> np.ndarray:
+    """(n, S) occlusion bits of masks 0..n-1 of a one-level sweep, straight from a mask source."""
+    feats, seg = _toy_inputs(cfg)
+    inputs = core.prepare(feats, [5, 2], seg, "toy", cfg, _plan(cfg))
+    _, occluded = jax.vmap(source, (None, 0))(inputs, jnp.arange(n))
+    return np.asarray(occluded)[:, 1:S + 1]
+
+
+def _plan(cfg: SPESConfig):
+    """A one-device plan; prepare() only needs its mesh."""
+    from spes_jax.models import ModelConfig, S2TModel
+
+    return core.SweepPlan(module=S2TModel(ModelConfig()), mesh=jax.sharding.Mesh(np.array(jax.devices()[:1]), ("masks",)))
+
+
+def test_orthogonal_design_is_balanced_and_pairwise_orthogonal():
+    cfg = SPESConfig(n_segments=(S,), n_masks=10 ** 6, sampler="orthogonal")
+    n_slots = SEGMENT_BUCKET  # prepare() rounds the slot count up to the segment bucket
+    n = 1 << design_bits(n_slots)
+    o = _occlusions(OrthogonalMasks(), cfg, 2 * n)
+    for block in (o[:n], o[n:]):
+        np.testing.assert_array_equal(block.sum(0), n // 2)  # every segment occluded in half the block
+        pairs = block.T @ block
+        off = pairs[~np.eye(S, dtype=bool)]
+        np.testing.assert_array_equal(off, n // 4)  # every pair occluded together in a quarter
+    assert not np.array_equal(o[:n], o[n:])  # a fresh design per block
+    keep = orthogonal_keep(jax.random.PRNGKey(0), jnp.int32(0), jnp.int32(3), n_slots)
+    assert float(keep[0]) == 1.0  # padding slot never occluded
+
+
+def test_orthogonal_masks_have_the_reference_distribution_per_mask():
+    """Each mask's bits are independent fair coins: over many blocks, every segment's and every
+    pair's occlusion frequency, for a fixed row of the block, matches p = 0.5 and p^2."""
+    cfg = SPESConfig(n_segments=(S,), n_masks=10 ** 6, sampler="orthogonal")
+    n = 1 << design_bits(SEGMENT_BUCKET)
+    o = _occlusions(OrthogonalMasks(), cfg, 200 * n).reshape(200, n, S)[:, 5]  # row 5 of 200 blocks
+    assert abs(o.mean() - 0.5) < 0.03
+    pair = (o[:, :, None] * o[:, None, :]).mean(0)[~np.eye(S, dtype=bool)]
+    assert abs(pair.mean() - 0.25) < 0.02
+
+
+def _estimate(source, cfg: SPESConfig, n: int, score) -> np.ndarray:
+    o = _occlusions(source, cfg, n)
+    r = score(o)[:, None]
+    num, den = segment_sums(jnp.asarray(o), jnp.zeros(n, jnp.int32), jnp.asarray(r), 1)
+    return np.asarray(ratio(num[0, :, 0], den[0]))
+
+
+def test_both_samplers_estimate_the_same_conditional_means():
+    """Eq. 3 per segment is E[r | segment occluded] under independent fair bits. For an additive score
+    the orthogonal design is exact after full blocks (the reference sampler is not); with an
+    interaction both converge to the exact value."""
+    w = np.random.default_rng(0).normal(size=S)
+    additive = lambda o: o @ w
+    exact_add = w + (w.sum() - w) / 2
+    cfg_o = SPESConfig(n_segments=(S,), n_masks=10 ** 6, sampler="orthogonal")
+    cfg_r = SPESConfig(n_segments=(S,), n_masks=10 ** 6)
+    n = 1 << design_bits(SEGMENT_BUCKET)
+    np.testing.assert_allclose(_estimate(OrthogonalMasks(), cfg_o, 2 * n, additive), exact_add, atol=1e-4)
+    assert np.abs(_estimate(SegmentMasks(), cfg_r, 2 * n, additive) - exact_add).max() > 1e-2
+
+    interacting = lambda o: o @ w + 3.0 * o[:, 0] * o[:, 1]
+    exact = exact_add + 3.0 / 4
+    exact[:2] += 3.0 / 4
+    for source, cfg in ((OrthogonalMasks(), cfg_o), (SegmentMasks(), cfg_r)):
+        err = np.abs(_estimate(source, cfg, 64 * n, interacting) - exact)
+        assert err.max() < 0.15, (source, err.max())
+
+
+def test_until_r_stops_early_and_reports_what_it_used(tiny_model):
+    feats = synthetic_features(0.6, seed=3)
+    cfg = SPESConfig.asr(n_segments=(40, 60), n_masks=2048, n_token_masks=512, batch_size=32, token_batch_size=64,
+                         until_r=0.3)
+    before = core.trace_counts()
+    early = explain(tiny_model, feats, cfg, targets=[[5, 6, 7, 2]], ids=["a"])
+    assert early.n_masks < 2048 and early.n_token_masks <= 512
+    est = early.meta["estimated_r"]
+    assert np.mean(est["spectrogram"]) >= 0.3 and len(est["spectrogram"]) == 4
+    counts = core.trace_counts()
+    explain(tiny_model, synthetic_features(0.62, seed=4), cfg, targets=[[5, 6, 7, 2]], ids=["b"])
+    assert core.trace_counts() == counts  # same bucket: nothing retraced, split_half_r included
+    assert counts.get("split_half_r", 0) - before.get("split_half_r", 0) <= 1
+
+    full = explain(tiny_model, feats, cfg.replace(until_r=0.999), targets=[[5, 6, 7, 2]], ids=["a"])
+    assert full.n_masks == 2048 and full.n_token_masks == 512
+
+
+def test_split_half_estimate_grows_with_masks(tiny_model):
+    feats = synthetic_features(0.6, seed=3)
+    est = []
+    for n in (128, 2048):
+        cfg = SPESConfig.asr(n_segments=(40, 60), n_masks=n, n_token_masks=0, batch_size=64, until_r=0.999)
+        e = explain(tiny_model, feats, cfg, targets=[[5, 6, 7, 2]], ids=["a"])
+        est.append(np.mean(e.meta["estimated_r"]["spectrogram"]))
+    assert est[1] > est[0]
+
+
+def test_sampler_options_are_checked():
+    with pytest.raises(SpesError, match="p_spec = 0.5"):
+        SPESConfig(sampler="orthogonal", p_spec=0.4)
+    with pytest.raises(SpesError, match="p_spec = 0.5"):
+        SPESConfig().bubble_noise().replace(sampler="orthogonal")
+    with pytest.raises(SpesError, match="sampler"):
+        SPESConfig(sampler="sobol")
+    with pytest.raises(SpesError, match="until_r"):
+        SPESConfig(until_r=1.0)
+    from spes_jax.commands import sweep_config
+
+    args = argparse.Namespace(masks=600, token_masks=60, seed=1, precision="float32", batch_size=16,
+                              sampler="orthogonal", until_r=0.9)
+    cfg = sweep_config(args, "st")
+    assert (cfg.sampler, cfg.until_r, cfg.threshold_duration) == ("orthogonal", 0.9, 500)
+    assert SPESConfig.from_json(cfg.to_json()) == cfg
