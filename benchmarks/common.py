@@ -34,7 +34,8 @@ def time_call(fn: Callable[[], Any], min_time: float = 2.0, min_reps: int = 3) -
 
 def compiled_flops(jitted, *args, **kwargs) -> float:
     """FLOPs of one call according to XLA's cost analysis of the lowered program (no second compile:
-    on an accelerator a compile of the paper-size step costs more than timing it)."""
+    on an accelerator a compile of the paper-size step costs more than timing it). On GPUs only the
+    compiled program has one, and it leaves out library GEMM calls: count on the CPU backend there."""
     lowered = jitted.lower(*args, **kwargs)
     cost = lowered.cost_analysis() or lowered.compile().cost_analysis()  # GPU: only the compiled one
     if isinstance(cost, (list, tuple)):

@@ -281,6 +281,17 @@ def run(args) -> None:
     print(json.dumps(result["summary"], indent=1))
 
 
+def auc_only(args) -> None:
+    raw = load_inputs(args.inputs)
+    raw = [u for u in raw if u["task"] == "asr"][: args.asr] + [u for u in raw if u["task"] == "st"][: args.st]
+    models = {task: load_model(task) for task in sorted({u["task"] for u in raw})}
+    utts = [Utterance(u, models[u["task"]], args.batch, args.batch) for u in raw]
+    rows = auc_rows(utts, models, args.auc_budget, args.auc_step)
+    with open(args.out, "w") as f:
+        json.dump({"device": device_name(), "ids": [f"{u.task}/{u.u['id']}" for u in utts], "rows": rows}, f, indent=1)
+    print(f"wrote {args.out}")
+
+
 def _write(result: dict) -> None:
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     tmp = RESULTS + ".tmp"
@@ -371,6 +382,15 @@ def main():
     r.add_argument("--token-batch", type=int, default=100)
     r.add_argument("--max-seconds", type=float, default=float("inf"), help="start no new utterance after this")
     r.set_defaults(func=run)
+    a = sub.add_parser("auc", help="only the deletion / size AUC part (e.g. on a CPU), for the first utterances")
+    a.add_argument("--inputs", default=INPUTS)
+    a.add_argument("--asr", type=int, default=6)
+    a.add_argument("--st", type=int, default=5)
+    a.add_argument("--auc-budget", type=int, default=2000)
+    a.add_argument("--auc-step", type=int, default=5)
+    a.add_argument("--batch", type=int, default=100)
+    a.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "convergence_auc.json"))
+    a.set_defaults(func=auc_only)
     g = sub.add_parser("plot")
     g.add_argument("--out", default=os.path.join(ROOT, "docs", "figures", "convergence.png"))
     g.set_defaults(func=plot)
