@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from spes_jax import SPESConfig, SpesError, core, explain
-from spes_jax.core import OrthogonalMasks, SegmentMasks, Segmentation
+from spes_jax.core import OrthogonalMasks, Segmentation
 from spes_jax._shapes import SEGMENT_BUCKET
-from spes_jax.core.perturbation import design_bits, orthogonal_keep
+from spes_jax.core.perturbation import design_bits, orthogonal_keep, segment_keep
 from spes_jax.core.sweep import ratio, segment_sums
 from support import synthetic_features
 
@@ -61,16 +61,25 @@ def test_orthogonal_design_is_balanced_and_pairwise_orthogonal():
 def test_orthogonal_masks_have_the_reference_distribution_per_mask():
     """Each mask's bits are independent fair coins: over many blocks, every segment's and every
     pair's occlusion frequency, for a fixed row of the block, matches p = 0.5 and p^2."""
-    cfg = SPESConfig(n_segments=(S,), n_masks=10 ** 6, sampler="orthogonal")
     n = 1 << design_bits(SEGMENT_BUCKET)
-    o = _occlusions(OrthogonalMasks(), cfg, 200 * n).reshape(200, n, S)[:, 5]  # row 5 of 200 blocks
+    o = _bits("orthogonal", np.arange(400) * n + 5)  # row 5 of 400 blocks
     assert abs(o.mean() - 0.5) < 0.03
     pair = (o[:, :, None] * o[:, None, :]).mean(0)[~np.eye(S, dtype=bool)]
     assert abs(pair.mean() - 0.25) < 0.02
 
 
-def _estimate(source, cfg: SPESConfig, n: int, score) -> np.ndarray:
-    o = _occlusions(source, cfg, n)
+def _bits(sampler: str, index: np.ndarray) -> np.ndarray:
+    """(len(index), S) occlusion bits of masks ``index`` of level 0, from the samplers' pure functions."""
+    key = jax.random.PRNGKey(7)
+    if sampler == "orthogonal":
+        keep = jax.vmap(orthogonal_keep, (None, None, 0, None))(key, 0, jnp.asarray(index), SEGMENT_BUCKET)
+    else:
+        keep = jax.vmap(segment_keep, (None, None, 0, None, None))(key, 0, jnp.asarray(index), SEGMENT_BUCKET, 0.5)
+    return 1.0 - np.asarray(keep)[:, 1:S + 1]
+
+
+def _estimate(sampler: str, n: int, score) -> np.ndarray:
+    o = _bits(sampler, np.arange(n))
     r = score(o)[:, None]
     num, den = segment_sums(jnp.asarray(o), jnp.zeros(n, jnp.int32), jnp.asarray(r), 1)
     return np.asarray(ratio(num[0, :, 0], den[0]))
@@ -83,27 +92,25 @@ def test_both_samplers_estimate_the_same_conditional_means():
     w = np.random.default_rng(0).normal(size=S)
     additive = lambda o: o @ w
     exact_add = w + (w.sum() - w) / 2
-    cfg_o = SPESConfig(n_segments=(S,), n_masks=10 ** 6, sampler="orthogonal")
-    cfg_r = SPESConfig(n_segments=(S,), n_masks=10 ** 6)
     n = 1 << design_bits(SEGMENT_BUCKET)
-    np.testing.assert_allclose(_estimate(OrthogonalMasks(), cfg_o, 2 * n, additive), exact_add, atol=1e-4)
-    assert np.abs(_estimate(SegmentMasks(), cfg_r, 2 * n, additive) - exact_add).max() > 1e-2
+    np.testing.assert_allclose(_estimate("orthogonal", 2 * n, additive), exact_add, atol=1e-4)
+    assert np.abs(_estimate("reference", 2 * n, additive) - exact_add).max() > 1e-2
 
     interacting = lambda o: o @ w + 3.0 * o[:, 0] * o[:, 1]
     exact = exact_add + 3.0 / 4
     exact[:2] += 3.0 / 4
-    for source, cfg in ((OrthogonalMasks(), cfg_o), (SegmentMasks(), cfg_r)):
-        err = np.abs(_estimate(source, cfg, 64 * n, interacting) - exact)
-        assert err.max() < 0.15, (source, err.max())
+    for sampler in ("orthogonal", "reference"):
+        err = np.abs(_estimate(sampler, 64 * n, interacting) - exact)
+        assert err.max() < 0.15, (sampler, err.max())
 
 
 def test_until_r_stops_early_and_reports_what_it_used(tiny_model):
     feats = synthetic_features(0.6, seed=3)
-    cfg = SPESConfig.asr(n_segments=(40, 60), n_masks=2048, n_token_masks=512, batch_size=32, token_batch_size=64,
+    cfg = SPESConfig.asr(n_segments=(40, 60), n_masks=1024, n_token_masks=256, batch_size=32, token_batch_size=64,
                          until_r=0.3)
     before = core.trace_counts()
     early = explain(tiny_model, feats, cfg, targets=[[5, 6, 7, 2]], ids=["a"])
-    assert early.n_masks < 2048 and early.n_token_masks <= 512
+    assert early.n_masks < 1024 and early.n_token_masks <= 256
     est = early.meta["estimated_r"]
     assert np.mean(est["spectrogram"]) >= 0.3 and len(est["spectrogram"]) == 4
     counts = core.trace_counts()
@@ -112,13 +119,13 @@ def test_until_r_stops_early_and_reports_what_it_used(tiny_model):
     assert counts.get("split_half_r", 0) - before.get("split_half_r", 0) <= 1
 
     full = explain(tiny_model, feats, cfg.replace(until_r=0.999), targets=[[5, 6, 7, 2]], ids=["a"])
-    assert full.n_masks == 2048 and full.n_token_masks == 512
+    assert full.n_masks == 1024 and full.n_token_masks == 256
 
 
 def test_split_half_estimate_grows_with_masks(tiny_model):
     feats = synthetic_features(0.6, seed=3)
     est = []
-    for n in (128, 2048):
+    for n in (128, 1024):
         cfg = SPESConfig.asr(n_segments=(40, 60), n_masks=n, n_token_masks=0, batch_size=64, until_r=0.999)
         e = explain(tiny_model, feats, cfg, targets=[[5, 6, 7, 2]], ids=["a"])
         est.append(np.mean(e.meta["estimated_r"]["spectrogram"]))
