@@ -1,6 +1,7 @@
 """Encoder-output saliency (core/encoder_sweep.py, spes_jax.explain_encoder): Eq. 3 against a direct
 loop, compilation reuse, 1 vs 4 devices, precision and bad input."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -25,8 +26,9 @@ def _direct_map(model, feats, tokens, utt_id, seed, p, n_masks):
     multiplied by them, the model's own cross_kv and decoder, KL in float64, a loop over masks."""
     apply = lambda *a, **k: model.module.apply({"params": model.params}, *a, **k)
     enc = jax.jit(lambda x: apply(x[None], np.array([x.shape[0]]), method=S2TModel.encode))(feats)
-    n_frames = int(enc.valid.sum())
-    assert enc.out.shape[1] == n_frames  # unpadded: no padding frame to mind
+    # The valid frames (a prefix: all of them unless CTC compression shortened the sequence).
+    n_frames, n_out = int(enc.valid.sum()), enc.out.shape[1]
+    assert bool(enc.valid[0, :n_frames].all())
     prev = np.array([[2] + tokens[:-1]], np.int32)
     logits_of = jax.jit(lambda h: apply(prev, apply(enc.replace(out=h), method=S2TModel.cross_kv), enc.valid,
                                         method=S2TModel.decode)[0])
@@ -36,11 +38,11 @@ def _direct_map(model, feats, tokens, utt_id, seed, p, n_masks):
     num, den = np.zeros((len(tokens), n_frames)), np.zeros(n_frames)
     uniform = jax.jit(jax.vmap(lambda k, j: jax.random.uniform(jax.random.fold_in(k, j)), (None, 0)))
     for i in range(n_masks):
-        keep = (np.asarray(uniform(jax.random.fold_in(tag, i), np.arange(n_frames))) >= p).astype(np.float32)
+        keep = (np.asarray(uniform(jax.random.fold_in(tag, i), np.arange(n_out))) >= p).astype(np.float32)
         log_q = log_softmax(np.asarray(logits_of(enc.out * keep[None, :, None]), np.float64))
         r = (np.exp(log_p) * (log_p - log_q)).sum(-1)  # KL per token, (K,)
-        num += np.outer(r, 1.0 - keep)
-        den += 1.0 - keep
+        num += np.outer(r, 1.0 - keep[:n_frames])
+        den += 1.0 - keep[:n_frames]
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
 
@@ -52,6 +54,21 @@ def test_eq3_matches_a_direct_loop_over_masks(tiny_model):
     assert got.saliency.shape == want.shape == (4, 20)
     assert got.tokens == ["w1", "w5", "w7", "</s>"] and got.token_ids == tuple(TOKENS)
     assert np.abs(want).max() > 0 and (want == 0).sum() < want.size  # a real map, not all zero
+    np.testing.assert_allclose(got.saliency, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.slow
+def test_ctc_compressed_encoder(tiny_model):
+    """With CTC compression the frames are the compressed ones, as the cross-attention's."""
+    from spes_jax.pipeline import SpeechToTextModel
+
+    cfg = dataclasses.replace(tiny_model.cfg, ctc_compress_strategy="avg")
+    model = SpeechToTextModel(cfg, tiny_model.params, tiny_model.tokenizer)
+    feats = synthetic_features(0.8, seed=4)
+    got = explain_encoder(model, feats, n_masks=12, p=0.4, seed=3, batch_size=8, ids=["u7"], targets=[TOKENS])
+    want = _direct_map(model, feats, TOKENS, "u7", seed=3, p=0.4, n_masks=12)
+    assert got.saliency.shape == want.shape == model.cross_attention(feats, TOKENS).shape[2:]
+    assert want.shape[1] < 20  # compressed below the 20 subsampled frames
     np.testing.assert_allclose(got.saliency, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
 
 
