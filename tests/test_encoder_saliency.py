@@ -22,7 +22,7 @@ TOKENS = [5, 9, 11, 2]
 
 def _direct_map(model, feats, tokens, utt_id, seed, p, n_masks):
     """Eq. 3 by hand: the masks re-derived from their definition (frame j of mask i occluded when
-    U(fold_in(fold_in(fold_in(fold_in(key, tag), i), j)) < p), the unpadded encoder output
+    U(fold_in(fold_in(fold_in(utterance key, tag), i), j)) < p), the unpadded encoder output
     multiplied by them, the model's own cross_kv and decoder, KL in float64, a loop over masks."""
     apply = lambda *a, **k: model.module.apply({"params": model.params}, *a, **k)
     enc = jax.jit(lambda x: apply(x[None], np.array([x.shape[0]]), method=S2TModel.encode))(feats)
@@ -32,7 +32,11 @@ def _direct_map(model, feats, tokens, utt_id, seed, p, n_masks):
     prev = np.array([[2] + tokens[:-1]], np.int32)
     logits_of = jax.jit(lambda h: apply(prev, apply(enc.replace(out=h), method=S2TModel.cross_kv), enc.valid,
                                         method=S2TModel.decode)[0])
-    log_softmax = lambda x: x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(-1, keepdims=True)
+
+    def log_softmax(x):
+        m = x.max(-1, keepdims=True)
+        return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
     log_p = log_softmax(np.asarray(logits_of(enc.out), np.float64))
     tag = jax.random.fold_in(utterance_key(seed, utt_id), encoder_sweep.ENCODER_LEVEL)
     num, den = np.zeros((len(tokens), n_frames)), np.zeros(n_frames)
