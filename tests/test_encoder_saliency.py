@@ -117,7 +117,7 @@ plan = encoder_sweep.make_plan(model.module, batch=32)
 inputs = encoder_sweep.prepare(feats, [5, 9, 11, 2], "u", seed=0, p=0.5, n_masks=80, plan=plan)
 state = encoder_sweep.step(encoder_sweep.init(jax.device_put(model.params, plan.replicated), inputs, plan=plan),
                            np.int32(0), plan=plan)
-shards = state.sums.num.addressable_shards
+shards = state.num.addressable_shards
 assert len(shards) == 4 and {s.data.shape[0] for s in shards} == {1}
 np.testing.assert_allclose(one, four, rtol=1e-5, atol=1e-5 * np.abs(one).max())
 assert np.abs(one).max() > 0

@@ -38,7 +38,7 @@ from ..models import S2TModel
 from ..text import EOS, PAD
 from .perturbation import mask_key, utterance_key
 from .scoring import impact
-from .sweep import AXIS, Sums, prefix_sums, ratio
+from .sweep import AXIS, prefix_sums, ratio
 
 # fold_in tag of the encoder-output masks, distinct from the spectrogram levels and the prefix tag.
 ENCODER_LEVEL = 0x656E636F
@@ -91,7 +91,8 @@ class EncoderState:
 
     log_p: (L, V) float32 unperturbed log-probabilities. cross / blank: per decoder layer the
     cross-attention (keys, values) of H, (1, S', H, D/H) each, and of a zero frame, (1, 1, H, D/H).
-    enc_valid: (1, S') bool. sums: (D, L, S') numerator and (D, S') denominator, one row per device.
+    enc_valid: (1, S') bool. num: (D, L, S') and den: (D, S'), the partial sums of Eq. 3, one row
+    per device.
     """
 
     params: Any
@@ -100,7 +101,8 @@ class EncoderState:
     cross: Any
     blank: Any
     enc_valid: jax.Array
-    sums: Sums
+    num: jax.Array
+    den: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +183,7 @@ def init(params, inputs: EncoderInputs, *, plan: EncoderPlan) -> EncoderState:
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     D, L, S = plan.n_devices, inputs.prev.shape[0], enc.valid.shape[1]
     zeros = lambda *shape: jax.lax.with_sharding_constraint(jnp.zeros((D, *shape), jnp.float32), plan.per_device)
-    return EncoderState(params, inputs, log_p, cross, blank, enc.valid, Sums(zeros(L, S), zeros(S)))
+    return EncoderState(params, inputs, log_p, cross, blank, enc.valid, zeros(L, S), zeros(S))
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
@@ -215,8 +217,8 @@ def step(state: EncoderState, i: jax.Array, *, plan: EncoderPlan) -> EncoderStat
                              in_specs=(P(), P(), P(), P(), P(), P(), P(AXIS), P(AXIS), P()),
                              out_specs=(P(AXIS), P(AXIS)))(
         state.params, state.inputs, state.log_p, state.cross, state.blank, state.enc_valid,
-        state.sums.num, state.sums.den, i)
-    return state.replace(sums=Sums(num, den))
+        state.num, state.den, i)
+    return state.replace(num=num, den=den)
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
@@ -224,7 +226,7 @@ def finalize(state: EncoderState, *, plan: EncoderPlan) -> tuple[jax.Array, jax.
     """Reduces the devices' sums once: the (L, S') map (0 on padding and on never-occluded frames)
     and the encoder's valid length ()."""
     _traces["finalize"] += 1
-    return ratio(state.sums.num.sum(0), state.sums.den.sum(0)), state.enc_valid[0].sum()
+    return ratio(state.num.sum(0), state.den.sum(0)), state.enc_valid[0].sum()
 
 
 def run(state: EncoderState, plan: EncoderPlan, n_masks: int,
