@@ -167,6 +167,7 @@ def prepare(features: np.ndarray, tokens: Sequence[int], utt_id: str, *, seed: i
 
 
 def _decoder_cross_kv(model: S2TModel, h: jax.Array):
+    """Every decoder layer's cross-attention (keys, values) of encoder states h (1, S', D)."""
     return model.decoder.cross_kv(h)
 
 
