@@ -3,6 +3,7 @@
 from .config import SPESConfig
 from .corpus import explain_corpus
 from .decoding import SearchConfig, beam_search, greedy_search
+from .encoder_saliency import EncoderSaliency, explain_encoder
 from .errors import SpesError
 from .explainer import explain
 from .explanation import Explanation, load_explanations, save_explanations
@@ -10,6 +11,6 @@ from .pipeline import Hypothesis, SpeechToTextModel, load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["explain", "explain_corpus", "SPESConfig", "Explanation", "load_explanations",
-           "save_explanations", "SearchConfig", "beam_search", "greedy_search", "SpesError", "Hypothesis",
-           "SpeechToTextModel", "load_model", "__version__"]
+__all__ = ["explain", "explain_corpus", "explain_encoder", "EncoderSaliency", "SPESConfig", "Explanation",
+           "load_explanations", "save_explanations", "SearchConfig", "beam_search", "greedy_search", "SpesError",
+           "Hypothesis", "SpeechToTextModel", "load_model", "__version__"]

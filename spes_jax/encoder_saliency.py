@@ -1,0 +1,124 @@
+"""``explain_encoder``: encoder-output saliency, the decoder-only view of SPES (docs/cross_attention.md).
+
+Host side of ``core.encoder_sweep``: features and hypotheses as in ``explain``, then one compiled
+sweep per utterance that perturbs the encoder output frames instead of the spectrogram (no encoder
+pass per mask). A second call with the same settings and buckets compiles nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from .config import SCORERS, SPESConfig
+from .core import encoder_sweep
+from .errors import SpesError
+from .explainer import _check_length, _utt_id
+from .inputs import input_features
+from .pipeline import SpeechToTextModel
+from .text import EOS
+
+
+@dataclass(frozen=True, repr=False)
+class EncoderSaliency:
+    """Encoder-output saliency of one utterance's hypothesis.
+
+    saliency: (K, T') float32 Eq. 3 map, row k for explained token k, column j for encoder frame j
+    (T' = the encoder's valid length: after subsampling, and after CTC compression if any).
+    tokens: the K pieces (ending with </s>); token_ids: their ids.
+    """
+
+    id: str
+    tokens: list[str]
+    token_ids: tuple[int, ...]
+    saliency: np.ndarray
+    text: str
+    n_masks: int
+    p: float
+    scorer: str
+    seed: int
+
+    def __repr__(self) -> str:
+        return (f"EncoderSaliency(id={self.id!r}, tokens={len(self.tokens)}, frames={self.saliency.shape[1]}, "
+                f"n_masks={self.n_masks}, p={self.p})")
+
+
+def _check_settings(n_masks: int, p: float, scorer: str, seed: int) -> None:
+    if not (isinstance(n_masks, (int, np.integer)) and n_masks >= 1):
+        raise SpesError(f"n_masks must be a positive integer, got {n_masks!r}")
+    if not 0.0 < p < 1.0:
+        raise SpesError(f"p (the occlusion probability of an encoder frame) must be in (0, 1), got {p}")
+    if scorer not in SCORERS:
+        raise SpesError(f"scorer must be one of {SCORERS}, got {scorer!r}")
+    if not 0 <= seed < 2 ** 32:
+        raise SpesError("seed must fit in 32 bits")
+
+
+def _check_target(tokens: Sequence[int], vocab: int, utt_id: str) -> list[int]:
+    ids = [int(t) for t in tokens]
+    if not ids or ids[-1] != EOS:
+        raise SpesError(f"{utt_id}: target token ids must end with </s> ({EOS})")
+    bad = [t for t in ids if not 0 <= t < vocab]
+    if bad:
+        raise SpesError(f"{utt_id}: target token id {bad[0]} is outside the model's vocabulary (0..{vocab - 1})")
+    return ids
+
+
+def explain_encoder(model: SpeechToTextModel, audio, n_masks: int = 2000, p: float = 0.5, *, scorer: str = "kl",
+                    seed: int = 0, batch_size: int = 64, precision: str = "float32",
+                    ids: Sequence[str] | None = None, targets: Sequence[Sequence[int]] | None = None,
+                    devices: Sequence[jax.Device] | None = None, progress: bool = False):
+    """Encoder-output saliency of the model's own hypotheses.
+
+    audio: as for ``explain`` (a path, a (N,) 16 kHz waveform, a (T, C) fbank, or a list). Each of
+    ``n_masks`` masks occludes every valid encoder output frame independently with probability ``p``
+    (the frame's vector set to zeros); the teacher-forced hypothesis is scored with ``scorer`` (KL
+    divergence by default, as SPES) and Eq. 3 gives each (token, encoder frame) the mean score of
+    the masks that occluded the frame. Masks depend only on (seed, utterance id, mask index).
+    Hypotheses are the beam search output unless ``targets`` gives token ids (ending with </s>).
+    Returns an ``EncoderSaliency`` (or a list for a list input).
+    """
+    _check_settings(n_masks, p, scorer, seed)
+    plan = encoder_sweep.make_plan(model.module, scorer=scorer, batch=batch_size, precision=precision,
+                                   devices=devices)
+    single = not isinstance(audio, (list, tuple))
+    audios = [audio] if single else list(audio)
+    if not audios:
+        raise SpesError("nothing to explain")
+    ids = list(ids) if ids is not None else [_utt_id(a, i) for i, a in enumerate(audios)]
+    if len(ids) != len(audios) or len(set(ids)) != len(ids):
+        raise SpesError("give one unique utterance id per input")
+    if targets is not None and len(targets) != len(audios):
+        raise SpesError(f"{len(targets)} targets for {len(audios)} inputs")
+    # The input checks and warnings of ``explain``; the mask count shown in long-input warnings is ours.
+    cost = SPESConfig(n_masks=0, n_token_masks=n_masks)
+    features = [input_features(model, a, cost, os.fspath(a) if isinstance(a, (str, os.PathLike)) else u)
+                for a, u in zip(audios, ids)]
+    for f, u in zip(features, ids):
+        _check_length(f, u)
+    if targets is None:
+        targets = [list(h[0].tokens) for h in model.decode(features)]
+    targets = [_check_target(t, model.cfg.vocab_size, u) for t, u in zip(targets, ids)]
+    params = jax.device_put(model.params, plan.replicated)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(audios) * n_masks, unit="mask", desc="encoder output", dynamic_ncols=True)
+    results = []
+    for utt_id, feats, tokens in zip(ids, features, targets):
+        inputs = encoder_sweep.prepare(feats, tokens, utt_id, seed=seed, p=p, n_masks=n_masks, plan=plan)
+        state = encoder_sweep.init(params, inputs, plan=plan)
+        sal, frames = jax.device_get(encoder_sweep.run(state, plan, n_masks, bar.update if bar else None))
+        K = len(tokens)
+        results.append(EncoderSaliency(
+            id=utt_id, tokens=model.dictionary.pieces(tokens), token_ids=tuple(tokens),
+            saliency=np.asarray(sal[:K, : int(frames)], np.float32), text=model.tokenizer.decode(tokens),
+            n_masks=n_masks, p=float(p), scorer=scorer, seed=seed))
+    if bar:
+        bar.close()
+    return results[0] if single else results
