@@ -86,8 +86,7 @@ def test_file_roundtrip_and_normalisers(word_model, tmp_path):
     from spes_jax.core.contrastive import normalize
 
     exp = explain_contrastive(word_model, synthetic_features(0.6, seed=1), [5, 6, 7, 2], [5, 9, 7, 2], _small(),
-                              scorer="contrastive_raw_difference", word_probability="chain_rule",
-                              normalizer="single_min_max", utt_id="u1")
+                              normalizer="single_min_max", utt_id="u1")  # the plan of the test above
     exp.save(tmp_path / "c.h5")
     back = load_explanations(tmp_path / "c.h5")["u1"]
     assert back.contrastive == exp.contrastive and back.tokens == ["w2"]
@@ -167,8 +166,53 @@ print("OK")
 """
 
 
+@pytest.mark.slow
 def test_same_maps_on_one_and_four_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, os.path.join(ROOT, "tests")], env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+def test_cli_on_the_reference_manifest(converted, tmp_path, capsys):
+    """``spes-jax explain-contrastive --manifest`` reads the reference's own gender TSV (piece
+    texts, .npy filterbanks, 'start-end' spans) and writes an HDF5 file in its layout that
+    ``load_explanations`` reads back; the unperturbed word probabilities are the reference's."""
+    import h5py
+
+    from spes_jax.cli import main
+
+    src = fixture_path("extensions", "gender_explain.tsv")
+    lines = open(src, encoding="utf-8").read().splitlines()
+    manifest = tmp_path / "m.tsv"  # utt0 only, its audio path made absolute
+    cols = lines[1].split("\t")
+    cols[1] = os.path.join(os.path.dirname(src), cols[1])
+    manifest.write_text(lines[0] + "\n" + "\t".join(cols) + "\n", encoding="utf-8")
+    out = tmp_path / "c.h5"
+    args = ["explain-contrastive", "--manifest", str(manifest), "--model", converted("conformer_tiny"), "--masks", "6",
+            "--token-masks", "4", "--batch-size", "8", "--normalizer", "paired_min_max", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    record = np.load(fixture_path("extensions", "gender_fbank_run_record.npz"))
+    exp = load_explanations(out)["utt0"]
+    info = exp.contrastive
+    np.testing.assert_allclose([info["p_orig"], info["q_orig"]],
+                               [record["utt0_word_prob_gt_orig"][0], record["utt0_word_prob_swapped_gt_orig"][0]],
+                               rtol=2e-6)
+    assert (info["start"], info["end"], info["foil_end"], info["word"], info["foil_word"]) == (2, 4, 2, "byear", "she")
+    assert exp.spectrogram_saliency.shape == (1, 102, 80) and exp.prefix_saliency.shape == (1, 9)
+    assert exp.normalized().is_normalized
+    with h5py.File(out) as f:
+        ref = json.load(open(fixture_path("extensions", "gender_e2e_meta.json")))["runs"]["gender_fbank_run"]
+        assert [t.decode() for t in f["utt0/tgt_text"][()]] == ref["utterances"]["utt0"]["tgt_text"]
+        assert f["utt0/tgt_embed_heatmap"].shape == (1, 9, 1)
+        assert f.attrs["explanation_task"] == "contrastive" and f.attrs["normalizer"] == "paired_min_max"
+        np.testing.assert_array_equal(f["utt0"].attrs["token_ids"], record["utt0_target"])
+    capsys.readouterr()
+    assert main(args) == 2 and "exists; pass --overwrite" in capsys.readouterr().err
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(lines[0] + "\n" + "\t".join(cols[:-2] + ["3-4", cols[-1]]) + "\n", encoding="utf-8")
+    assert main(args[:2] + [str(bad)] + args[3:-1] + [str(tmp_path / "bad.h5")]) == 2
+    assert "utt0: the foil tokenises to a different prefix than the target: piece 2" in capsys.readouterr().err
+    assert not (tmp_path / "bad.h5").exists()
+    assert main(["explain-contrastive", str(manifest), "--manifest", str(manifest), "--out", str(tmp_path / "x.h5")]) == 2
+    assert "not both" in capsys.readouterr().err
