@@ -9,14 +9,14 @@ import sys
 import jax
 import numpy as np
 import pytest
+from support import ROOT, fixture_path, synthetic_features
+from test_spes import _reference_keep
 
 from spes_jax import SPESConfig, SpesError, explain_contrastive, load_explanations, load_model
 from spes_jax.contrastive import sweep_utterance, word_pair
 from spes_jax.core import ReplayedSegmentMasks, ReplayedTokenMasks, Segmentation, contrastive_sweep
 from spes_jax.pipeline import SpeechToTextModel
 from spes_jax.text import Dictionary, Tokenizer
-from support import ROOT, fixture_path, synthetic_features
-from test_spes import _reference_keep
 
 WORDS = ["<s>", "<pad>", "</s>", "<unk>"] + [f"\u2581w{i}" for i in range(36)]
 

@@ -25,10 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from .._shapes import TOKEN_BUCKET, round_up
 from ..config import SPESConfig
 from ..errors import SpesError
 from ..models import S2TModel
-from .._shapes import TOKEN_BUCKET, round_up
 from ..text import EOS, PAD
 from . import sweep
 from .contrastive import SCORERS, WORD_PROBABILITIES, causal_word_prefix, score, word_pair_probabilities
