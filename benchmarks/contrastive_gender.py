@@ -10,8 +10,10 @@ gender's article as foil (der -> die, die -> der, das -> der; capitalised alike)
 that decides the gender is the source word of that German noun (the grammar's lexicon); its span
 comes from the synthetic word timings. Measured per utterance: the share of the spectrogram map's
 positive saliency mass (summed over channels) inside the noun's span vs the share its duration would
-give; paired t-test over utterances (one-sided: more than by duration). Also timed: a contrastive
-explanation vs a plain ``explain`` of the same hypothesis with the same masks (warm, no compilation).
+give, for the raw map and for its z-score (``single_mean_std``: the positive part is then the
+above-average saliency, without the map's common offset); paired t-tests over utterances
+(one-sided: more than by duration). Also timed: a contrastive
+explanation vs a plain ``explain`` of the same hypothesis with the same masks (warm, median of 3).
 Needs espeak-ng to synthesise the utterances.
 """
 
@@ -21,7 +23,7 @@ import argparse
 import time
 
 import numpy as np
-from common import device_name, write_results
+from common import device_name, time_call, write_results
 from scipy import stats
 
 from spes_jax import SPESConfig, explain, explain_contrastive, load_model
@@ -98,43 +100,47 @@ def main():
         foil = list(h.tokens)
         foil[i] = model.dictionary.index(foil_piece)
         t0 = time.perf_counter()
-        exp = explain_contrastive(model, f, list(h.tokens), foil, cfg, start=i, end=i, utt_id=u.id)
+        exp = explain_contrastive(model, f, list(h.tokens), foil, cfg, start=i, end=i, utt_id=u.id,
+                                  normalizer="single_mean_std")
         seconds = time.perf_counter() - t0
         _, a, b = u.words[words_en.index(english)]
         share, expected = mass_share(exp.spectrogram_saliency[0], a, b)
+        share_z, _ = mass_share(exp.normalized().spectrogram_saliency[0], a, b)
         c = exp.contrastive
         inputs.append((f, list(h.tokens), foil, i))
         rows.append({"id": u.id, "en": u.en, "hyp": h.text, "article": c["word"], "foil": c["foil_word"],
-                     "noun": english, "noun_start_s": a, "noun_end_s": b, "frames": f.shape[0], "share": share,
-                     "expected": expected, "p_orig": c["p_orig"], "q_orig": c["q_orig"], "seconds": seconds})
-        print(f"{u.id}  {c['word']:>4} vs {c['foil_word']:<4} noun {english:<8} share {share:.3f} "
+                     "noun": english, "noun_start_s": a, "noun_end_s": b, "frames": f.shape[0], "share_raw": share,
+                     "share_z": share_z, "expected": expected, "p_orig": c["p_orig"], "q_orig": c["q_orig"],
+                     "seconds": seconds})
+        print(f"{u.id}  {c['word']:>4} vs {c['foil_word']:<4} noun {english:<8} share raw {share:.3f} z {share_z:.3f} "
               f"(duration {expected:.3f})  P_o {c['p_orig']:.3f} Q_o {c['q_orig']:.2e}  {seconds:.1f} s", flush=True)
     sweep_s = time.perf_counter() - start
-    share, expected = np.array([r["share"] for r in rows]), np.array([r["expected"] for r in rows])
-    t = stats.ttest_rel(share, expected, alternative="greater")
-    print(f"{len(rows)} utterances ({skipped} skipped: no gender-agreeing article or an ambiguous noun); "
-          f"share in the noun's span {share.mean():.3f} vs {expected.mean():.3f} by duration "
-          f"(ratio {np.mean(share / expected):.2f}, {np.sum(share > expected)}/{len(rows)} above); "
-          f"paired t = {t.statistic:.2f}, one-sided p = {t.pvalue:.2e}")
+    expected = np.array([r["expected"] for r in rows])
+    tests = {}
+    for kind in ("raw", "z"):
+        share = np.array([r[f"share_{kind}"] for r in rows])
+        t = stats.ttest_rel(share, expected, alternative="greater")
+        tests[kind] = {"share_mean": float(share.mean()), "ratio_mean": float(np.mean(share / expected)),
+                       "above": int(np.sum(share > expected)), "t": float(t.statistic), "p": float(t.pvalue)}
+        print(f"{kind} map: share in the noun's span {share.mean():.3f} vs {expected.mean():.3f} by duration "
+              f"(ratio {np.mean(share / expected):.2f}, {np.sum(share > expected)}/{len(rows)} above); "
+              f"paired t = {t.statistic:.2f}, one-sided p = {t.pvalue:.2e}")
+    print(f"{len(rows)} utterances ({skipped} skipped: no gender-agreeing article or an ambiguous noun)")
 
-    # warm timing: both functions have compiled for these buckets, so each second call only sweeps
+    # warm timing (median of 3 after a warm-up call, so no compilation): the machine is shared and noisy
     timing = []
     for r, (f, target, foil, i) in zip(rows[:args.timing], inputs):
         runs = {"contrastive": lambda f=f, t=target, q=foil, i=i: explain_contrastive(model, f, t, q, cfg, start=i, end=i),
                 "plain": lambda f=f, t=target: explain(model, f, cfg, targets=[t])}
         row = {"id": r["id"]}
         for name, fn in runs.items():
-            fn()
-            t0 = time.perf_counter()
-            fn()
-            row[name] = time.perf_counter() - t0
+            row[name] = time_call(fn, min_time=0.0, min_reps=3)
         timing.append(row)
         print(f"{r['id']}: contrastive {row['contrastive']:.2f} s, plain {row['plain']:.2f} s, "
               f"ratio {row['contrastive'] / row['plain']:.2f}", flush=True)
     ratio = float(np.mean([x["contrastive"] / x["plain"] for x in timing])) if timing else None
-    summary = {"utterances": len(rows), "skipped": skipped, "share_mean": float(share.mean()),
-               "expected_mean": float(expected.mean()), "ratio_mean": float(np.mean(share / expected)),
-               "above": int(np.sum(share > expected)), "t": float(t.statistic), "p": float(t.pvalue),
+    summary = {"utterances": len(rows), "skipped": skipped, "expected_mean": float(expected.mean()), **{
+               f"{kind}_{k}": v for kind, d in tests.items() for k, v in d.items()},
                "sweep_seconds_total": sweep_s, "time_ratio_contrastive_vs_plain": ratio}
     print(summary)
     path = write_results("contrastive_gender", rows, {"device": device_name(), "model": "st", "n_masks": args.masks,
