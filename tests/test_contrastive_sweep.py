@@ -131,6 +131,23 @@ def test_bad_input(word_model):
         plain.normalized()
 
 
+@pytest.mark.slow
+def test_non_finite_scores_are_counted_and_left_out(tiny_config):
+    """A word probability that underflows to 0 (chain rule over 8 unlikely pieces) makes every
+    predicted_ratio score 0/0: counted, warned about, and kept out of the maps (no NaN)."""
+    from spes_jax.errors import SpesWarning
+    from spes_jax.models import init_params
+
+    model = SpeechToTextModel(tiny_config, jax.tree_util.tree_map(lambda x: 3 * x, init_params(tiny_config, seed=3)),
+                              Tokenizer(Dictionary(WORDS), None))
+    target = [35, 5, 6, 7, 8, 9, 10, 11, 12, 2]
+    with pytest.warns(SpesWarning, match="80 mask\\(s\\) gave a non-finite predicted_ratio score"):
+        exp = explain_contrastive(model, synthetic_features(0.6, seed=4), target, [35, 13, 2], _small(), start=1, end=8,
+                                  scorer="predicted_ratio", word_probability="chain_rule")
+    assert exp.contrastive["p_orig"] == 0 and exp.contrastive["nonfinite_scores"] == 80
+    assert np.all(exp.spectrogram_saliency == 0) and np.all(exp.prefix_saliency == 0)
+
+
 _DEVICE_SCRIPT = r"""
 import numpy as np, jax, sys
 sys.path.insert(0, sys.argv[1])
