@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import SPESConfig
 from .core import contrastive_sweep
-from .core.contrastive import begins_word, contrastive_spans
+from .core.contrastive import NORMALIZERS, begins_word, contrastive_spans
 from .core.segmentation import Segmentation, prefetch, segment
 from .errors import SpesError, SpesWarning
 from .explainer import _check_length, _utt_id
@@ -100,8 +100,6 @@ def sweep_utterance(model: SpeechToTextModel, features: np.ndarray, target_ids: 
 
 
 def check_normalizer(normalizer: str | None) -> None:
-    from .core.contrastive import NORMALIZERS
-
     if normalizer is not None and normalizer not in NORMALIZERS:
         raise SpesError(f"unknown contrastive normaliser {normalizer!r}; choose from {', '.join(NORMALIZERS)}")
 
@@ -162,7 +160,8 @@ def explain_contrastive(model: SpeechToTextModel, audio, target, foil, config: S
     words). scorer: one of ``core.contrastive.SCORERS``; word_probability: chain_rule, length_norm,
     first_only or word_boundary; normalizer (recorded, applied by ``Explanation.normalized()``):
     single_mean_std, paired_min_max or single_min_max. strict=False accepts a span that does not
-    match word boundaries. Returns an ``Explanation`` with one row (maps (1, T, C) and (1, L)).
+    match word boundaries; progress shows a progress bar. Returns an ``Explanation`` with one row
+    (maps (1, T, C) and (1, L)).
     """
     cfg = config or SPESConfig.asr()
     check_normalizer(normalizer)
