@@ -1,6 +1,7 @@
 """spes-jax: SPES explanations for speech-to-text models, in JAX/Flax."""
 
 from .config import SPESConfig
+from .contrastive import explain_contrastive
 from .corpus import explain_corpus
 from .decoding import SearchConfig, beam_search, greedy_search
 from .encoder_saliency import EncoderSaliency, explain_encoder
@@ -11,6 +12,6 @@ from .pipeline import Hypothesis, SpeechToTextModel, load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["explain", "explain_corpus", "explain_encoder", "EncoderSaliency", "SPESConfig", "Explanation",
-           "load_explanations", "save_explanations", "SearchConfig", "beam_search", "greedy_search", "SpesError",
-           "Hypothesis", "SpeechToTextModel", "load_model", "__version__"]
+__all__ = ["explain", "explain_contrastive", "explain_corpus", "explain_encoder", "EncoderSaliency", "SPESConfig",
+           "Explanation", "load_explanations", "save_explanations", "SearchConfig", "beam_search", "greedy_search",
+           "SpesError", "Hypothesis", "SpeechToTextModel", "load_model", "__version__"]

@@ -7,6 +7,7 @@ import sys
 import warnings
 
 from . import __version__, commands
+from .core.contrastive import NORMALIZERS, SCORERS as CONTRASTIVE_SCORERS, WORD_PROBABILITIES
 from .errors import SpesError, SpesNote, SpesWarning
 
 AUDIO_HELP = "audio files: WAV (any PCM or float format), FLAC, OGG/Vorbis, MP3; resampled to 16 kHz mono"
@@ -67,6 +68,33 @@ def build_parser() -> argparse.ArgumentParser:
     _sweep_options(e)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=commands.explain_command)
+
+    x = sub.add_parser("explain-contrastive", help="contrastive SPES: why the model produced a word rather than "
+                       "a foil (one audio file, or a manifest), written to HDF5")
+    x.add_argument("audio", nargs="?", help=AUDIO_HELP + " (or --manifest)")
+    x.add_argument("--manifest", help="TSV with columns id, audio, target (or tgt_text), foil (or "
+                   "swapped_tgt_text) and optionally span ('start-end' piece indices)")
+    x.add_argument("--target", help="the generated text to explain (default: the model's hypothesis)")
+    x.add_argument("--foil", help="the same text with the word replaced (e.g. 'die' -> 'der')")
+    x.add_argument("--word-start", type=int, help="first piece of the word in the target (0-based; default: where "
+                   "target and foil differ)")
+    x.add_argument("--word-end", type=int, help="last piece of the word (inclusive)")
+    x.add_argument("--loose-span", action="store_true", help="accept a span that does not match word boundaries")
+    x.add_argument("--scorer", default="contrastive_parity_ratio", choices=list(CONTRASTIVE_SCORERS))
+    x.add_argument("--word-probability", default="word_boundary", choices=list(WORD_PROBABILITIES))
+    x.add_argument("--normalizer", choices=list(NORMALIZERS), help="recorded in the file, applied on read")
+    x.add_argument("--out", required=True, help="output HDF5 file, .h5 (written only when everything succeeded)")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    x.add_argument("--model", help="converted model directory, or an embedded model: asr, st "
+                   "(default: the embedded model of --task)")
+    x.add_argument("--task", choices=["asr", "st"], help="SPES settings (default: st for --model st, else asr)")
+    x.add_argument("--masks", type=int, default=20000, help="spectrogram masks N_X (default 20000)")
+    x.add_argument("--token-masks", type=int, default=2000, help="prefix masks N_Y (default 2000)")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    x.add_argument("--batch-size", type=int, default=64, help="masks per compiled step")
+    x.add_argument("--quiet", action="store_true", help="no progress bar")
+    x.set_defaults(func=commands.explain_contrastive_command)
 
     v = sub.add_parser("evaluate", help="deletion, insertion and size of an explanation file")
     v.add_argument("explanations", help="HDF5 file written by 'spes-jax explain' (or the reference), or a "

@@ -3,6 +3,7 @@ calls the public Python API and reports. ``cli.py`` builds the parser and dispat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -399,3 +400,54 @@ def merge_command(args) -> None:
 
     n = merge(args.run_dir, args.out)
     print(f"wrote {args.out} ({n} utterances)", file=sys.stderr)
+
+
+def explain_contrastive_command(args) -> None:
+    import numpy as np
+
+    from ._io import check_output
+    from .config import SPESConfig
+    from .contrastive import explain_contrastive_manifest, read_contrastive_manifest, ManifestRow
+    from .explanation import save_explanations
+    from .pipeline import load_model
+    from .provenance import provenance
+
+    if (args.manifest is None) == (args.audio is None):
+        raise SpesError("give one audio file (with --foil) or --manifest, not both")
+    if args.audio is not None and args.foil is None:
+        raise SpesError("--foil is required with an audio file: the hypothesis with the word replaced")
+    if args.manifest is not None and (args.target or args.foil or args.word_start is not None
+                                      or args.word_end is not None):
+        raise SpesError("--target, --foil, --word-start and --word-end apply to one audio file; "
+                        "a manifest gives them per row")
+    if os.path.splitext(args.out)[1].lower() not in HDF5_SUFFIXES:
+        raise SpesError(f"--out {args.out}: explanations are written as HDF5; name the file with one of "
+                        f"{', '.join(HDF5_SUFFIXES)}")
+    check_output(args.out, args.overwrite)
+    if args.manifest is not None:
+        rows = read_contrastive_manifest(args.manifest)
+    else:
+        if not os.path.isfile(args.audio):
+            raise SpesError(f"audio file not found: {args.audio}")
+        rows = [ManifestRow(os.path.splitext(os.path.basename(args.audio))[0], args.audio, args.target, args.foil,
+                            args.word_start, args.word_end)]
+    task = args.task or ("st" if args.model == "st" else "asr")
+    base = SPESConfig.st() if task == "st" else SPESConfig.asr()
+    cfg = base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
+                       precision=args.precision, batch_size=args.batch_size,
+                       token_batch_size=max(args.batch_size, base.token_batch_size))
+    model = load_model(args.model or task)
+    exps = explain_contrastive_manifest(model, rows, cfg, scorer=args.scorer, word_probability=args.word_probability,
+                                        normalizer=args.normalizer, strict=not args.loose_span,
+                                        progress=not args.quiet)
+    attrs, exps = provenance(model, cfg, task, exps, [r.audio for r in rows], explanation_task="contrastive",
+                             contrastive_scorer=args.scorer, word_probability=args.word_probability,
+                             normalizer=args.normalizer or "")
+    ids = lambda pieces: np.array([model.dictionary.index(p) for p in pieces], np.int32)
+    exps = [dataclasses.replace(e, meta={**e.meta, "token_ids": ids(e.contrastive["target"]),
+                                         "foil_token_ids": ids(e.contrastive["foil"])}) for e in exps]
+    save_explanations(args.out, exps, attrs)
+    for e in exps:
+        c = e.contrastive
+        print(f"{e.id}\t{c['word']} vs {c['foil_word']}\tP_o {c['p_orig']:.4g}\tQ_o {c['q_orig']:.4g}")
+    print(f"wrote {args.out}", file=sys.stderr)

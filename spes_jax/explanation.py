@@ -93,13 +93,16 @@ class Explanation:
     def __repr__(self) -> str:
         K, T, C = self.spectrogram_saliency.shape
         return (f"Explanation(id={self.id!r}, text={self.text!r}, {K} tokens, spectrogram_saliency ({K}, {T}, {C}), "
-                f"prefix_saliency ({K}, {K}), n_masks={self.n_masks}, n_token_masks={self.n_token_masks}"
+                f"prefix_saliency {tuple(self.prefix_saliency.shape)}, n_masks={self.n_masks}, n_token_masks={self.n_token_masks}"
                 f"{', normalized' if self.is_normalized else ''})")
 
     def normalized(self) -> "Explanation":
-        """Per-token z-score then paired min-max (the reference's ``single_mean_std paired_min_max``)."""
+        """Per-token z-score then paired min-max (the reference's ``single_mean_std paired_min_max``);
+        a contrastive explanation gets its recorded contrastive normaliser instead."""
         if self.aggregation:
             raise SpesError(f"{self.id}: normalise before aggregating (as the reference does)")
+        if self.contrastive:
+            return self._normalized_contrastive()
         spec, prefix = paired_min_max(*single_mean_std(self.spectrogram_saliency, self.prefix_saliency))
         return dataclasses.replace(self, spectrogram_saliency=spec, prefix_saliency=prefix, is_normalized=True)
 
@@ -112,6 +115,26 @@ class Explanation:
         """(K,) mean over tokens of the normalised prefix maps."""
         exp = self if self.is_normalized else self.normalized()
         return exp.prefix_saliency.mean(axis=0)
+
+    @property
+    def contrastive(self) -> dict | None:
+        """What a contrastive explanation explains (``spes_jax.explain_contrastive``), else None:
+        target / foil pieces, the word's start, end, foil_end (0-based piece indices), word,
+        foil_word, scorer, word_probability, normalizer, p_orig / q_orig (the unperturbed word
+        probabilities) and nonfinite_scores."""
+        return self.meta.get("contrastive")
+
+    def _normalized_contrastive(self) -> "Explanation":
+        from .core.contrastive import normalize
+
+        info = self.contrastive
+        if not info.get("normalizer"):
+            raise SpesError(f"{self.id}: this contrastive explanation records no normaliser "
+                            f"(explain_contrastive(..., normalizer=...))")
+        spec, prefix = normalize(info["normalizer"], self.spectrogram_saliency[0], self.prefix_saliency[0],
+                                 info["start"])
+        return dataclasses.replace(self, spectrogram_saliency=np.asarray(spec)[None],
+                                   prefix_saliency=np.asarray(prefix)[None], is_normalized=True)
 
     @property
     def aggregation(self) -> list[dict]:
@@ -271,8 +294,9 @@ def load_explanations(path: str | os.PathLike) -> dict[str, Explanation]:
                 src = _text(g["src_text"][()]) if "src_text" in g else ""
                 meta = {k: _text(v) if isinstance(v, (str, bytes)) else v for k, v in g.attrs.items()}
                 normalized = bool(meta.pop("normalized", 0))
-                if "aggregation" in meta:
-                    meta["aggregation"] = json.loads(meta["aggregation"])
+                for k in ("aggregation", "contrastive"):
+                    if k in meta:
+                        meta[k] = json.loads(meta[k])
                 out[key] = Explanation(
                     id=key, tokens=tokens, spectrogram_saliency=spec, prefix_saliency=prefix,
                     prefix_tokens=prefix_tokens, text=src[:-4] if src.endswith("</s>") else src,
