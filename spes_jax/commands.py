@@ -46,7 +46,7 @@ def sweep_config(args, task: str):
     return base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
                         precision=args.precision, batch_size=args.batch_size,
                         token_batch_size=max(args.batch_size, base.token_batch_size),
-                        sampler=args.sampler, until_r=args.until_r)
+                        sampler=args.sampler, until_r=getattr(args, "until_r", None))
 
 
 def explain_command(args) -> None:
@@ -406,7 +406,6 @@ def explain_contrastive_command(args) -> None:
     import numpy as np
 
     from ._io import check_output
-    from .config import SPESConfig
     from .contrastive import explain_contrastive_manifest, read_contrastive_manifest, ManifestRow
     from .explanation import save_explanations
     from .pipeline import load_model
@@ -432,10 +431,7 @@ def explain_contrastive_command(args) -> None:
         rows = [ManifestRow(os.path.splitext(os.path.basename(args.audio))[0], args.audio, args.target, args.foil,
                             args.word_start, args.word_end)]
     task = args.task or ("st" if args.model == "st" else "asr")
-    base = SPESConfig.st() if task == "st" else SPESConfig.asr()
-    cfg = base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
-                       precision=args.precision, batch_size=args.batch_size,
-                       token_batch_size=max(args.batch_size, base.token_batch_size))
+    cfg = sweep_config(args, task)
     model = load_model(args.model or task)
     exps = explain_contrastive_manifest(model, rows, cfg, scorer=args.scorer, word_probability=args.word_probability,
                                         normalizer=args.normalizer, strict=not args.loose_span,

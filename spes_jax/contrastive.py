@@ -129,6 +129,8 @@ def _item(model: SpeechToTextModel, audio, target, foil, cfg: SPESConfig, utt_id
 
 def _explain_items(model: SpeechToTextModel, items: Sequence[ContrastiveItem], cfg: SPESConfig, scorer: str,
                    word_probability: str, normalizer: str | None, devices, progress: bool) -> list[Explanation]:
+    if cfg.until_r is not None:
+        raise SpesError("until_r applies to explain / explain_corpus; a contrastive sweep runs its full budget")
     plan = contrastive_sweep.make_plan(model.module, cfg, devices, scorer=scorer, word_probability=word_probability)
     params = jax.device_put(model.params, plan.sweep.replicated)
     bar = None

@@ -99,10 +99,11 @@ class SweepInputs:
 
 @flax.struct.dataclass
 class Sums:
-    """Partial sums of Eq. 3, one row per device and half: num (D, 2, ...) and den (D, 2, ...).
+    """Partial sums of Eq. 3, one row per device: num (D, ...) and den (D, ...).
 
-    Masks with even and odd index go to separate halves: two independent estimates of the same map,
-    whose agreement tells how far the sweep is from convergence (``split_half_r``).
+    The SPES sweep adds a half axis, (D, 2, ...): masks with even and odd index go to separate halves,
+    two independent estimates of the same map whose agreement tells how far the sweep is from
+    convergence (``split_half_r``).
     """
 
     num: jax.Array
