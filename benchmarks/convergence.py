@@ -226,7 +226,7 @@ def auc_rows(utts: list[Utterance], models: dict, n: int, step: int) -> list[dic
             curve = perturbation_curve(models[task], exps, {u.u["id"]: u.u["features"] for u in group},
                                        {u.u["id"]: str(u.u["reference"]) for u in group},
                                        scorer=default_scorer(task), step=step)
-            rows.append({"task": task, "sampler": sampler, "n": n, "deletion_auc": curve.auc,
+            rows.append({"task": task, "sampler": sampler, "n": n, "deletion_auc": curve.auc_fraction,
                          "size_auc": size_curve(exps, step).auc})
             print_table(rows[-1:], list(rows[-1]))
     return rows
