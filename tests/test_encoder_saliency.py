@@ -124,6 +124,7 @@ print("OK")
 """
 
 
+@pytest.mark.slow  # the engine core's own 1-vs-4-device test runs by default (tests/test_spes.py)
 def test_same_map_on_one_and_four_devices(tiny_model, tmp_path):
     model_dir = save_tiny_model(tiny_model, tmp_path)  # loading it is much faster than initialising one
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")

@@ -120,16 +120,7 @@ def test_until_r_stops_early_and_reports_what_it_used(tiny_model):
 
     full = explain(tiny_model, feats, cfg.replace(until_r=0.999), targets=[[5, 6, 7, 2]], ids=["a"])
     assert full.n_masks == 1024 and full.n_token_masks == 256
-
-
-def test_split_half_estimate_grows_with_masks(tiny_model):
-    feats = synthetic_features(0.6, seed=3)
-    est = []
-    for n in (128, 1024):
-        cfg = SPESConfig.asr(n_segments=(40, 60), n_masks=n, n_token_masks=0, batch_size=64, until_r=0.999)
-        e = explain(tiny_model, feats, cfg, targets=[[5, 6, 7, 2]], ids=["a"])
-        est.append(np.mean(e.meta["estimated_r"]["spectrogram"]))
-    assert est[1] > est[0]
+    assert np.mean(full.meta["estimated_r"]["spectrogram"]) > np.mean(est["spectrogram"])  # grows with masks
 
 
 def test_sampler_options_are_checked():

@@ -17,7 +17,7 @@ from spes_jax.core import (ReplayedSegmentMasks, ReplayedTokenMasks, Segmentatio
                            prob_diff, requested_segments, segment, segment_sums, spectrogram_map)
 from spes_jax.explainer import compute_params
 from spes_jax.explanation import Explanation, paired_min_max, single_mean_std
-from support import ROOT, fixture_path, synthetic_features
+from support import ROOT, fixture_path, save_tiny_model, synthetic_features
 
 RUNS = ("utt0", "utt1")
 
@@ -231,18 +231,10 @@ _DEVICE_SCRIPT = r"""
 import numpy as np, jax, sys
 sys.path.insert(0, sys.argv[1])
 from support import synthetic_features
-from spes_jax import SPESConfig, core, explain
+from spes_jax import SPESConfig, core, explain, load_model
 from spes_jax.explainer import compute_params
-from spes_jax.models import ModelConfig, init_params
-from spes_jax.pipeline import SpeechToTextModel
-from spes_jax.text import Dictionary, Tokenizer
 assert jax.device_count() == 4, jax.devices()
-cfg = ModelConfig(conv_channels=32, encoder_embed_dim=32, encoder_layers=2, encoder_attention_heads=4,
-                  conformer_conv_kernel_size=5, decoder_embed_dim=32, decoder_layers=2, decoder_attention_heads=4,
-                  decoder_ffn_embed_dim=64, vocab_size=40, ctc_encoder_layer=1, ctc_vocab_size=41)
-params = jax.tree_util.tree_map(lambda x: 3 * x, init_params(cfg, seed=3))
-model = SpeechToTextModel(cfg, params, Tokenizer(Dictionary(["<s>", "<pad>", "</s>", "<unk>"] +
-                                                             [f"w{i}" for i in range(36)]), None))
+model = load_model(sys.argv[2])
 spes = SPESConfig.asr(n_segments=(30, 60, 90), n_masks=192, n_token_masks=64, batch_size=32, token_batch_size=32)
 feats = synthetic_features(0.8, seed=4)
 one = explain(model, feats, spes, targets=[[5, 9, 11, 2]], devices=jax.devices()[:1])
@@ -263,9 +255,10 @@ print("OK")
 """
 
 
-def test_same_maps_on_one_and_four_devices():
+def test_same_maps_on_one_and_four_devices(tiny_model, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, os.path.join(ROOT, "tests")], env=env,
+    model_dir = save_tiny_model(tiny_model, tmp_path)  # loading it is much faster than initialising one
+    r = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, os.path.join(ROOT, "tests"), model_dir], env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
 
