@@ -30,7 +30,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
 from .._shapes import TOKEN_BUCKET, bucket, round_up
 from ..errors import SpesError
@@ -38,7 +38,7 @@ from ..models import S2TModel
 from ..text import EOS, PAD
 from .perturbation import mask_key, utterance_key
 from .scoring import impact
-from .sweep import AXIS, prefix_sums, ratio
+from .sweep import AXIS, MeshPlan, prefix_sums, ratio
 
 # fold_in tag of the encoder-output masks, distinct from the spectrogram levels and the prefix tag.
 ENCODER_LEVEL = 0x656E636F
@@ -106,7 +106,7 @@ class EncoderState:
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderPlan:
+class EncoderPlan(MeshPlan):
     """What an encoder-output sweep computes and where (static: equal plans share compilations).
 
     module: the model (its dtype is the compute precision); scorer: "kl" or "prob_diff"; batch:
@@ -117,18 +117,6 @@ class EncoderPlan:
     mesh: Mesh
     scorer: str = "kl"
     batch: int = 64
-
-    @property
-    def n_devices(self) -> int:
-        return self.mesh.devices.size
-
-    @property
-    def replicated(self) -> NamedSharding:
-        return NamedSharding(self.mesh, P())
-
-    @property
-    def per_device(self) -> NamedSharding:
-        return NamedSharding(self.mesh, P(AXIS))
 
 
 def make_plan(module: S2TModel, *, scorer: str = "kl", batch: int = 64, precision: str = "float32",

@@ -129,8 +129,26 @@ class SweepState:
     prefix: Sums
 
 
+class MeshPlan:
+    """The shardings of a plan with a 1-D ``mesh`` over the "masks" axis (for the sweeps' plans)."""
+
+    mesh: Mesh
+
+    @property
+    def n_devices(self) -> int:
+        return self.mesh.devices.size
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())
+
+    @property
+    def per_device(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P(AXIS))
+
+
 @dataclasses.dataclass(frozen=True)
-class SweepPlan:
+class SweepPlan(MeshPlan):
     """What a sweep computes and where (static: equal plans share compilations).
 
     module: the model; spectrogram_masks / token_masks: mask sources (``core.perturbation``);
@@ -145,18 +163,6 @@ class SweepPlan:
     scorer: str = "kl"
     batch: int = 64
     token_batch: int = 256
-
-    @property
-    def n_devices(self) -> int:
-        return self.mesh.devices.size
-
-    @property
-    def replicated(self) -> NamedSharding:
-        return NamedSharding(self.mesh, P())
-
-    @property
-    def per_device(self) -> NamedSharding:
-        return NamedSharding(self.mesh, P(AXIS))
 
 
 def make_plan(module: S2TModel, config: SPESConfig, devices: Sequence[jax.Device] | None = None, *,
