@@ -9,7 +9,6 @@ after the word's start, and what was explained in ``meta["contrastive"]`` (see
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 import warnings
@@ -26,6 +25,7 @@ from .errors import SpesError, SpesWarning
 from .explainer import _check_length, _utt_id
 from .explanation import Explanation
 from .inputs import input_features
+from .manifest import read_rows
 from .pipeline import SpeechToTextModel
 from .text import EOS, UNK, WORD_START
 
@@ -193,12 +193,7 @@ def read_contrastive_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     ``gender_terms_indices``: ``start-end``, 0-based inclusive; empty: where the two differ).
     Texts may be plain or SentencePiece pieces separated by spaces."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise SpesError(f"manifest not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows:
-        raise SpesError(f"{path}: empty manifest (a TSV with a header line: id, audio, target, foil[, span])")
+    rows = read_rows(path, "a TSV with a header line: id, audio, target, foil[, span]")
     columns = list(rows[0].keys())
     pick = lambda names: next((c for c in names if c in columns), None)
     target_col, foil_col, span_col = pick(TARGET_COLUMNS), pick(FOIL_COLUMNS), pick(SPAN_COLUMNS)

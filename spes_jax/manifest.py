@@ -20,18 +20,25 @@ class Entry:
     reference: str
 
 
+def read_rows(path: str, hint: str) -> list[dict]:
+    """The rows of a TSV manifest with a header line; one clear error for a missing file, and for an
+    empty one (``hint`` says what the file should hold)."""
+    if not os.path.isfile(path):
+        raise SpesError(f"manifest not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if not rows:
+        raise SpesError(f"{path}: empty manifest ({hint})")
+    return rows
+
+
 def read_manifest(path: str | os.PathLike, require_reference: bool = True) -> list[Entry]:
     """Reads a TSV manifest with a header: ``audio`` and a reference column (``reference``,
     ``tgt_text`` or ``text``), optionally ``id`` (default: the audio file name). Audio paths are
     relative to the manifest's folder. ``require_reference=False`` accepts manifests without a
     reference column (the references are then empty)."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise SpesError(f"manifest not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows:
-        raise SpesError(f"{path}: empty manifest (a TSV with a header line 'id, audio, reference')")
+    rows = read_rows(path, "a TSV with a header line 'id, audio, reference'")
     columns = rows[0].keys()
     ref = next((c for c in _REFERENCE_COLUMNS if c in columns), None)
     if "audio" not in columns or (ref is None and require_reference):
