@@ -7,7 +7,6 @@ pass per mask). A second call with the same settings and buckets compiles nothin
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -17,8 +16,7 @@ import numpy as np
 from .config import SCORERS, SPESConfig
 from .core import encoder_sweep
 from .errors import SpesError
-from .explainer import _check_length, _utt_id
-from .inputs import input_features
+from .explainer import model_inputs
 from .pipeline import SpeechToTextModel
 from .text import EOS
 
@@ -85,21 +83,11 @@ def explain_encoder(model: SpeechToTextModel, audio, n_masks: int = 2000, p: flo
     _check_settings(n_masks, p, scorer, seed)
     plan = encoder_sweep.make_plan(model.module, scorer=scorer, batch=batch_size, precision=precision,
                                    devices=devices)
-    single = not isinstance(audio, (list, tuple))
-    audios = [audio] if single else list(audio)
-    if not audios:
-        raise SpesError("nothing to explain")
-    ids = list(ids) if ids is not None else [_utt_id(a, i) for i, a in enumerate(audios)]
-    if len(ids) != len(audios) or len(set(ids)) != len(ids):
-        raise SpesError("give one unique utterance id per input")
-    if targets is not None and len(targets) != len(audios):
-        raise SpesError(f"{len(targets)} targets for {len(audios)} inputs")
+    n_inputs = len(audio) if isinstance(audio, (list, tuple)) else 1
+    if targets is not None and len(targets) != n_inputs:
+        raise SpesError(f"{len(targets)} targets for {n_inputs} inputs")
     # The input checks and warnings of ``explain``; the mask count shown in long-input warnings is ours.
-    cost = SPESConfig(n_masks=0, n_token_masks=n_masks)
-    features = [input_features(model, a, cost, os.fspath(a) if isinstance(a, (str, os.PathLike)) else u)
-                for a, u in zip(audios, ids)]
-    for f, u in zip(features, ids):
-        _check_length(f, u)
+    single, ids, features = model_inputs(model, audio, SPESConfig(n_masks=0, n_token_masks=n_masks), ids)
     if targets is None:
         targets = [list(h[0].tokens) for h in model.decode(features)]
     targets = [_check_target(t, model.cfg.vocab_size, u) for t, u in zip(targets, ids)]
@@ -108,7 +96,7 @@ def explain_encoder(model: SpeechToTextModel, audio, n_masks: int = 2000, p: flo
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(audios) * n_masks, unit="mask", desc="encoder output", dynamic_ncols=True)
+        bar = tqdm(total=len(features) * n_masks, unit="mask", desc="encoder output", dynamic_ncols=True)
     results = []
     for utt_id, feats, tokens in zip(ids, features, targets):
         inputs = encoder_sweep.prepare(feats, tokens, utt_id, seed=seed, p=p, n_masks=n_masks, plan=plan)

@@ -38,6 +38,26 @@ def _utt_id(audio, i: int) -> str:
     return str(i)
 
 
+def model_inputs(model: SpeechToTextModel, audio, cfg: SPESConfig, ids: Sequence[str] | None
+                 ) -> tuple[bool, list[str], list[np.ndarray]]:
+    """The checked (T, C) features of ``audio`` (one input or a list) and their utterance ids (default:
+    the file names), with the input warnings; whether the input was a single one."""
+    single = not isinstance(audio, (list, tuple))
+    audios = [audio] if single else list(audio)
+    if not audios:
+        raise SpesError("nothing to explain")
+    ids = list(ids) if ids is not None else [_utt_id(a, i) for i, a in enumerate(audios)]
+    if len(ids) != len(audios):
+        raise SpesError(f"{len(ids)} ids for {len(audios)} inputs: give one unique utterance id per input")
+    if len(set(ids)) != len(ids):
+        raise SpesError("utterance ids must be unique (two inputs share a file name?)")
+    features = [input_features(model, a, cfg, os.fspath(a) if isinstance(a, (str, os.PathLike)) else u)
+                for a, u in zip(audios, ids)]
+    for f, u in zip(features, ids):
+        _check_length(f, u)
+    return single, ids, features
+
+
 def compute_params(model: SpeechToTextModel, plan: sweep.SweepPlan):
     """The model's (float32) parameters, replicated on the plan's devices."""
     return jax.device_put(model.params, plan.replicated)
@@ -73,17 +93,7 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     Returns an ``Explanation`` (or a list for a list input).
     """
     cfg = config or SPESConfig.asr()
-    single = not isinstance(audio, (list, tuple))
-    audios = [audio] if single else list(audio)
-    if not audios:
-        raise SpesError("nothing to explain")
-    ids = list(ids) if ids is not None else [_utt_id(a, i) for i, a in enumerate(audios)]
-    if len(set(ids)) != len(ids):
-        raise SpesError("utterance ids must be unique (two inputs share a file name?)")
-    features = [input_features(model, a, cfg, os.fspath(a) if isinstance(a, (str, os.PathLike)) else u)
-                for a, u in zip(audios, ids)]
-    for f, u in zip(features, ids):
-        _check_length(f, u)
+    single, ids, features = model_inputs(model, audio, cfg, ids)
     if targets is None:
         targets = [list(h[0].tokens) for h in model.decode(features)]
     plan = sweep.make_plan(model.module, cfg, devices)
@@ -93,7 +103,7 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
         from tqdm import tqdm
 
         per_utt = cfg.masks_per_level * cfg.n_levels + cfg.n_token_masks
-        bar = tqdm(total=len(audios) * per_utt, unit="mask", desc="SPES", dynamic_ncols=True)
+        bar = tqdm(total=len(features) * per_utt, unit="mask", desc="SPES", dynamic_ncols=True)
     results = []
     for utt_id, feats, tokens, seg in zip(ids, features, targets, prefetch(lambda f: segment(f, cfg), features)):
         inputs = sweep.prepare(feats, tokens, seg, utt_id, cfg, plan)
