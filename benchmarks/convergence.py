@@ -146,18 +146,23 @@ def _mean(x) -> float:
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
+def _at_budgets(state, plan, step_fn, batch: int, budgets: list[int]):
+    """Runs ``step_fn`` steps of ``batch`` masks; at each budget yields (masks so far, state, the maps
+    (spectrogram, prefix), the online estimates (spectrogram (L,), prefix ()))."""
+    done = 0
+    for n in sorted(budgets):
+        for i in range(done // batch, -(-n // batch)):
+            state = step_fn(state, np.int32(i), plan=plan)
+        done = max(done, -(-n // batch) * batch)
+        yield done, state, core.finalize(state, plan=plan), jax.device_get(core.split_half_r(state, plan=plan))
+
+
 def snapshots(utt: Utterance, sampler: str, seed: int, budgets: list[int], n_token: int, truth) -> list[dict]:
     """One sweep of max(budgets) masks; metrics and the online estimate at every budget on the way."""
     cfg, plan, state = utt.sweep(sampler, seed, max(budgets), n_token)
-    rows, done = [], 0
+    rows = []
     t0 = time.perf_counter()
-    for n in sorted(budgets):
-        steps = -(-(n - done) // plan.batch)
-        for i in range(done // plan.batch, done // plan.batch + steps):
-            state = core.spectrogram_step(state, np.int32(i), plan=plan)
-        done += steps * plan.batch
-        spec, _ = core.finalize(state, plan=plan)
-        est, _ = jax.device_get(core.split_half_r(state, plan=plan))
+    for done, state, (spec, _), (est, _) in _at_budgets(state, plan, core.spectrogram_step, plan.batch, budgets):
         m = utt.metrics(spec, truth[1], truth[0], truth[1])
         rows.append({"sampler": sampler, "seed": seed, "n": done, "r_spec": m["r_spec"], "err_spec": m["err_spec"],
                      "estimated_r_spec": float(np.mean(est[: utt.K]))})
@@ -168,14 +173,8 @@ def snapshots(utt: Utterance, sampler: str, seed: int, budgets: list[int], n_tok
 
 def prefix_snapshots(utt: Utterance, seed: int, budgets: list[int], truth) -> list[dict]:
     cfg, plan, state = utt.sweep("reference", seed, 0, max(budgets))
-    rows, done = [], 0
-    for n in sorted(budgets):
-        steps = -(-(n - done) // plan.token_batch)
-        for i in range(done // plan.token_batch, done // plan.token_batch + steps):
-            state = core.prefix_step(state, np.int32(i), plan=plan)
-        done += steps * plan.token_batch
-        _, pre = core.finalize(state, plan=plan)
-        _, est = jax.device_get(core.split_half_r(state, plan=plan))
+    rows = []
+    for done, state, (_, pre), (_, est) in _at_budgets(state, plan, core.prefix_step, plan.token_batch, budgets):
         m = utt.metrics(truth[0], pre, truth[0], truth[1])
         rows.append({"seed": seed, "n_token": done, "r_prefix": m["r_prefix"], "err_prefix": m["err_prefix"],
                      "estimated_r_prefix": float(est)})
