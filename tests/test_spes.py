@@ -320,6 +320,8 @@ def test_bad_inputs(tiny_model):
     bad[3, 3] = np.nan
     with pytest.raises(SpesError, match="NaN"):
         explain(tiny_model, bad)
+    with pytest.raises(SpesError, match="2 ids for 1 inputs"):
+        explain(tiny_model, [synthetic_features(0.5)], ids=["a", "b"])
     with pytest.raises(SpesError, match="smaller than the number of granularity levels"):
         SPESConfig.asr(n_masks=2)
     for p in (-0.1, 1.0, 1.5):
