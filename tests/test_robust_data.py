@@ -156,6 +156,11 @@ def test_merged_word_pairs_are_split_at_the_phoneme_event():
     assert a < b == c < d and 0.05 < b - a < 0.3
     x, spans = synthesize("this is a huge glove.", "en-us-nyc+robosoft2", 157, 75)  # "a 'uge": one event
     assert [w for w, _, _ in spans] == "this is a huge glove".split()
+    # Three words under one event ("of the 'uge"), split from the last word backwards.
+    x, spans = synthesize("the shirts are in front of the huge computer.", "en-us-nyc+whisper", 193, 58)
+    assert [w for w, _, _ in spans] == "the shirts are in front of the huge computer".split()
+    assert all(a < b == c < d for (_, a, b), (_, c, d) in zip(spans[4:8], spans[5:8]))
+    assert min(b - a for _, a, b in spans[5:8]) > 0.03
 
 
 @needs_libespeak

@@ -90,11 +90,28 @@ def _get_engine() -> _Engine:
     return _engine
 
 
-# espeak-ng speaks a few word pairs as one unit ("for the", "on the", "does not"; "a huge" in the New
-# York voice, which drops the /h/) and then reports one WORD event for both. The second word starts at
-# the last run of its onset phonemes among the pair's phoneme events ("the": /D/, or /d/ after /n/;
-# "huge": /h j/ or /j/).
+# espeak-ng speaks a few word groups as one unit ("for the", "on the", "does not"; "a huge" in the New
+# York voice, which drops the /h/; "of the huge") and then reports one WORD event for all of them. Each
+# later word starts at the last run of its onset phonemes before the next word's start ("the": /D/,
+# or /d/ after /n/; "not": /n/; "huge": /h j/ or /j/).
 _MERGED_ONSETS = {"the": (b"D", b"d"), "not": (b"n",), "huge": (b"h", b"j")}
+
+
+def _split_merged(group: list[str], phonemes: list[tuple[int, bytes]], start: int, end: int) -> list[int] | None:
+    """Start samples of ``group``'s words 2..n inside one WORD event's [start, end), found from the last
+    word backwards; None when a word has no known onset or its onset is not among the phonemes."""
+    splits, stop = [], end
+    for word in reversed(group[1:]):
+        onsets = _MERGED_ONSETS.get(word.lower(), ())
+        inner = [(s, name in onsets) for s, name in phonemes if start < s < stop]
+        last = max((i for i, (_, hit) in enumerate(inner) if hit), default=None)
+        if last is None:
+            return None
+        while last and inner[last - 1][1]:
+            last -= 1
+        stop = inner[last][0]
+        splits.append(stop)
+    return splits[::-1]
 
 
 def word_spans(text: str, events: list, rate: int) -> list[tuple[str, float, float]]:
@@ -102,7 +119,7 @@ def word_spans(text: str, events: list, rate: int) -> list[tuple[str, float, flo
     [(type, text position (1-based), length, sample, id)].
 
     A word starts at its WORD event and ends at the next WORD event, pause phoneme or clause end; the
-    pairs espeak-ng merges into one event are split at the second word's first phoneme event.
+    groups espeak-ng merges into one event are split at the later words' onset phoneme events.
     """
     plain = re.sub(r"<[^>]*>", lambda m: " " * len(m.group()), text)  # SSML tags are not words
     words = [(m.start() + 1, m.group()) for m in re.finditer(r"[\w']+", plain)]
@@ -117,18 +134,10 @@ def word_spans(text: str, events: list, rate: int) -> list[tuple[str, float, flo
         group = [w for p, w in words if pos <= p < stop]
         if end is None or end <= start or pos not in {p for p, _ in words}:
             raise SpesError(f"espeak-ng's events do not match the words of {text!r} at position {pos}")
-        if len(group) == 1:
-            spans.append((group[0], start / rate, end / rate))
-            continue
-        onsets = _MERGED_ONSETS.get(group[1].lower(), ()) if len(group) == 2 else ()
-        inner = [(s, name in onsets) for s, name in phonemes if start < s < end]
-        last = max((i for i, (_, hit) in enumerate(inner) if hit), default=None)
-        while last and inner[last - 1][1]:
-            last -= 1
-        split = inner[last][0] if last is not None else None
-        if split is None:
+        bounds = [start] + (_split_merged(group, phonemes, start, end) or []) + [end]
+        if len(bounds) != len(group) + 1:
             raise SpesError(f"espeak-ng spoke {' '.join(group)!r} as one word in {text!r}; cannot split it")
-        spans += [(group[0], start / rate, split / rate), (group[1], split / rate, end / rate)]
+        spans += [(w, a / rate, b / rate) for w, a, b in zip(group, bounds[:-1], bounds[1:])]
     return spans
 
 

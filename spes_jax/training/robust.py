@@ -304,8 +304,15 @@ def build_training(n: int, mix: Mix, seed: int = 1, spliced_voices: int = 32, lo
             continue
         s = next(next_sentence)
         if kind == 0:
-            voice = random_voice(rng)
-            x, spans = continuous(s, voice)
+            for attempt in range(8):
+                voice = random_voice(rng)
+                try:
+                    x, spans = continuous(s, voice)
+                    break
+                except SpesError as e:  # a word group this voice merges and that cannot be split: draw another
+                    if attempt == 7:
+                        raise
+                    log(f"{e}; another voice")
         else:
             voice = bank_voices[rng.integers(len(bank_voices))]
             x, spans = bank.utterance(spoken_words(s.en), voice, rng)

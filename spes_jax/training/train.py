@@ -221,7 +221,9 @@ def main(argv=None):
               "train_sentences": args.train_sentences}
     if args.data == "robust":
         source.update(data="robust", mix=vars(mix), spliced_voices=args.spliced_voices)
-    out = save_model_dir(args.out, cfg, averaged, dict_path, spm_path, source=source, overwrite=True)
+    # A robust model is trained to answer silence with just </s>; fairseq's min_len=1 would forbid that.
+    search = {"min_len": 0} if args.data == "robust" else None
+    out = save_model_dir(args.out, cfg, averaged, dict_path, spm_path, source=source, overwrite=True, search=search)
     if args.data == "robust":
         from .robust import eval_sets, score
 
