@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("transcribe", help="decode audio with beam search")
     t.add_argument("audio", nargs="+", help=AUDIO_HELP)
     t.add_argument("--model", help="converted model directory, or an embedded model: asr (default), st")
-    t.add_argument("--beam", type=int, default=5)
+    t.add_argument("--beam", type=int, default=None, help="beam size (default: the model's, 5 for the embedded models)")
     t.add_argument("--greedy", action="store_true", help="greedy search instead of beam search")
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -10,6 +10,7 @@ rule (the last step may only produce </s>).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -33,6 +34,18 @@ class SearchConfig:
     min_len: int = 1
     lenpen: float = 1.0
     unk_penalty: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "search options") -> "SearchConfig":
+        """A model directory's ``"search"`` section: the defaults it was trained to decode with."""
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise SpesError(f"{where}: unknown search option(s) {', '.join(unknown)} (known: {', '.join(fields)})")
+        try:
+            return cls(**{k: (float(v) if fields[k] == "float" else int(v)) for k, v in d.items()})
+        except (TypeError, ValueError) as e:
+            raise SpesError(f"{where}: bad search option ({e})") from None
 
     def max_len(self, src_frames: int, max_target_positions: int) -> int:
         return min(int(self.max_len_a * src_frames + self.max_len_b), max_target_positions - 1)

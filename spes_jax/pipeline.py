@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -56,11 +57,12 @@ class SpeechToTextModel:
     """An FBK-fairseq speech-to-text model ready to use.
 
     ``module.apply({"params": params}, ...)`` is the pure forward pass; the methods here add audio
-    reading, batching and text handling around it.
+    reading, batching and text handling around it. ``search`` is the decoding every method uses unless
+    given another (from the model directory's ``"search"`` section; the reference's defaults otherwise).
     """
 
     def __init__(self, cfg: ModelConfig, params, tokenizer: Tokenizer, data: dict | None = None,
-                 path: str | None = None, info: dict | None = None):
+                 path: str | None = None, info: dict | None = None, search: SearchConfig | None = None):
         self.cfg = cfg
         self.module = S2TModel(cfg)
         self.params = jax.tree_util.tree_map(jnp.asarray, params)
@@ -68,6 +70,7 @@ class SpeechToTextModel:
         self.data = data or {"cmvn": "utterance", "num_mel_bins": cfg.input_feat_per_channel}
         self.path = path
         self.info = info or {}
+        self.search = search or SearchConfig()
 
     @property
     def dictionary(self) -> Dictionary:
@@ -81,14 +84,15 @@ class SpeechToTextModel:
             raise SpesError(f"{name}audio too short: {feats.shape[0]} frames (need at least 8, i.e. 0.1 s)")
         return feats
 
-    def generate(self, audios: Sequence[Audio], search: SearchConfig = SearchConfig(),
+    def generate(self, audios: Sequence[Audio], search: SearchConfig | None = None,
                  batch_size: int = 8, greedy: bool = False) -> list[list[Hypothesis]]:
         """N-best hypotheses (best first) for every input, batched by length like fairseq."""
         return self.decode([self.features(a) for a in audios], search, batch_size, greedy)
 
-    def decode(self, feats: Sequence[np.ndarray], search: SearchConfig = SearchConfig(),
+    def decode(self, feats: Sequence[np.ndarray], search: SearchConfig | None = None,
                batch_size: int = 8, greedy: bool = False) -> list[list[Hypothesis]]:
         """``generate`` on model inputs: (T_i, C) features already normalised (e.g. perturbed ones)."""
+        search = search or self.search
         order = sorted(range(len(feats)), key=lambda i: -feats[i].shape[0])
         results: list[list[Hypothesis]] = [[] for _ in feats]
         for start in range(0, len(order), batch_size):
@@ -113,14 +117,15 @@ class SpeechToTextModel:
                                   tuple(float(s) for s in res.positional_scores[row, k, :n])))
         return out
 
-    def transcribe(self, audio: Audio | Sequence[Audio], beam: int = 5, batch_size: int = 8,
+    def transcribe(self, audio: Audio | Sequence[Audio], beam: int | None = None, batch_size: int = 8,
                    greedy: bool = False) -> Hypothesis | list[Hypothesis]:
-        """Best hypothesis for one input, or a list for a list of inputs."""
+        """Best hypothesis for one input, or a list for a list of inputs (``beam``: the model's by default)."""
         single = isinstance(audio, (str, os.PathLike)) or (isinstance(audio, np.ndarray) and audio.ndim <= 2)
         audios = [audio] if single else list(audio)
         if not audios:
             raise SpesError("nothing to transcribe")
-        best = [h[0] for h in self.generate(audios, SearchConfig(beam=beam), batch_size, greedy)]
+        search = self.search if beam is None else dataclasses.replace(self.search, beam=beam)
+        best = [h[0] for h in self.generate(audios, search, batch_size, greedy)]
         return best[0] if single else best
 
     def forced_log_probs(self, audio: Audio, target: Sequence[int] | str) -> np.ndarray:
@@ -158,4 +163,5 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextMod
     if len(tokenizer.dictionary) != cfg.vocab_size:
         raise SpesError(f"vocabulary mismatch in {path}: dictionary has {len(tokenizer.dictionary)} "
                         f"symbols, the model {cfg.vocab_size}")
-    return SpeechToTextModel(cfg, params, tokenizer, config.get("data"), path, config.get("source"))
+    search = SearchConfig.from_dict(config.get("search", {}), where=os.path.join(path, "config.json"))
+    return SpeechToTextModel(cfg, params, tokenizer, config.get("data"), path, config.get("source"), search)

@@ -1,6 +1,7 @@
 """Model properties that need no reference: batch invariance, CTC compression rules, no retracing."""
 
 import itertools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -107,3 +108,51 @@ def test_beam_search_compiles_once_per_bucket(tiny_config):
         if n == 70:
             compiled = beam_search._cache_size()
     assert beam_search._cache_size() == compiled
+
+
+def test_model_directory_carries_its_search_defaults(tiny_model, tmp_path):
+    """A model trained to answer silence with just </s> ships ``"search": {"min_len": 0}``; every
+    decoding path (transcribe, generate, the explainer's hypotheses) must then use it."""
+    from spes_jax import explain, SPESConfig
+    from spes_jax.models.io import save_model_dir
+    from spes_jax.pipeline import load_model
+    from spes_jax.text import EOS
+    from support import synthetic_features
+
+    # Logits that do not depend on the input and prefer </s>: the decoder's final norm outputs its
+    # bias, and the output projection scores </s> highest against it.
+    params = jax.tree_util.tree_map(np.asarray, tiny_model.params)
+    bias = np.ones(tiny_model.cfg.decoder_embed_dim, np.float32)
+    params["decoder"]["layer_norm"] = {"scale": np.zeros_like(bias), "bias": bias}
+    kernel = np.array(params["decoder"]["output_projection"]["kernel"])
+    kernel[:, EOS] = 10.0
+    params["decoder"]["output_projection"]["kernel"] = kernel
+    dict_path = tmp_path / "dict.txt"
+    dict_path.write_text("".join(f"{s} 1\n" for s in tiny_model.dictionary.symbols[4:]))
+    feats = synthetic_features(1.0)
+
+    default = load_model(save_model_dir(tmp_path / "default", tiny_model.cfg, params, str(dict_path), None))
+    assert default.search == SearchConfig()
+    assert len(default.transcribe(feats).tokens) > 1  # fairseq's min_len=1 forbids </s> first
+
+    model = load_model(save_model_dir(tmp_path / "robust", tiny_model.cfg, params, str(dict_path), None,
+                                      search={"min_len": 0, "beam": 3}))
+    assert model.search == SearchConfig(beam=3, min_len=0)
+    assert model.transcribe(feats).tokens == (EOS,) and model.transcribe(feats).text == ""
+    assert model.transcribe(feats, beam=5).tokens == (EOS,)  # a beam given keeps the model's min_len
+    assert len(model.decode([feats], SearchConfig())[0][0].tokens) > 1
+    exp = explain(model, feats, SPESConfig(n_masks=24, n_token_masks=16, batch_size=8, token_batch_size=8))
+    assert exp.tokens == ["</s>"] and exp.spectrogram_saliency.shape == (1, 100, 80)
+
+
+def test_model_directory_with_a_bad_search_section(tiny_model, tmp_path):
+    from spes_jax.errors import SpesError
+    from spes_jax.pipeline import load_model
+    from support import save_tiny_model
+
+    path = save_tiny_model(tiny_model, tmp_path)
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    for bad, message in (({"min_length": 0}, "unknown search option"), ({"beam": "wide"}, "bad search option")):
+        (tmp_path / "model" / "config.json").write_text(json.dumps({**config, "search": bad}))
+        with pytest.raises(SpesError, match=message):
+            load_model(path)

@@ -153,7 +153,7 @@ class PerturbationCurve:
 
 def perturbation_curve(model, explanations: Iterable[Explanation], audio: Mapping[str, object],
                        references: Mapping[str, str], metric: str = "deletion", scorer: str = "wer_max",
-                       step: int = 5, search: SearchConfig = SearchConfig(),
+                       step: int = 5, search: SearchConfig | None = None,
                        progress: Callable[[int], None] | None = None) -> PerturbationCurve:
     """Deletion (or insertion) curve of explanations of ``model``'s hypotheses.
 

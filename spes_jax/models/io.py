@@ -3,7 +3,7 @@
 Layout::
 
     DIR/config.json    {"format": "spes-jax-model", "version": 1, "model": {...}, "data": {...},
-                        "source": {...}}
+                        "source": {...}, "search": {...} (optional: default decoding options)}
     DIR/params/        orbax checkpoint of the Flax parameter tree (float32)
     DIR/dict.txt       fairseq target dictionary
     DIR/spm.model      SentencePiece model of the targets (optional)
@@ -29,8 +29,11 @@ DEFAULT_DATA_CONFIG = {"cmvn": "utterance", "num_mel_bins": 80, "sample_rate": 1
 
 def save_model_dir(out_dir: str | os.PathLike, cfg: ModelConfig, params: Any, dict_path: str,
                    spm_path: str | None, data: dict | None = None, source: dict | None = None,
-                   overwrite: bool = False) -> str:
-    """Writes a model directory atomically: into a temporary sibling, then renamed into place."""
+                   overwrite: bool = False, search: dict | None = None) -> str:
+    """Writes a model directory atomically: into a temporary sibling, then renamed into place.
+
+    ``search`` holds the model's default decoding options (``SearchConfig`` fields), e.g.
+    ``{"min_len": 0}`` for a model trained to output the empty hypothesis on silence."""
     import orbax.checkpoint as ocp
 
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -42,6 +45,8 @@ def save_model_dir(out_dir: str | os.PathLike, cfg: ModelConfig, params: Any, di
     try:
         config = {"format": FORMAT, "version": VERSION, "model": cfg.to_dict(),
                   "data": {**DEFAULT_DATA_CONFIG, **(data or {})}, "source": source or {}}
+        if search:
+            config["search"] = search
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(config, f, indent=2)
         shutil.copyfile(dict_path, os.path.join(tmp, "dict.txt"))
