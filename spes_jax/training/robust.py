@@ -384,6 +384,22 @@ def evaluate_main(argv=None) -> None:
                                         indent=1, ensure_ascii=False))
 
 
+def export_main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m spes_jax.training.robust export",
+                                 description="Write one held-out set as a corpus (WAV files, timings.json, asr.tsv, "
+                                 "st.tsv) for spes-jax compare / evaluate / explain-corpus")
+    ap.add_argument("--set", choices=list("abcds"), default="b")
+    ap.add_argument("--n", type=int, default=200, help="utterances (the set's first n)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    from .data import export_corpus
+
+    utts = eval_sets(args.n, 0, args.seed, args.set)[args.set]
+    export_corpus(utts, args.out)
+    print(f"wrote {len(utts)} utterances of set ({args.set}) to {args.out}")
+
+
 def throughput_main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m spes_jax.training.robust throughput",
                                  description="Measure training-data generation speed")
@@ -401,7 +417,7 @@ def throughput_main(argv=None) -> None:
 if __name__ == "__main__":
     import sys
 
-    commands = {"evaluate": evaluate_main, "throughput": throughput_main}
+    commands = {"evaluate": evaluate_main, "export": export_main, "throughput": throughput_main}
     if sys.argv[1:2] and sys.argv[1] in commands:
         try:
             commands[sys.argv[1]](sys.argv[2:])
