@@ -14,7 +14,7 @@ import numpy as np
 
 from . import assets
 from ._shapes import bucket
-from .audio import load_features
+from .audio import FRAME_SHIFT_S, load_features
 from .decoding import SearchConfig, SearchResult, beam_search, greedy_search
 from .errors import SpesError
 from .models import ModelConfig, S2TModel
@@ -59,6 +59,7 @@ class SpeechToTextModel:
     ``module.apply({"params": params}, ...)`` is the pure forward pass; the methods here add audio
     reading, batching and text handling around it. ``search`` is the decoding every method uses unless
     given another (from the model directory's ``"search"`` section; the reference's defaults otherwise).
+    ``data["max_seconds"]``, where set, is the longest input the model handles; longer ones are refused.
     """
 
     def __init__(self, cfg: ModelConfig, params, tokenizer: Tokenizer, data: dict | None = None,
@@ -79,9 +80,14 @@ class SpeechToTextModel:
     def features(self, audio: Audio) -> np.ndarray:
         """An audio file, a (N,) 16 kHz waveform or a raw (T, C) fbank -> (T, C) model input."""
         feats = load_features(audio, self.cfg.input_feat_per_channel, self.data.get("cmvn") == "utterance")
+        name = f"{os.fspath(audio)}: " if isinstance(audio, (str, os.PathLike)) else ""
         if feats.shape[0] < 8:
-            name = f"{os.fspath(audio)}: " if isinstance(audio, (str, os.PathLike)) else ""
             raise SpesError(f"{name}audio too short: {feats.shape[0]} frames (need at least 8, i.e. 0.1 s)")
+        limit = self.data.get("max_seconds")
+        if limit and feats.shape[0] * FRAME_SHIFT_S > limit:
+            raise SpesError(f"{name}audio is {feats.shape[0] * FRAME_SHIFT_S:.1f} s long; this model handles at "
+                            f"most {limit:g} s (it drops speech beyond that): cut the audio into pieces of at "
+                            f"most {limit:g} s, e.g. at pauses")
         return feats
 
     def generate(self, audios: Sequence[Audio], search: SearchConfig | None = None,

@@ -156,3 +156,19 @@ def test_model_directory_with_a_bad_search_section(tiny_model, tmp_path):
         (tmp_path / "model" / "config.json").write_text(json.dumps({**config, "search": bad}))
         with pytest.raises(SpesError, match=message):
             load_model(path)
+
+
+def test_model_directory_input_length_limit(tiny_model, tmp_path):
+    """``data.max_seconds`` (the longest input a model handles) is enforced with one clear error."""
+    from spes_jax.errors import SpesError
+    from spes_jax.models.io import save_model_dir
+    from spes_jax.pipeline import load_model
+    from support import synthetic_features
+
+    dict_path = tmp_path / "dict.txt"
+    dict_path.write_text("".join(f"{s} 1\n" for s in tiny_model.dictionary.symbols[4:]))
+    model = load_model(save_model_dir(tmp_path / "m", tiny_model.cfg, tiny_model.params, str(dict_path), None,
+                                      data={"max_seconds": 1.0}))
+    assert len(model.transcribe(synthetic_features(1.0)).tokens) >= 1
+    with pytest.raises(SpesError, match=r"audio is 1\.5 s long; this model handles at most 1 s"):
+        model.transcribe(synthetic_features(1.5))

@@ -165,6 +165,9 @@ def main(argv=None):
     ap.add_argument("--noise", type=float, default=0.5, help="robust: probability of additive noise")
     ap.add_argument("--spliced-voices", type=int, default=32, help="robust: voice settings of the word bank")
     ap.add_argument("--eval-long", type=int, default=20, help="robust: long held-out inputs scored after training")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="the longest input the model handles (measured on the long held-out inputs); longer "
+                    "inputs are refused with a clear message")
     ap.add_argument("--frame-bucket", type=int, default=128,
                     help="pad frames to multiples of this and tokens to 1/8 of it (robust data: 256, "
                     "fewer compiled shapes)")
@@ -223,7 +226,8 @@ def main(argv=None):
         source.update(data="robust", mix=vars(mix), spliced_voices=args.spliced_voices)
     # A robust model is trained to answer silence with just </s>; fairseq's min_len=1 would forbid that.
     search = {"min_len": 0} if args.data == "robust" else None
-    out = save_model_dir(args.out, cfg, averaged, dict_path, spm_path, source=source, overwrite=True, search=search)
+    out = save_model_dir(args.out, cfg, averaged, dict_path, spm_path, source=source, overwrite=True, search=search,
+                         data={"max_seconds": args.max_seconds} if args.max_seconds else None)
     if args.data == "robust":
         from .robust import eval_sets, score
 
