@@ -79,6 +79,9 @@ def explain_command(args) -> None:
     save_explanations(args.out, exps, attrs)
     for exp in exps:
         print(f"{exp.id}\t{exp.text}")
+        if len(exp.tokens) == 1 and not args.quiet:
+            print(f"spes-jax: note: {exp.id}: the hypothesis is empty (the model hears no speech); its explanation "
+                  f"has only the </s> row", file=sys.stderr)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
