@@ -260,18 +260,22 @@ def eval_sets(n: int = 200, n_long: int = 20, seed: int = 1, which: str = "abcdl
         for i in range(n_long):
             k = int(rng.integers(3, 6))
             group, pool = pool[:k], pool[k:]
-            voice = voices[i % len(voices)]
-            x, spans = np.zeros(int(0.2 * SAMPLE_RATE), np.float32), []
-            for s in group:
-                y, sp = continuous(s, voice)
-                t0 = len(x) / SAMPLE_RATE
-                spans += [(w, a + t0, b + t0) for w, a, b in sp]
-                x = np.concatenate([x, y, np.zeros(int(rng.uniform(0.3, 1.0) * SAMPLE_RATE), np.float32)])
-            x = np.clip(x + rng.standard_normal(len(x)).astype(np.float32) * 1e-4, -1, 1 - 2 ** -15)
-            longs.append(Utterance(f"long{i:02d}", " ".join(s.en for s in group), " ".join(s.de for s in group),
-                                   voice.key(), spans, features(x), x))
+            longs.append(concatenated(f"long{i:02d}", group, voices[i % len(voices)], rng))
         out["long"] = longs
     return out
+
+
+def concatenated(uid: str, sentences: list, voice: Voice, rng: np.random.Generator) -> Utterance:
+    """One input of several sentences, each spoken continuously, with 0.3-1 s pauses between them."""
+    x, spans = np.zeros(int(0.2 * SAMPLE_RATE), np.float32), []
+    for s in sentences:
+        y, sp = continuous(s, voice)
+        t0 = len(x) / SAMPLE_RATE
+        spans += [(w, a + t0, b + t0) for w, a, b in sp]
+        x = np.concatenate([x, y, np.zeros(int(rng.uniform(0.3, 1.0) * SAMPLE_RATE), np.float32)])
+    x = np.clip(x + rng.standard_normal(len(x)).astype(np.float32) * 1e-4, -1, 1 - 2 ** -15)
+    return Utterance(uid, " ".join(s.en for s in sentences), " ".join(s.de for s in sentences), voice.key(),
+                     spans, features(x), x)
 
 
 # ---------------------------------------------------------------- training data
