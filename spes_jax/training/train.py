@@ -24,7 +24,7 @@ import optax
 
 from .._shapes import round_up
 from ..models import ModelConfig, S2TModel, init_params
-from ..models.io import save_model_dir
+from ..models.io import read_model_dir, save_model_dir
 from ..pipeline import SpeechToTextModel, load_model
 from ..text import EOS, Dictionary, Tokenizer
 from .data import Utterance, build, export, wer
@@ -55,6 +55,33 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: str,
     dict_path = os.path.join(out_dir, "dict.txt")
     dictionary.save(dict_path)
     return dict_path, spm_path
+
+
+# Parameters whose rows or columns are the vocabulary: meaningless under another tokenizer.
+VOCABULARY_PARAMS = (("decoder", "embed_tokens"), ("decoder", "output_projection"), ("encoder", "ctc_fc"))
+
+
+def init_from(params: dict, model_dir: str) -> dict:
+    """``params`` with every parameter of the model at ``model_dir`` that has the same path and shape,
+    except the vocabulary-dependent ones (the tokenizer is trained anew). FBK's recipes start a model
+    from a trained encoder the same way; here it carries the acoustic model of an earlier training
+    over to harder data."""
+    source = read_model_dir(model_dir)[1]
+    flat = {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(source)[0]}
+    copied = 0
+
+    def take(path, leaf):
+        nonlocal copied
+        key = tuple(k.key for k in path)
+        old = flat.get(key)
+        if old is None or old.shape != leaf.shape or key[:2] in VOCABULARY_PARAMS:
+            return leaf
+        copied += 1
+        return jnp.asarray(old, leaf.dtype)
+
+    params = jax.tree_util.tree_map_with_path(take, params)
+    print(f"init: {copied} of {len(jax.tree_util.tree_leaves(params))} parameter arrays from {model_dir}", flush=True)
+    return params
 
 
 def _spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -165,6 +192,8 @@ def main(argv=None):
     ap.add_argument("--noise", type=float, default=0.5, help="robust: probability of additive noise")
     ap.add_argument("--spliced-voices", type=int, default=32, help="robust: voice settings of the word bank")
     ap.add_argument("--eval-long", type=int, default=20, help="robust: long held-out inputs scored after training")
+    ap.add_argument("--init-from", default=None,
+                    help="start from this model directory's parameters (all but the vocabulary-dependent ones)")
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="the longest input the model handles (measured on the long held-out inputs); longer "
                     "inputs are refused with a clear message")
@@ -192,6 +221,8 @@ def main(argv=None):
     cfg = small_config(len(tokenizer.dictionary))
     model = S2TModel(cfg)
     params = init_params(cfg, seed=args.seed)
+    if args.init_from:
+        params = init_from(params, args.init_from)
     schedule = lambda s: args.lr * jnp.minimum((s + 1) / args.warmup, jnp.sqrt(args.warmup / (s + 1)))
     opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-8))
     state = opt.init(params)
@@ -224,6 +255,8 @@ def main(argv=None):
               "train_sentences": args.train_sentences}
     if args.data == "robust":
         source.update(data="robust", mix=vars(mix), spliced_voices=args.spliced_voices)
+    if args.init_from:
+        source["init_from"] = read_model_dir(args.init_from)[2].get("source", {})
     # A robust model is trained to answer silence with just </s>; fairseq's min_len=1 would forbid that.
     search = {"min_len": 0} if args.data == "robust" else None
     out = save_model_dir(args.out, cfg, averaged, dict_path, spm_path, source=source, overwrite=True, search=search,
