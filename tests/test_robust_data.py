@@ -177,3 +177,22 @@ def test_eval_sets_are_disjoint_from_training_and_noisy_at_10_db():
     assert all(u.en and u.en not in held for u in train)
     assert all(not u.voice.startswith(robust.HELD_OUT_ACCENT) and "+f3|" not in u.voice for u in train)
     assert [u.en for u in train] == [u.en for u in robust.build_training(4, robust.Mix(1, 0, 0), seed=1)]
+
+
+@needs_libespeak
+def test_multi_sentence_examples():
+    """multi examples hold 2-5 whole sentences in one voice, their words timed in order; a mix without
+    them draws exactly the three-source recipe's examples."""
+    from spes_jax.training import robust
+
+    mix = robust.Mix(continuous=0, spliced=0, nospeech=0, multi=1, noise=0, pause=0)
+    utts = robust.build_training(3, mix, seed=4, spliced_voices=0)
+    for u in utts:
+        n = u.en.count(".") + u.en.count("?")
+        assert 2 <= n <= 5 and len(u.de.split()) > 0
+        assert [w for w, _, _ in u.words] == [w.strip(".,?") for w in u.en.split() if w.strip(".,?")]
+        assert all(a < b <= c for (_, a, b), (_, c, _) in zip(u.words, u.words[1:]))
+    three = robust.Mix(0.5, 0, 0.5)
+    assert [u.en for u in robust.build_training(4, three, seed=1, spliced_voices=0)] == \
+        [u.en for u in robust.build_training(4, robust.Mix.parse("continuous=0.5,nospeech=0.5,multi=0"), seed=1,
+                                             spliced_voices=0)]

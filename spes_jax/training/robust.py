@@ -62,6 +62,7 @@ class Mix:
     continuous: float = 0.6
     spliced: float = 0.3
     nospeech: float = 0.1
+    multi: float = 0.0  # 2-5 sentences in one example, spoken continuously with pauses between them
     noise: float = 0.5  # probability of additive noise on a speech example
     snrs: tuple = (0, 5, 10, 15, 20, 30)  # dB
     pause: float = 0.3  # probability of an internal pause
@@ -69,7 +70,7 @@ class Mix:
     @classmethod
     def parse(cls, text: str, **kw) -> "Mix":
         """``"continuous=0.6,spliced=0.3,nospeech=0.1"`` -> Mix (weights normalised to sum 1, missing = 0)."""
-        names = ("continuous", "spliced", "nospeech")
+        names = ("continuous", "spliced", "nospeech", "multi")
         try:
             parts = {k.strip(): float(v) for k, v in (p.split("=") for p in text.split(","))}
         except ValueError:
@@ -265,14 +266,34 @@ def eval_sets(n: int = 200, n_long: int = 20, seed: int = 1, which: str = "abcdl
     return out
 
 
-def concatenated(uid: str, sentences: list, voice: Voice, rng: np.random.Generator) -> Utterance:
-    """One input of several sentences, each spoken continuously, with 0.3-1 s pauses between them."""
+def _joined(sentences: list, voice: Voice, rng: np.random.Generator) -> tuple[np.ndarray, list]:
+    """Several sentences, each spoken continuously, 0.2 s of silence first and a 0.3-1 s pause after each."""
     x, spans = np.zeros(int(0.2 * SAMPLE_RATE), np.float32), []
     for s in sentences:
         y, sp = continuous(s, voice)
         t0 = len(x) / SAMPLE_RATE
         spans += [(w, a + t0, b + t0) for w, a, b in sp]
         x = np.concatenate([x, y, np.zeros(int(rng.uniform(0.3, 1.0) * SAMPLE_RATE), np.float32)])
+    return x, spans
+
+
+def _speak(sentences: list, rng: np.random.Generator, log) -> tuple[np.ndarray, list, Voice]:
+    """Training speech of one sentence (``continuous``) or several (``_joined``) in a random training
+    voice; another voice where espeak-ng merges a word group it cannot split."""
+    for attempt in range(8):
+        voice = random_voice(rng)
+        try:
+            x, spans = continuous(sentences[0], voice) if len(sentences) == 1 else _joined(sentences, voice, rng)
+            return x, spans, voice
+        except SpesError as e:
+            if attempt == 7:
+                raise
+            log(f"{e}; another voice")
+
+
+def concatenated(uid: str, sentences: list, voice: Voice, rng: np.random.Generator) -> Utterance:
+    """One input of several sentences, each spoken continuously, with 0.3-1 s pauses between them."""
+    x, spans = _joined(sentences, voice, rng)
     x = np.clip(x + rng.standard_normal(len(x)).astype(np.float32) * 1e-4, -1, 1 - 2 ** -15)
     return Utterance(uid, " ".join(s.en for s in sentences), " ".join(s.de for s in sentences), voice.key(),
                      spans, features(x), x)
@@ -289,9 +310,12 @@ def build_training(n: int, mix: Mix, seed: int = 1, spliced_voices: int = 32, lo
     rng = np.random.default_rng(seed)
     exclude = ({s.en for s in grammar.sentences(HELD_OUT_POOL, EVAL_SEED + 1)}  # set (a): data.build's test sentences
                | {s.en for s in held_out_sentences(HELD_OUT_POOL, EVAL_SEED)})
-    n_sources = rng.multinomial(n, [mix.continuous, mix.spliced, mix.nospeech])
-    sents = grammar_large.sentences(int(n_sources[0] + n_sources[1]), seed + 7, exclude=exclude)
-    kinds = np.repeat([0, 1, 2], n_sources)
+    # Without multi-sentence examples the draws are those of the three-source recipe (reproducible runs).
+    n_sources = rng.multinomial(n, [mix.continuous, mix.spliced, mix.nospeech] + ([mix.multi] if mix.multi else []))
+    sizes = rng.integers(2, 6, n_sources[3]) if mix.multi else np.zeros(0, int)  # sentences per multi example
+    sents = grammar_large.sentences(int(n_sources[0] + n_sources[1] + sizes.sum()), seed + 7, exclude=exclude)
+    next_size = iter(sizes)
+    kinds = np.repeat(np.arange(len(n_sources)), n_sources)
     rng.shuffle(kinds)
     bank_voices = [random_voice(rng) for _ in range(spliced_voices)] if n_sources[1] else []
     t0 = time.time()
@@ -306,22 +330,15 @@ def build_training(n: int, mix: Mix, seed: int = 1, spliced_voices: int = 32, lo
             x = no_speech(rng)
             out.append(Utterance(f"train{i:06d}", "", "", "nospeech", [], features(x)))
             continue
-        s = next(next_sentence)
-        if kind == 0:
-            for attempt in range(8):
-                voice = random_voice(rng)
-                try:
-                    x, spans = continuous(s, voice)
-                    break
-                except SpesError as e:  # a word group this voice merges and that cannot be split: draw another
-                    if attempt == 7:
-                        raise
-                    log(f"{e}; another voice")
-        else:
+        group = [next(next_sentence) for _ in range(next(next_size) if kind == 3 else 1)]
+        if kind == 1:
             voice = bank_voices[rng.integers(len(bank_voices))]
-            x, spans = bank.utterance(spoken_words(s.en), voice, rng)
+            x, spans = bank.utterance(spoken_words(group[0].en), voice, rng)
+        else:
+            x, spans, voice = _speak(group, rng, log)
         x, spans = augment(x, spans, mix, rng)
-        out.append(Utterance(f"train{i:06d}", s.en, s.de, voice.key(), spans, features(x)))
+        out.append(Utterance(f"train{i:06d}", " ".join(s.en for s in group), " ".join(s.de for s in group),
+                             voice.key(), spans, features(x)))
         if (i + 1) % 1000 == 0:
             log(f"{i + 1}/{n} training examples in {time.time() - t0:.0f} s")
     return out

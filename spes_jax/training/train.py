@@ -188,7 +188,8 @@ def main(argv=None):
     ap.add_argument("--samples", default=None, help="also export 4 held-out utterances (WAV + timings) here")
     ap.add_argument("--data", choices=["spliced", "robust"], default="spliced",
                     help="spliced: the shipped models' data; robust: continuous + spliced + no-speech, augmented")
-    ap.add_argument("--mix", default="continuous=0.6,spliced=0.3,nospeech=0.1", help="robust: source proportions")
+    ap.add_argument("--mix", default="continuous=0.5,spliced=0.25,nospeech=0.1,multi=0.15",
+                    help="robust: source proportions (multi: 2-5 sentences in one example)")
     ap.add_argument("--noise", type=float, default=0.5, help="robust: probability of additive noise")
     ap.add_argument("--spliced-voices", type=int, default=32, help="robust: voice settings of the word bank")
     ap.add_argument("--eval-long", type=int, default=20, help="robust: long held-out inputs scored after training")
