@@ -57,30 +57,47 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: str,
     return dict_path, spm_path
 
 
-# Parameters whose rows or columns are the vocabulary: meaningless under another tokenizer.
-VOCABULARY_PARAMS = (("decoder", "embed_tokens"), ("decoder", "output_projection"), ("encoder", "ctc_fc"))
+# Parameters indexed by the vocabulary, and the axis: under another tokenizer they are carried over
+# per piece. The CTC head has one more output, the blank, last in both models.
+VOCABULARY_AXES = {("decoder", "embed_tokens", "embedding"): 0, ("decoder", "output_projection", "kernel"): 1,
+                   ("encoder", "ctc_fc", "kernel"): 1, ("encoder", "ctc_fc", "bias"): 0}
 
 
-def init_from(params: dict, model_dir: str) -> dict:
-    """``params`` with every parameter of the model at ``model_dir`` that has the same path and shape,
-    except the vocabulary-dependent ones (the tokenizer is trained anew). FBK's recipes start a model
-    from a trained encoder the same way; here it carries the acoustic model of an earlier training
-    over to harder data."""
-    source = read_model_dir(model_dir)[1]
-    flat = {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(source)[0]}
-    copied = 0
+def init_from(params: dict, model_dir: str, dictionary: Dictionary) -> dict:
+    """``params`` started from the model at ``model_dir``: every parameter with the same path and shape,
+    and the vocabulary-indexed ones row by row for the pieces both dictionaries hold (the others keep
+    their random initialisation). FBK's recipes start a model from a trained encoder the same way; here
+    it carries an earlier training's acoustic model and decoder over to harder data."""
+    _, source, _, dict_path, _ = read_model_dir(model_dir)
+    old_ids = {s: i for i, s in enumerate(Dictionary.load(dict_path).symbols)}
+    new_to_old = np.array([old_ids.get(s, -1) for s in dictionary.symbols])
+    flat = {tuple(k.key for k in path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(source)[0]}
+    copied, pieces = 0, int((new_to_old >= 0).sum())
 
     def take(path, leaf):
         nonlocal copied
         key = tuple(k.key for k in path)
         old = flat.get(key)
-        if old is None or old.shape != leaf.shape or key[:2] in VOCABULARY_PARAMS:
+        if old is None:
+            return leaf
+        if key in VOCABULARY_AXES:
+            axis = VOCABULARY_AXES[key]
+            index = new_to_old
+            if leaf.shape[axis] == len(new_to_old) + 1:  # the CTC blank
+                index = np.append(new_to_old, old.shape[axis] - 1)
+            new = np.moveaxis(np.array(leaf), axis, 0)
+            new[index >= 0] = np.moveaxis(old, axis, 0)[index[index >= 0]]
+            copied += 1
+            return jnp.asarray(np.moveaxis(new, 0, axis), leaf.dtype)
+        if old.shape != leaf.shape:
             return leaf
         copied += 1
         return jnp.asarray(old, leaf.dtype)
 
     params = jax.tree_util.tree_map_with_path(take, params)
-    print(f"init: {copied} of {len(jax.tree_util.tree_leaves(params))} parameter arrays from {model_dir}", flush=True)
+    print(f"init: {copied} of {len(jax.tree_util.tree_leaves(params))} parameter arrays from {model_dir} "
+          f"({pieces} of {len(new_to_old)} pieces shared)", flush=True)
     return params
 
 
@@ -194,7 +211,7 @@ def main(argv=None):
     ap.add_argument("--spliced-voices", type=int, default=32, help="robust: voice settings of the word bank")
     ap.add_argument("--eval-long", type=int, default=20, help="robust: long held-out inputs scored after training")
     ap.add_argument("--init-from", default=None,
-                    help="start from this model directory's parameters (all but the vocabulary-dependent ones)")
+                    help="start from this model directory's parameters (vocabulary-indexed ones per shared piece)")
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="the longest input the model handles (measured on the long held-out inputs); longer "
                     "inputs are refused with a clear message")
@@ -223,7 +240,7 @@ def main(argv=None):
     model = S2TModel(cfg)
     params = init_params(cfg, seed=args.seed)
     if args.init_from:
-        params = init_from(params, args.init_from)
+        params = init_from(params, args.init_from, tokenizer.dictionary)
     schedule = lambda s: args.lr * jnp.minimum((s + 1) / args.warmup, jnp.sqrt(args.warmup / (s + 1)))
     opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-8))
     state = opt.init(params)
