@@ -83,3 +83,31 @@ def test_tokenizer_batches_and_loss(tmp_path):
 def test_wer():
     assert wer(["a b c."], ["a b c."]) == 0
     assert wer(["a b c d"], ["a x c"]) == 50.0
+
+
+def test_init_from_carries_parameters_and_shared_pieces_over(tiny_model, tmp_path):
+    """--init-from: same-shaped parameters are copied; vocabulary-indexed ones per shared piece (the
+    CTC blank included), new pieces keep their random rows."""
+    import dataclasses
+
+    from spes_jax.models import init_params
+    from spes_jax.training.train import init_from
+    from support import save_tiny_model
+
+    src = jax.tree_util.tree_map(np.asarray, tiny_model.params)
+    old = list(tiny_model.dictionary.symbols)
+    new = Dictionary(old[:4] + ["\u2581new"] + old[4:][::-1])  # reordered, one piece more
+    cfg = dataclasses.replace(tiny_model.cfg, vocab_size=len(new), ctc_vocab_size=len(new) + 1)
+    fresh = init_params(cfg, seed=5)
+    params, source = init_from(fresh, save_tiny_model(tiny_model, tmp_path), new)
+    assert source == {}
+    j, k = new.symbols.index(old[10]), new.symbols.index("\u2581new")
+    emb, out = params["decoder"]["embed_tokens"]["embedding"], params["decoder"]["output_projection"]["kernel"]
+    np.testing.assert_array_equal(emb[j], src["decoder"]["embed_tokens"]["embedding"][10])
+    np.testing.assert_array_equal(out[:, j], src["decoder"]["output_projection"]["kernel"][:, 10])
+    np.testing.assert_array_equal(emb[k], fresh["decoder"]["embed_tokens"]["embedding"][k])
+    ctc, ctc_src = params["encoder"]["ctc_fc"], src["encoder"]["ctc_fc"]
+    np.testing.assert_array_equal(ctc["kernel"][:, -1], ctc_src["kernel"][:, -1])  # the blank
+    np.testing.assert_array_equal(ctc["bias"][j], ctc_src["bias"][10])
+    np.testing.assert_array_equal(params["encoder"]["subsample"]["conv_layers_0"]["kernel"],
+                                  src["encoder"]["subsample"]["conv_layers_0"]["kernel"])

@@ -63,12 +63,13 @@ VOCABULARY_AXES = {("decoder", "embed_tokens", "embedding"): 0, ("decoder", "out
                    ("encoder", "ctc_fc", "kernel"): 1, ("encoder", "ctc_fc", "bias"): 0}
 
 
-def init_from(params: dict, model_dir: str, dictionary: Dictionary) -> dict:
+def init_from(params: dict, model_dir: str, dictionary: Dictionary) -> tuple[dict, dict]:
     """``params`` started from the model at ``model_dir``: every parameter with the same path and shape,
     and the vocabulary-indexed ones row by row for the pieces both dictionaries hold (the others keep
     their random initialisation). FBK's recipes start a model from a trained encoder the same way; here
-    it carries an earlier training's acoustic model and decoder over to harder data."""
-    _, source, _, dict_path, _ = read_model_dir(model_dir)
+    it carries an earlier training's acoustic model and decoder over to harder data. Returns the
+    parameters and the starting model's ``source`` record."""
+    _, source, config, dict_path, _ = read_model_dir(model_dir)
     old_ids = {s: i for i, s in enumerate(Dictionary.load(dict_path).symbols)}
     new_to_old = np.array([old_ids.get(s, -1) for s in dictionary.symbols])
     flat = {tuple(k.key for k in path): np.asarray(leaf)
@@ -98,7 +99,7 @@ def init_from(params: dict, model_dir: str, dictionary: Dictionary) -> dict:
     params = jax.tree_util.tree_map_with_path(take, params)
     print(f"init: {copied} of {len(jax.tree_util.tree_leaves(params))} parameter arrays from {model_dir} "
           f"({pieces} of {len(new_to_old)} pieces shared)", flush=True)
-    return params
+    return params, config.get("source", {})
 
 
 def _spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -239,8 +240,9 @@ def main(argv=None):
     cfg = small_config(len(tokenizer.dictionary))
     model = S2TModel(cfg)
     params = init_params(cfg, seed=args.seed)
+    init_source = None
     if args.init_from:
-        params = init_from(params, args.init_from, tokenizer.dictionary)
+        params, init_source = init_from(params, args.init_from, tokenizer.dictionary)
     schedule = lambda s: args.lr * jnp.minimum((s + 1) / args.warmup, jnp.sqrt(args.warmup / (s + 1)))
     opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-8))
     state = opt.init(params)
@@ -273,8 +275,8 @@ def main(argv=None):
               "train_sentences": args.train_sentences}
     if args.data == "robust":
         source.update(data="robust", mix=vars(mix), spliced_voices=args.spliced_voices)
-    if args.init_from:
-        source["init_from"] = read_model_dir(args.init_from)[2].get("source", {})
+    if init_source is not None:
+        source["init_from"] = init_source
     # A robust model is trained to answer silence with just </s>; fairseq's min_len=1 would forbid that.
     search = {"min_len": 0} if args.data == "robust" else None
     out = save_model_dir(args.out, cfg, averaged, dict_path, spm_path, source=source, overwrite=True, search=search,
