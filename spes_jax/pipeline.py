@@ -169,5 +169,9 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextMod
     if len(tokenizer.dictionary) != cfg.vocab_size:
         raise SpesError(f"vocabulary mismatch in {path}: dictionary has {len(tokenizer.dictionary)} "
                         f"symbols, the model {cfg.vocab_size}")
-    search = SearchConfig.from_dict(config.get("search", {}), where=os.path.join(path, "config.json"))
+    where = os.path.join(path, "config.json")
+    search = SearchConfig.from_dict(config.get("search", {}), where=where)
+    limit = (config.get("data") or {}).get("max_seconds")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
+        raise SpesError(f"{where}: data.max_seconds must be a positive number of seconds, got {limit!r}")
     return SpeechToTextModel(cfg, params, tokenizer, config.get("data"), path, config.get("source"), search)

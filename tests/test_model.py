@@ -172,3 +172,6 @@ def test_model_directory_input_length_limit(tiny_model, tmp_path):
     assert len(model.transcribe(synthetic_features(1.0)).tokens) >= 1
     with pytest.raises(SpesError, match=r"audio is 1\.5 s long; this model handles at most 1 s"):
         model.transcribe(synthetic_features(1.5))
+    with pytest.raises(SpesError, match=r"data.max_seconds must be a positive number of seconds, got 'ten'"):
+        load_model(save_model_dir(tmp_path / "bad", tiny_model.cfg, tiny_model.params, str(dict_path), None,
+                                  data={"max_seconds": "ten"}))
