@@ -280,13 +280,14 @@ def _joined(sentences: list, voice: Voice, rng: np.random.Generator) -> tuple[np
 def _speak(sentences: list, rng: np.random.Generator, log) -> tuple[np.ndarray, list, Voice]:
     """Training speech of one sentence (``continuous``) or several (``_joined``) in a random training
     voice; another voice where espeak-ng merges a word group it cannot split."""
-    for attempt in range(8):
+    tries = 8
+    for attempt in range(tries):
         voice = random_voice(rng)
         try:
             x, spans = continuous(sentences[0], voice) if len(sentences) == 1 else _joined(sentences, voice, rng)
             return x, spans, voice
         except SpesError as e:
-            if attempt == 7:
+            if attempt == tries - 1:
                 raise
             log(f"{e}; another voice")
 
