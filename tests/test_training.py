@@ -111,3 +111,18 @@ def test_init_from_carries_parameters_and_shared_pieces_over(tiny_model, tmp_pat
     np.testing.assert_array_equal(ctc["bias"][j], ctc_src["bias"][10])
     np.testing.assert_array_equal(params["encoder"]["subsample"]["conv_layers_0"]["kernel"],
                                   src["encoder"]["subsample"]["conv_layers_0"]["kernel"])
+
+
+def test_lr_schedule_warms_up_decays_and_cools_down():
+    """fairseq's inverse-square-root schedule; --cooldown only scales its last steps linearly to zero."""
+    from spes_jax.training.train import lr_schedule
+
+    plain, cooled = lr_schedule(1e-3, 100, 1000), lr_schedule(1e-3, 100, 1000, cooldown=400)
+    lr = lambda f, s: float(f(s))
+    assert lr(plain, 49) == pytest.approx(5e-4) and lr(plain, 99) == pytest.approx(1e-3)
+    assert lr(plain, 399) == pytest.approx(5e-4)  # sqrt(100 / 400)
+    for s in (0, 99, 399, 600):
+        assert lr(cooled, s) == pytest.approx(lr(plain, s))
+    assert lr(cooled, 800) == pytest.approx(lr(plain, 800) * 0.5)
+    assert lr(cooled, 999) == pytest.approx(lr(plain, 999) / 400)
+    assert lr(cooled, 1000) == 0.0

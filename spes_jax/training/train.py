@@ -145,6 +145,16 @@ def batches(utts: list[Utterance], targets: list[list[int]], rng: np.random.Gene
         yield feats, lengths, prev, tgt, np.arange(B) < len(g)
 
 
+def lr_schedule(peak: float, warmup: int, steps: int, cooldown: int = 0):
+    """Linear warm-up to `peak`, inverse-square-root decay (fairseq's schedule), and, when cooldown > 0,
+    a linear decay to zero over the last `cooldown` steps: the step size noise that the inverse square
+    root leaves is what keeps a small model's final checkpoints apart."""
+    def schedule(s):
+        lr = peak * jnp.minimum((s + 1) / warmup, jnp.sqrt(warmup / (s + 1)))
+        return lr * jnp.clip((steps - s) / cooldown, 0.0, 1.0) if cooldown else lr
+    return schedule
+
+
 def make_loss(model: S2TModel, cfg: ModelConfig, smoothing: float = 0.1, ctc_weight: float = 0.5):
     def loss_fn(params, feats, lengths, prev, tgt, real):
         logits, enc = model.apply({"params": params}, feats, lengths, prev)
@@ -200,6 +210,8 @@ def main(argv=None):
     ap.add_argument("--max-frames", type=int, default=12000, help="padded frames per batch")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=400)
+    ap.add_argument("--cooldown", type=int, default=0,
+                    help="decay the learning rate linearly to zero over this many final steps")
     ap.add_argument("--vocab", type=int, default=300)
     ap.add_argument("--average", type=int, default=5, help="average this many of the last checkpoints")
     ap.add_argument("--seed", type=int, default=1)
@@ -220,6 +232,8 @@ def main(argv=None):
                     help="pad frames to multiples of this and tokens to 1/8 of it (robust data: 256, "
                     "fewer compiled shapes)")
     args = ap.parse_args(argv)
+    if not 0 <= args.cooldown <= args.steps:
+        ap.error(f"--cooldown must lie in [0, --steps = {args.steps}], got {args.cooldown}")
 
     t0 = time.time()
     if args.data == "robust":  # held-out sets (a)-(d) and long inputs are built and scored after training
@@ -243,7 +257,7 @@ def main(argv=None):
     init_source = None
     if args.init_from:
         params, init_source = init_from(params, args.init_from, tokenizer.dictionary)
-    schedule = lambda s: args.lr * jnp.minimum((s + 1) / args.warmup, jnp.sqrt(args.warmup / (s + 1)))
+    schedule = lr_schedule(args.lr, args.warmup, args.steps, args.cooldown)
     opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-8))
     state = opt.init(params)
     loss_fn = make_loss(model, cfg)
@@ -272,7 +286,9 @@ def main(argv=None):
                 break
     averaged = jax.tree_util.tree_map(lambda *xs: np.mean(xs, axis=0), *snapshots[-args.average:])
     source = {"recipe": "spes_jax.training.train", "task": args.task, "seed": args.seed, "steps": args.steps,
-              "train_sentences": args.train_sentences}
+              "train_sentences": args.train_sentences, "lr": args.lr, "warmup": args.warmup}
+    if args.cooldown:
+        source["cooldown"] = args.cooldown
     if args.data == "robust":
         source.update(data="robust", mix=vars(mix), spliced_voices=args.spliced_voices)
     if init_source is not None:
