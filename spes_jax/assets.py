@@ -10,8 +10,13 @@ SAMPLES = os.path.join(ROOT, "samples")
 MODELS = os.path.join(ROOT, "models")
 
 
+# name -> task. asr-robust: trained on continuous speech, new voices, noise and silence as well
+# (docs/models.md); asr stays the default until a robust model also transcribes the bundled samples exactly.
+EMBEDDED = {"asr": "asr", "st": "st", "asr-robust": "asr"}
+
+
 def model_dir(name: str) -> str:
-    """Directory of an embedded model ("asr" or "st")."""
+    """Directory of an embedded model (a name of ``EMBEDDED``)."""
     return os.path.join(MODELS, name)
 
 

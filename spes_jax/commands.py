@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 
+from . import assets
 from .errors import SpesError, SpesWarning
 
 
@@ -65,7 +66,7 @@ def explain_command(args) -> None:
         raise SpesError(f"--out {args.out}: explanations are written as HDF5; name the file with one of "
                         f"{', '.join(HDF5_SUFFIXES)}")
     check_output(args.out, args.overwrite)
-    task = args.task or ("st" if args.model == "st" else "asr")
+    task = args.task or assets.EMBEDDED.get(args.model, "asr")
     cfg = sweep_config(args, task)
     model = load_model(args.model or task)
     targets = read_targets(model, args.targets, len(args.audio)) if args.targets else None
@@ -433,7 +434,7 @@ def explain_contrastive_command(args) -> None:
             raise SpesError(f"audio file not found: {args.audio}")
         rows = [ManifestRow(os.path.splitext(os.path.basename(args.audio))[0], args.audio, args.target, args.foil,
                             args.word_start, args.word_end)]
-    task = args.task or ("st" if args.model == "st" else "asr")
+    task = args.task or assets.EMBEDDED.get(args.model, "asr")
     cfg = sweep_config(args, task)
     model = load_model(args.model or task)
     exps = explain_contrastive_manifest(model, rows, cfg, scorer=args.scorer, word_probability=args.word_probability,

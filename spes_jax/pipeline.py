@@ -156,9 +156,10 @@ class SpeechToTextModel:
 
 
 def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextModel:
-    """Loads a converted model directory, or an embedded model by name ("asr", "st"; default "asr")."""
+    """Loads a converted model directory, or an embedded model by name ("asr", "st", "asr-robust";
+    default "asr")."""
     path = os.fspath(name_or_path) if name_or_path is not None else "asr"
-    if path in ("asr", "st") and not os.path.exists(path):
+    if path in assets.EMBEDDED and not os.path.exists(path):
         embedded = assets.model_dir(path)
         if not os.path.isdir(embedded):
             raise SpesError(f"this installation has no embedded '{path}' model; pass a converted model "

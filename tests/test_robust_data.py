@@ -91,6 +91,22 @@ def test_silence_insertion_shifts_spans_and_level_does_not_clip():
         assert np.abs(z).max() < 1.0 and np.abs(z).max() > 10 ** (-48 / 20)
 
 
+def test_edge_probability_leaves_some_examples_without_silence_around():
+    x = np.full(8000, 0.1, np.float32)
+    spans = [("a", 0.0, 0.25), ("b", 0.25, 0.5)]
+    rng = np.random.default_rng(0)
+
+    def lead_and_trail(edge):
+        y, s = robust.augment(x, spans, robust.Mix(noise=0, pause=0, edge=edge), rng)
+        lead = s[0][1]
+        return lead, len(y) / 16000 - lead - 0.5
+
+    assert all(min(lead_and_trail(0.0)) >= 0.05 for _ in range(20))
+    assert all(lead_and_trail(1.0) == (0.0, 0.0) for _ in range(5))
+    halves = [lead_and_trail(0.5) for _ in range(40)]
+    assert {a == 0 for a, _ in halves} == {b == 0 for _, b in halves} == {True, False}
+
+
 def test_no_speech_targets_are_the_empty_hypothesis(tmp_path):
     from spes_jax.text import Dictionary, Tokenizer
     from spes_jax.training.train import batches, train_tokenizer
@@ -165,8 +181,11 @@ def test_merged_word_pairs_are_split_at_the_phoneme_event():
 
 @needs_libespeak
 def test_eval_sets_are_disjoint_from_training_and_noisy_at_10_db():
-    sets = robust.eval_sets(n=3, n_long=1, which="bcdl")
+    sets = robust.eval_sets(n=3, n_long=1, which="bcdle")
     b, c, d, long = sets["b"], sets["c"], sets["d"], sets["long"]
+    for ub, ue in zip(b, sets["e"]):  # e: b cut at its first word's start and last word's end
+        assert ue.en == ub.en and ue.words[0][1] == 0 and len(ue.audio) < len(ub.audio)
+        assert abs(ue.words[-1][2] - len(ue.audio) / 16000) < 1e-3
     assert [u.en for u in b] == [u.en for u in c] and all(u.voice.startswith("en-gb-x-gbcwmd+f3") for u in b)
     for ub, uc in zip(b, c):
         assert abs(robust.snr_db(uc.audio, ub.audio, ub.words) - 10) < 0.2  # 10 dB (clipping aside)

@@ -8,7 +8,8 @@ Training examples come from three sources, mixed in fixed proportions (``Mix``):
   shipped models were trained);
 - ``nospeech``: digital silence, dither or noise alone, whose target is the empty hypothesis (``</s>``).
 
-Speech examples are then augmented: leading/trailing silence of 0.05-2 s, with some probability an
+Speech examples are then augmented: leading/trailing silence of 0.05-2 s (none at all, at each end
+separately, with probability ``Mix.edge``), with some probability an
 internal pause of 0.2-1.5 s at a word boundary, a random level (peak -35 to -1 dBFS) with a possible
 level ramp of up to +-12 dB across the utterance, and with some probability additive noise (white,
 pink, brown or mains hum) at one of several SNRs (speech power measured inside the word spans).
@@ -20,7 +21,8 @@ Voices: every English espeak-ng voice ("en" is British English) and every varian
 
 Evaluation sets (``eval_sets``): (a) today's set (small grammar, spliced, held-out voice), (b) continuous
 held-out sentences of the larger grammar in the held-out voice, (c) (b)'s waveforms with noise at 10 dB
-SNR, (d) silence and noise only; plus ``long``: concatenations of 3-5 (b) sentences.
+SNR, (d) silence and noise only; plus ``long``: concatenations of 3-5 (b) sentences, and ``e``: (b) cut
+at its first word's start and last word's end.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..assets import EMBEDDED
 from ..audio import SAMPLE_RATE, fbank, utterance_cmvn
 from ..errors import SpesError
 from . import grammar, grammar_large
@@ -66,6 +69,10 @@ class Mix:
     noise: float = 0.5  # probability of additive noise on a speech example
     snrs: tuple = (0, 5, 10, 15, 20, 30)  # dB
     pause: float = 0.3  # probability of an internal pause
+    # probability that the start, and separately the end, gets no silence: recordings cut right at the
+    # speech (espeak-ng's own output is one) were never seen with 0, and the first models then
+    # hallucinated sentence after sentence on them
+    edge: float = 0.0
 
     @classmethod
     def parse(cls, text: str, **kw) -> "Mix":
@@ -158,14 +165,20 @@ def set_level(x: np.ndarray, rng: np.random.Generator, ramp: bool) -> np.ndarray
 
 # ---------------------------------------------------------------- examples
 
+def _edge_silence(mix: Mix, rng: np.random.Generator) -> float:
+    """Seconds of silence before or after the speech: none with probability mix.edge, else 0.05-2 s
+    (with edge 0 the draws are those of the recipe before edge existed)."""
+    return 0.0 if mix.edge and rng.random() < mix.edge else rng.uniform(0.05, 2.0)
+
+
 def augment(x: np.ndarray, spans: list, mix: Mix, rng: np.random.Generator) -> tuple[np.ndarray, list]:
     """Silences, level and noise on one speech example (see the module docstring)."""
     x = x.astype(np.float32)
     if len(spans) > 1 and rng.random() < mix.pause:
         k = int(rng.integers(1, len(spans)))
         x, spans = insert_silence(x, spans, spans[k][1], rng.uniform(0.2, 1.5))
-    x, spans = insert_silence(x, spans, 0.0, rng.uniform(0.05, 2.0))
-    x = np.concatenate([x, np.zeros(int(rng.uniform(0.05, 2.0) * SAMPLE_RATE), np.float32)])
+    x, spans = insert_silence(x, spans, 0.0, _edge_silence(mix, rng))
+    x = np.concatenate([x, np.zeros(int(_edge_silence(mix, rng) * SAMPLE_RATE), np.float32)])
     x = set_level(x, rng, ramp=rng.random() < 0.3)
     if rng.random() < mix.noise:
         x = add_noise(x, spans, float(rng.choice(mix.snrs)), NOISES[rng.integers(len(NOISES))], rng)
@@ -219,7 +232,8 @@ def eval_sets(n: int = 200, n_long: int = 20, seed: int = 1, which: str = "abcdl
     (b) continuous larger-grammar sentences in the held-out voice, 0.1-0.3 s silence around, faint noise;
     (c) (b) plus noise at 10 dB SNR (type drawn per utterance); (d) silence/noise only (empty references);
     l: ``n_long`` concatenations of 3-5 (b)-style sentences with 0.3-1 s pauses; s (diagnostic, not in
-    the default): (a)'s sentences spoken continuously like (b), which separates new words from new speech.
+    the default): (a)'s sentences spoken continuously like (b), which separates new words from new speech;
+    e (not in the default): (b) cut at its first word's start and last word's end, no silence around.
     """
     if n + 5 * n_long > HELD_OUT_POOL:
         raise SpesError(f"at most {HELD_OUT_POOL} held-out sentences: n + 5 x long = {n + 5 * n_long}")
@@ -239,7 +253,7 @@ def eval_sets(n: int = 200, n_long: int = 20, seed: int = 1, which: str = "abcdl
             out.append((s, voices[i % len(voices)], np.clip(x, -1, 1 - 2 ** -15).astype(np.float32), spans))
         return out
 
-    clean = clean_continuous(sents[:n], rng) if "b" in which or "c" in which else []
+    clean = clean_continuous(sents[:n], rng) if set(which) & set("bce") else []
     if "s" in which:  # diagnostic: set (a)'s sentences spoken continuously (no new words)
         out["s"] = [Utterance(f"s{i:04d}", s.en, s.de, v.key(), sp, features(x), x) for i, (s, v, x, sp)
                     in enumerate(clean_continuous(grammar.sentences(n, seed + 1), np.random.default_rng(seed + 4000)))]
@@ -252,6 +266,14 @@ def eval_sets(n: int = 200, n_long: int = 20, seed: int = 1, which: str = "abcdl
             y = np.clip(add_noise(x, sp, 10.0, NOISES[rng.integers(len(NOISES))], rng), -1, 1 - 2 ** -15)
             noisy.append(Utterance(f"c{i:04d}", s.en, s.de, v.key(), sp, features(y), y))
         out["c"] = noisy
+    if "e" in which:
+        cut = []
+        for i, (s, v, x, sp) in enumerate(clean):
+            a, b = int(sp[0][1] * SAMPLE_RATE), int(np.ceil(sp[-1][2] * SAMPLE_RATE))
+            y = x[a:b]
+            cut.append(Utterance(f"e{i:04d}", s.en, s.de, v.key(), [(w, p - a / SAMPLE_RATE, q - a / SAMPLE_RATE)
+                                                                   for w, p, q in sp], features(y), y))
+        out["e"] = cut
     if "d" in which:
         d_rng = np.random.default_rng(seed + 3000)
         out["d"] = [Utterance(f"d{i:04d}", "", "", "", [], features(x), x)
@@ -380,7 +402,8 @@ def evaluate_main(argv=None) -> None:
     ap.add_argument("--model", default="asr", help="model directory, or asr / st (embedded)")
     ap.add_argument("--task", choices=["asr", "st"], default=None, help="default: from --model asr/st, else asr")
     ap.add_argument("--sets", default="abcdl",
-                    help="letters of the sets: a b c d, l = long inputs, s = (a)'s sentences spoken continuously")
+                    help="letters of the sets: a b c d, l = long inputs, s = (a)'s sentences spoken continuously, "
+                    "e = (b) without silence around")
     ap.add_argument("--n", type=int, default=200, help="utterances per set (a)-(d)")
     ap.add_argument("--long", type=int, default=20, help="long inputs (3-5 sentences each)")
     ap.add_argument("--seed", type=int, default=1)
@@ -389,7 +412,7 @@ def evaluate_main(argv=None) -> None:
     from .._io import write_text
     from ..pipeline import load_model
 
-    task = args.task or ("st" if args.model == "st" else "asr")
+    task = args.task or EMBEDDED.get(args.model, "asr")
     t0 = time.time()
     sets = eval_sets(args.n, args.long, args.seed, args.sets)
     print(f"sets {', '.join(f'{k}: {len(v)}' for k, v in sets.items())} built in {time.time() - t0:.0f} s",

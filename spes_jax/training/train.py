@@ -221,6 +221,8 @@ def main(argv=None):
     ap.add_argument("--mix", default="continuous=0.5,spliced=0.25,nospeech=0.1,multi=0.15",
                     help="robust: source proportions (multi: 2-5 sentences in one example)")
     ap.add_argument("--noise", type=float, default=0.5, help="robust: probability of additive noise")
+    ap.add_argument("--edge", type=float, default=0.2,
+                    help="robust: probability that an example starts (and, separately, ends) without silence")
     ap.add_argument("--spliced-voices", type=int, default=32, help="robust: voice settings of the word bank")
     ap.add_argument("--eval-long", type=int, default=20, help="robust: long held-out inputs scored after training")
     ap.add_argument("--init-from", default=None,
@@ -234,12 +236,15 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not 0 <= args.cooldown <= args.steps:
         ap.error(f"--cooldown must lie in [0, --steps = {args.steps}], got {args.cooldown}")
+    for flag, p in (("--noise", args.noise), ("--edge", args.edge)):
+        if not 0 <= p <= 1:
+            ap.error(f"{flag} is a probability, got {p}")
 
     t0 = time.time()
     if args.data == "robust":  # held-out sets (a)-(d) and long inputs are built and scored after training
         from .robust import Mix, build_training
 
-        mix = Mix.parse(args.mix, noise=args.noise)
+        mix = Mix.parse(args.mix, noise=args.noise, edge=args.edge)
         train, test = build_training(args.train_sentences, mix, args.seed, args.spliced_voices), []
     else:
         train, test = build(args.train_sentences, args.test_sentences, seed=args.seed)
