@@ -1,15 +1,19 @@
 """The embedded default model and sample utterances, as a user gets them from the package."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 import spes_jax
 from spes_jax import SPESConfig, assets, explain, load_model
 from spes_jax.analysis.plausibility import time_alignment
+from spes_jax.training.data import wer
 from support import ROOT
 
 
@@ -30,6 +34,24 @@ def test_embedded_st_model_translates_the_bundled_samples():
         assert model.transcribe(path).text == timings[name]["translation"]
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_robust_model_on_raw_espeak_speech_and_silence(tmp_path):
+    """What issue 12 found, on inputs made outside the training pipeline: espeak-ng's own WAV (22.05 kHz,
+    speech from the first sample, a sentence outside the grammar's templates) and 3 s of digital silence,
+    on which the default model answers with fluent sentences."""
+    wav, quiet = tmp_path / "sister.wav", tmp_path / "silence.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), "my sister finds the green bottle under the table"],
+                   check=True, capture_output=True)
+    sf.write(quiet, np.zeros(3 * 16000, np.float32), 16000, subtype="PCM_16")
+    model = load_model("asr-robust")
+    assert model.search.min_len == 0
+    speech, silence = (h.text for h in model.transcribe([str(wav), str(quiet)]))
+    assert silence == ""
+    # one sentence (the model trained before --edge went on for five), at most 2 of its 10 tokens wrong
+    assert speech.count(".") + speech.count("?") == 1
+    assert wer(["my sister finds the green bottle under the table."], [speech]) <= 20
+
+
 def test_cli_explain_defaults_to_the_embedded_model(tmp_path):
     wav = next(iter(assets.samples().values()))
     out = tmp_path / "exp.h5"
@@ -47,10 +69,12 @@ def test_wheel_ships_models_and_samples(tmp_path):
     assert r.returncode == 0, r.stderr
     (wheel,) = [f for f in os.listdir(tmp_path) if f.endswith(".whl")]
     names = zipfile.ZipFile(tmp_path / wheel).namelist()
-    for task in ("asr", "st"):
+    for name in assets.EMBEDDED:
         for f in ("config.json", "dict.txt", "spm.model"):
-            assert f"spes_jax/assets/models/{task}/{f}" in names
-        assert any(n.startswith(f"spes_jax/assets/models/{task}/params/") for n in names)
+            assert f"spes_jax/assets/models/{name}/{f}" in names
+        assert any(n.startswith(f"spes_jax/assets/models/{name}/params/") for n in names)
+    with zipfile.ZipFile(tmp_path / wheel) as z:  # the assets' size budget
+        assert sum(i.file_size for i in z.infolist() if i.filename.startswith("spes_jax/assets/")) <= 25e6
     assert "spes_jax/assets/samples/timings.json" in names
     assert any(n.startswith("spes_jax/assets/samples/") and n.endswith(".wav") for n in names)
     # Every package of the source tree, the converter as spes_jax.convert, and no top-level "convert".
