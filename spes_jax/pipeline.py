@@ -165,6 +165,9 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextMod
             raise SpesError(f"this installation has no embedded '{path}' model; pass a converted model "
                             f"directory (see 'spes-jax convert')")
         path = embedded
+    elif not os.path.exists(path):
+        raise SpesError(f"model not found: {path} is neither a model directory nor an embedded model "
+                        f"({', '.join(assets.EMBEDDED)})")
     cfg, params, config, dict_path, spm_path = read_model_dir(path)
     tokenizer = Tokenizer(Dictionary.load(dict_path), spm_path)
     if len(tokenizer.dictionary) != cfg.vocab_size:
