@@ -7,9 +7,11 @@ import sys
 import warnings
 
 from . import __version__, commands
+from .assets import EMBEDDED
 from .core.contrastive import NORMALIZERS, SCORERS as CONTRASTIVE_SCORERS, WORD_PROBABILITIES
 from .errors import SpesError, SpesNote, SpesWarning
 
+EMBEDDED_NAMES = ", ".join(EMBEDDED)
 AUDIO_HELP = "audio files: WAV (any PCM or float format), FLAC, OGG/Vorbis, MP3; resampled to 16 kHz mono"
 
 
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("transcribe", help="decode audio with beam search")
     t.add_argument("audio", nargs="+", help=AUDIO_HELP)
-    t.add_argument("--model", help="converted model directory, or an embedded model: asr (default), st, asr-robust")
+    t.add_argument("--model", help=f"converted model directory, or an embedded model: {EMBEDDED_NAMES} (default: asr)")
     t.add_argument("--beam", type=int, default=None, help="beam size (default: the model's, 5 for the embedded models)")
     t.add_argument("--greedy", action="store_true", help="greedy search instead of beam search")
     t.add_argument("--batch-size", type=int, default=8)
@@ -61,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("audio", nargs="+", help=AUDIO_HELP)
     e.add_argument("--out", required=True, help="output HDF5 file, .h5 (written only when everything succeeded)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    e.add_argument("--model", help="converted model directory, or an embedded model: asr, st, asr-robust "
+    e.add_argument("--model", help=f"converted model directory, or an embedded model: {EMBEDDED_NAMES} "
                    "(default: the embedded model of --task)")
     e.add_argument("--task", choices=["asr", "st"], help="SPES settings, asr: tau 7.5 s; st: tau 5 s "
-                   "(default: st for --model st, else asr)")
+                   "(default: the embedded --model's task, else asr)")
     e.add_argument("--targets", metavar="TEXT_OR_FILE", help="explain this transcript or translation instead "
                    "of the model's own hypothesis: a text (one audio file) or a file with one line per audio file")
     _sweep_options(e)
@@ -87,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--normalizer", choices=list(NORMALIZERS), help="recorded in the file, applied on read")
     x.add_argument("--out", required=True, help="output HDF5 file, .h5 (written only when everything succeeded)")
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    x.add_argument("--model", help="converted model directory, or an embedded model: asr, st, asr-robust "
+    x.add_argument("--model", help=f"converted model directory, or an embedded model: {EMBEDDED_NAMES} "
                    "(default: the embedded model of --task)")
-    x.add_argument("--task", choices=["asr", "st"], help="SPES settings (default: st for --model st, else asr)")
+    x.add_argument("--task", choices=["asr", "st"], help="SPES settings (default: the embedded --model's task, else asr)")
     _sweep_options(x, until_r=False)
     x.add_argument("--quiet", action="store_true", help="no progress bar")
     x.set_defaults(func=commands.explain_contrastive_command)
@@ -103,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: wer_max for ASR, bleu for ST")
     v.add_argument("--step", type=int, default=5, help="percentage / threshold step (default 5)")
     v.add_argument("--model", help="model that made the explanations: a converted model directory or an "
-                   "embedded model, asr, st or asr-robust (default: the embedded one of --task)")
+                   f"embedded model, {EMBEDDED_NAMES} (default: the embedded one of --task)")
     v.add_argument("--task", choices=["asr", "st"], help="default: as recorded in the file, else asr")
     v.add_argument("--out-dir", help="write metrics.json and the curve plots here (default: print only)")
     v.add_argument("--overwrite", action="store_true", help="replace existing files in --out-dir")
@@ -114,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out-dir", required=True, help="explanations, results.json, table.md and plots go here "
                    "(in one folder per task when there are several manifests)")
     m.add_argument("--task", nargs="+", choices=["asr", "st"], help="the task of each manifest (default asr)")
-    m.add_argument("--model", help="converted model directory, or an embedded model: asr, st, asr-robust "
+    m.add_argument("--model", help=f"converted model directory, or an embedded model: {EMBEDDED_NAMES} "
                    "(default: the embedded model of --task)")
     m.add_argument("--overwrite", action="store_true", help="replace existing results in --out-dir")
     m.add_argument("--budget-scale", type=float, default=1.0,

@@ -1,5 +1,7 @@
 """The synthetic-data generator and training recipe behind the embedded models."""
 
+import json
+import os
 import shutil
 
 import jax
@@ -126,3 +128,64 @@ def test_lr_schedule_warms_up_decays_and_cools_down():
     assert lr(cooled, 800) == pytest.approx(lr(plain, 800) * 0.5)
     assert lr(cooled, 999) == pytest.approx(lr(plain, 999) / 400)
     assert lr(cooled, 1000) == 0.0
+
+
+def _lineage(source: dict) -> list[dict]:
+    """A model's ``source`` record and those of the models it was started from, oldest first."""
+    chain = []
+    while source:
+        chain.insert(0, {k: v for k, v in source.items() if k != "init_from"})
+        source = source.get("init_from")
+    return chain
+
+
+def test_embedded_stages_reproduce_the_shipped_models_lineage(tmp_path):
+    """`train embedded NAME` runs every stage that made the shipped model, each from the one before:
+    each stage's arguments, through the real parser, give the `source` record the shipped model keeps
+    for that stage (fields a record lacks did not exist yet: their neutral value 0)."""
+    from spes_jax.assets import EMBEDDED, model_dir
+    from spes_jax.training.embedded import STAGES, stages
+    from spes_jax.training.train import parser, source_record
+
+    assert set(EMBEDDED) <= set(STAGES)
+    for name in EMBEDDED:
+        out = str(tmp_path / name)
+        plan = stages(name, out)
+        with open(f"{model_dir(name)}/config.json") as f:
+            config = json.load(f)
+        shipped = _lineage(config["source"])
+        assert len(shipped) == len(plan), name
+        previous = None
+        for (stage, argv, marker), record in zip(plan, shipped):
+            args = parser().parse_args(argv)
+            assert args.init_from == previous and args.task == EMBEDDED[name]
+            ours = source_record(args)
+            for key, value in record.items():
+                if key == "mix":
+                    for field, w in ours["mix"].items():
+                        assert np.allclose(w, value.get(field, 0.0)), (name, stage, field)
+                else:
+                    assert ours[key] == value, (name, stage, key)
+            previous = args.out
+        assert previous == out and args.max_seconds == config.get("data", {}).get("max_seconds")
+
+
+def test_embedded_run_continues_at_the_first_unfinished_stage(tmp_path, capsys):
+    """A stage is skipped only when its marker holds the same arguments and its model is still there."""
+    from spes_jax.training.embedded import main, stages
+
+    out = str(tmp_path / "st-robust")
+    (stage, argv, marker), (last, _, _) = stages("st-robust", out)
+    model = argv[argv.index("--out") + 1]
+    main(["st-robust", "--out", out, "--dry-run"])
+    assert f"{stage}: to run" in capsys.readouterr().out
+
+    os.makedirs(model)
+    open(os.path.join(model, "config.json"), "w").write("{}")
+    open(marker, "w").write(json.dumps({"argv": argv, "seconds": 1}))
+    main(["st-robust", "--out", out, "--dry-run"])
+    printed = capsys.readouterr().out
+    assert f"{stage}: done" in printed and f"{last}: to run" in printed
+    open(marker, "w").write(json.dumps({"argv": argv[:-1] + ["elsewhere"], "seconds": 1}))
+    main(["st-robust", "--out", out, "--dry-run"])
+    assert f"{stage}: to run" in capsys.readouterr().out

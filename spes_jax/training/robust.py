@@ -399,7 +399,7 @@ def score(model, utts: list[Utterance], task: str, batch_size: int = 8) -> dict:
 def evaluate_main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m spes_jax.training.robust evaluate",
                                  description="Score a model on the held-out sets (a)-(d) and the long inputs")
-    ap.add_argument("--model", default="asr", help="model directory, or an embedded model: asr, st, asr-robust")
+    ap.add_argument("--model", default="asr", help=f"model directory, or an embedded model: {', '.join(EMBEDDED)}")
     ap.add_argument("--task", choices=["asr", "st"], default=None, help="default: the embedded model's task, else asr")
     ap.add_argument("--sets", default="abcdl",
                     help="letters of the sets: a b c d, l = long inputs, s = (a)'s sentences spoken continuously, "

@@ -200,7 +200,8 @@ def evaluate_main(argv=None):
     print(json.dumps(result, indent=1, ensure_ascii=False))
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
+    """The training command's arguments (an embedded model's stages are lists of them)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=["asr", "st"], default="asr")
     ap.add_argument("--out", required=True)
@@ -233,6 +234,25 @@ def main(argv=None):
     ap.add_argument("--frame-bucket", type=int, default=128,
                     help="pad frames to multiples of this and tokens to 1/8 of it (robust data: 256, "
                     "fewer compiled shapes)")
+    return ap
+
+
+def source_record(args: argparse.Namespace) -> dict:
+    """What a model directory's ``source`` keeps of the run that trained it (without ``init_from``)."""
+    source = {"recipe": "spes_jax.training.train", "task": args.task, "seed": args.seed, "steps": args.steps,
+              "train_sentences": args.train_sentences, "lr": args.lr, "warmup": args.warmup}
+    if args.cooldown:
+        source["cooldown"] = args.cooldown
+    if args.data == "robust":
+        from .robust import Mix
+
+        mix = Mix.parse(args.mix, noise=args.noise, edge=args.edge)
+        source.update(data="robust", mix=vars(mix), spliced_voices=args.spliced_voices)
+    return source
+
+
+def main(argv=None):
+    ap = parser()
     args = ap.parse_args(argv)
     if not 0 <= args.cooldown <= args.steps:
         ap.error(f"--cooldown must lie in [0, --steps = {args.steps}], got {args.cooldown}")
@@ -290,12 +310,7 @@ def main(argv=None):
             if n >= args.steps:
                 break
     averaged = jax.tree_util.tree_map(lambda *xs: np.mean(xs, axis=0), *snapshots[-args.average:])
-    source = {"recipe": "spes_jax.training.train", "task": args.task, "seed": args.seed, "steps": args.steps,
-              "train_sentences": args.train_sentences, "lr": args.lr, "warmup": args.warmup}
-    if args.cooldown:
-        source["cooldown"] = args.cooldown
-    if args.data == "robust":
-        source.update(data="robust", mix=vars(mix), spliced_voices=args.spliced_voices)
+    source = source_record(args)
     if init_source is not None:
         source["init_from"] = init_source
     # A robust model is trained to answer silence with just </s>; fairseq's min_len=1 would forbid that.
@@ -327,6 +342,10 @@ if __name__ == "__main__":
     try:
         if sys.argv[1:2] == ["evaluate"]:
             evaluate_main(sys.argv[2:])
+        elif sys.argv[1:2] == ["embedded"]:
+            from .embedded import main as embedded_main
+
+            embedded_main(sys.argv[2:])
         else:
             main()
     except SpesError as e:  # bad --mix, espeak-ng missing, ...: one message, no traceback
