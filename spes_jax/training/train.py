@@ -350,3 +350,7 @@ if __name__ == "__main__":
             main()
     except SpesError as e:  # bad --mix, espeak-ng missing, ...: one message, no traceback
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:  # nothing half-written: model directories and markers are written atomically
+        print("interrupted" + (" (the same command continues at the unfinished stage)"
+                               if sys.argv[1:2] == ["embedded"] else ""), file=sys.stderr)
+        sys.exit(130)
