@@ -11,6 +11,7 @@ import pytest
 from spes_jax.training import grammar
 from spes_jax.training.data import wer
 from spes_jax.training.train import batches, make_loss, small_config, train_tokenizer
+from spes_jax.errors import SpesError
 from spes_jax.text import Dictionary, Tokenizer
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -189,3 +190,7 @@ def test_embedded_run_continues_at_the_first_unfinished_stage(tmp_path, capsys):
     open(marker, "w").write(json.dumps({"argv": argv[:-1] + ["elsewhere"], "seconds": 1}))
     main(["st-robust", "--out", out, "--dry-run"])
     assert f"{stage}: to run" in capsys.readouterr().out
+    # an OUT this command did not write is never replaced without --overwrite
+    os.makedirs(out)
+    with pytest.raises(SpesError, match="output exists"):
+        main(["st-robust", "--out", out])

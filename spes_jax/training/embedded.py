@@ -17,6 +17,7 @@ import os
 import time
 
 from .._io import write_text
+from ..errors import SpesError
 
 # name -> ((stage, train arguments), ...). --init-from of every stage after the first is added here.
 STAGES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -78,10 +79,15 @@ def main(argv=None) -> None:
     ap.add_argument("name", choices=list(STAGES))
     ap.add_argument("--out", required=True, help="the model directory; stages before the last go to OUT.stages/")
     ap.add_argument("--dry-run", action="store_true", help="print the stages' commands and whether each is done")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing OUT that this command did not write")
     args = ap.parse_args(argv)
     from .train import main as train_main
 
-    for stage, stage_argv, marker in stages(args.name, args.out):
+    plan = stages(args.name, args.out)
+    _, last_argv, last_marker = plan[-1]
+    if os.path.exists(args.out) and not (args.overwrite or args.dry_run or _done(last_marker, last_argv)):
+        raise SpesError(f"output exists: {args.out} (pass --overwrite to replace it)")
+    for stage, stage_argv, marker in plan:
         done = _done(marker, stage_argv)
         command = "python -m spes_jax.training.train " + " ".join(stage_argv)
         if args.dry_run:
