@@ -10,9 +10,9 @@ SAMPLES = os.path.join(ROOT, "samples")
 MODELS = os.path.join(ROOT, "models")
 
 
-# name -> task. asr-robust: trained on continuous speech, new voices, noise and silence as well
-# (docs/models.md); asr stays the default until a robust model also transcribes the bundled samples exactly.
-EMBEDDED = {"asr": "asr", "st": "st", "asr-robust": "asr"}
+# name -> task. The -robust models were trained on continuous speech, new voices, noise and silence as well
+# (docs/models.md); asr and st stay the defaults until robust models also get the bundled samples exactly.
+EMBEDDED = {"asr": "asr", "st": "st", "asr-robust": "asr", "st-robust": "st"}
 
 
 def model_dir(name: str) -> str:
