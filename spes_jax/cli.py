@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     x.add_argument("--model", help=f"converted model directory, or an embedded model: {EMBEDDED_NAMES} "
                    "(default: the embedded model of --task)")
-    x.add_argument("--task", choices=["asr", "st"], help="SPES settings (default: the embedded --model's task, else asr)")
+    x.add_argument("--task", choices=["asr", "st"],
+                   help="SPES settings (default: the embedded --model's task, else asr)")
     _sweep_options(x, until_r=False)
     x.add_argument("--quiet", action="store_true", help="no progress bar")
     x.set_defaults(func=commands.explain_contrastive_command)
