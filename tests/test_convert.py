@@ -148,5 +148,6 @@ def test_cli_convert_then_transcribe(tmp_path):
 def test_bad_model_directory(tmp_path):
     with pytest.raises(SpesError, match="no config.json"):
         load_model(str(tmp_path))
-    with pytest.raises(SpesError, match=r"neither a model directory nor an embedded model \(asr, st, asr-robust, st-robust\)"):
+    with pytest.raises(SpesError,
+                       match=r"neither a model directory nor an embedded model \(asr, st, asr-robust, st-robust\)"):
         load_model("asr-robustt")  # a misspelt name

@@ -34,18 +34,24 @@ def test_embedded_st_model_translates_the_bundled_samples():
         assert model.transcribe(path).text == timings[name]["translation"]
 
 
+def _espeak_and_silence(model, sentence: str, tmp_path) -> tuple[str, str]:
+    """``model``'s outputs for espeak-ng's own WAV of ``sentence`` (en-us, 22.05 kHz, speech from the first
+    sample) and for 3 s of digital silence."""
+    wav, quiet = tmp_path / "speech.wav", tmp_path / "silence.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), sentence], check=True, capture_output=True)
+    sf.write(quiet, np.zeros(3 * 16000, np.float32), 16000, subtype="PCM_16")
+    speech, silence = model.transcribe([str(wav), str(quiet)])
+    return speech.text, silence.text
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_robust_model_on_raw_espeak_speech_and_silence(tmp_path):
     """What issue 12 found, on inputs made outside the training pipeline: espeak-ng's own WAV (22.05 kHz,
     speech from the first sample, a sentence outside the grammar's templates) and 3 s of digital silence,
     on which the default model answers with fluent sentences."""
-    wav, quiet = tmp_path / "sister.wav", tmp_path / "silence.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), "my sister finds the green bottle under the table"],
-                   check=True, capture_output=True)
-    sf.write(quiet, np.zeros(3 * 16000, np.float32), 16000, subtype="PCM_16")
     model = load_model("asr-robust")
     assert model.search.min_len == 0
-    speech, silence = (h.text for h in model.transcribe([str(wav), str(quiet)]))
+    speech, silence = _espeak_and_silence(model, "my sister finds the green bottle under the table", tmp_path)
     assert silence == ""
     # one sentence (the model trained before --edge went on for five), at most 2 of its 10 tokens wrong
     assert speech.count(".") + speech.count("?") == 1
@@ -56,13 +62,9 @@ def test_robust_model_on_raw_espeak_speech_and_silence(tmp_path):
 def test_robust_st_model_on_raw_espeak_speech_and_silence(tmp_path):
     """The robust ST model on espeak-ng's own WAV of a held-out sentence (never in training, in a voice and
     recording the training pipeline did not make) and on 3 s of digital silence."""
-    wav, quiet = tmp_path / "cook.wav", tmp_path / "silence.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), "the cook shows the pilot the huge pig"],
-                   check=True, capture_output=True)
-    sf.write(quiet, np.zeros(3 * 16000, np.float32), 16000, subtype="PCM_16")
     model = load_model("st-robust")
     assert model.search.min_len == 0 and assets.EMBEDDED["st-robust"] == "st"
-    speech, silence = (h.text for h in model.transcribe([str(wav), str(quiet)]))
+    speech, silence = _espeak_and_silence(model, "the cook shows the pilot the huge pig", tmp_path)
     assert silence == ""
     # the frame right (subject, verb, dative object; measured: "... die riesige Schlange."), at most the
     # object's article and noun wrong: the robust ST model's errors are content nouns (docs/models.md)
