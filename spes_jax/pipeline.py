@@ -156,8 +156,8 @@ class SpeechToTextModel:
 
 
 def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextModel:
-    """Loads a converted model directory, or an embedded model by name ("asr", "st", "asr-robust", "st-robust";
-    default "asr")."""
+    """Loads a converted model directory, or an embedded model by name (``assets.EMBEDDED``; default
+    "asr")."""
     path = os.fspath(name_or_path) if name_or_path is not None else "asr"
     if path in assets.EMBEDDED and not os.path.exists(path):
         embedded = assets.model_dir(path)

@@ -8,11 +8,11 @@ import jax
 import numpy as np
 import pytest
 
+from spes_jax.errors import SpesError
+from spes_jax.text import Dictionary, Tokenizer
 from spes_jax.training import grammar
 from spes_jax.training.data import wer
 from spes_jax.training.train import batches, make_loss, small_config, train_tokenizer
-from spes_jax.errors import SpesError
-from spes_jax.text import Dictionary, Tokenizer
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
