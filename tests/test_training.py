@@ -81,11 +81,21 @@ def test_tokenizer_batches_and_loss(tmp_path):
 
     loss, (ce, ctc) = jax.jit(make_loss(S2TModel(cfg), cfg))(init_params(cfg), *out[0])
     assert np.isfinite(float(loss)) and float(ce) > 0 and float(ctc) > 0
+    np.testing.assert_allclose(float(loss), float(ce) + 0.5 * float(ctc), rtol=1e-6)
+    heavy, _ = jax.jit(make_loss(S2TModel(cfg), cfg, ctc_weight=2.0))(init_params(cfg), *out[0])
+    np.testing.assert_allclose(float(heavy), float(ce) + 2.0 * float(ctc), rtol=1e-6)
 
 
 def test_wer():
     assert wer(["a b c."], ["a b c."]) == 0
     assert wer(["a b c d"], ["a x c"]) == 50.0
+
+
+def test_source_records_a_non_default_ctc_weight():
+    from spes_jax.training.train import parser, source_record
+
+    assert "ctc_weight" not in source_record(parser().parse_args(["--out", "m"]))
+    assert source_record(parser().parse_args(["--out", "m", "--ctc-weight", "1"]))["ctc_weight"] == 1.0
 
 
 def test_init_from_carries_parameters_and_shared_pieces_over(tiny_model, tmp_path):

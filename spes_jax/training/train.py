@@ -213,6 +213,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=400)
     ap.add_argument("--cooldown", type=int, default=0,
                     help="decay the learning rate linearly to zero over this many final steps")
+    ap.add_argument("--ctc-weight", type=float, default=0.5, help="weight of the auxiliary CTC loss")
     ap.add_argument("--vocab", type=int, default=300)
     ap.add_argument("--average", type=int, default=5, help="average this many of the last checkpoints")
     ap.add_argument("--seed", type=int, default=1)
@@ -243,6 +244,8 @@ def source_record(args: argparse.Namespace) -> dict:
               "train_sentences": args.train_sentences, "lr": args.lr, "warmup": args.warmup}
     if args.cooldown:
         source["cooldown"] = args.cooldown
+    if args.ctc_weight != 0.5:
+        source["ctc_weight"] = args.ctc_weight
     if args.data == "robust":
         from .robust import Mix
 
@@ -256,6 +259,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not 0 <= args.cooldown <= args.steps:
         ap.error(f"--cooldown must lie in [0, --steps = {args.steps}], got {args.cooldown}")
+    if args.ctc_weight < 0:
+        ap.error(f"--ctc-weight must be >= 0, got {args.ctc_weight}")
     for flag, p in (("--noise", args.noise), ("--edge", args.edge)):
         if not 0 <= p <= 1:
             ap.error(f"{flag} is a probability, got {p}")
@@ -285,7 +290,7 @@ def main(argv=None):
     schedule = lr_schedule(args.lr, args.warmup, args.steps, args.cooldown)
     opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-8))
     state = opt.init(params)
-    loss_fn = make_loss(model, cfg)
+    loss_fn = make_loss(model, cfg, ctc_weight=args.ctc_weight)
 
     @jax.jit
     def step(params, state, *batch):
