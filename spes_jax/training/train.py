@@ -155,7 +155,11 @@ def lr_schedule(peak: float, warmup: int, steps: int, cooldown: int = 0):
     return schedule
 
 
-def make_loss(model: S2TModel, cfg: ModelConfig, smoothing: float = 0.1, ctc_weight: float = 0.5):
+# The auxiliary CTC loss's weight every shipped model was trained with; a model records it only when it differs.
+CTC_WEIGHT = 0.5
+
+
+def make_loss(model: S2TModel, cfg: ModelConfig, smoothing: float = 0.1, ctc_weight: float = CTC_WEIGHT):
     def loss_fn(params, feats, lengths, prev, tgt, real):
         logits, enc = model.apply({"params": params}, feats, lengths, prev)
         mask = (tgt != cfg.pad) & real[:, None]
@@ -213,7 +217,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=400)
     ap.add_argument("--cooldown", type=int, default=0,
                     help="decay the learning rate linearly to zero over this many final steps")
-    ap.add_argument("--ctc-weight", type=float, default=0.5, help="weight of the auxiliary CTC loss")
+    ap.add_argument("--ctc-weight", type=float, default=CTC_WEIGHT, help="weight of the auxiliary CTC loss")
     ap.add_argument("--vocab", type=int, default=300)
     ap.add_argument("--average", type=int, default=5, help="average this many of the last checkpoints")
     ap.add_argument("--seed", type=int, default=1)
@@ -244,7 +248,7 @@ def source_record(args: argparse.Namespace) -> dict:
               "train_sentences": args.train_sentences, "lr": args.lr, "warmup": args.warmup}
     if args.cooldown:
         source["cooldown"] = args.cooldown
-    if args.ctc_weight != 0.5:
+    if args.ctc_weight != CTC_WEIGHT:
         source["ctc_weight"] = args.ctc_weight
     if args.data == "robust":
         from .robust import Mix
