@@ -34,28 +34,36 @@ def test_embedded_st_model_translates_the_bundled_samples():
         assert model.transcribe(path).text == timings[name]["translation"]
 
 
-def _espeak_and_silence(model, sentence: str, tmp_path) -> tuple[str, str]:
-    """``model``'s outputs for espeak-ng's own WAV of ``sentence`` (en-us, 22.05 kHz, speech from the first
+def _espeak_and_silence(model, sentences: list[str], tmp_path) -> tuple[list[str], str]:
+    """``model``'s outputs for espeak-ng's own WAVs of ``sentences`` (en-us, 22.05 kHz, speech from the first
     sample) and for 3 s of digital silence."""
-    wav, quiet = tmp_path / "speech.wav", tmp_path / "silence.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), sentence], check=True, capture_output=True)
+    wavs = [tmp_path / f"speech{i}.wav" for i in range(len(sentences))]
+    for wav, sentence in zip(wavs, sentences):
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), sentence], check=True, capture_output=True)
+    quiet = tmp_path / "silence.wav"
     sf.write(quiet, np.zeros(3 * 16000, np.float32), 16000, subtype="PCM_16")
-    speech, silence = model.transcribe([str(wav), str(quiet)])
-    return speech.text, silence.text
+    *speech, silence = model.transcribe([*map(str, wavs), str(quiet)])
+    return [h.text for h in speech], silence.text
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_robust_model_on_raw_espeak_speech_and_silence(tmp_path):
-    """What issue 12 found, on inputs made outside the training pipeline: espeak-ng's own WAV (22.05 kHz,
-    speech from the first sample, a sentence outside the grammar's templates) and 3 s of digital silence,
-    on which the default model answers with fluent sentences."""
+    """What issue 12 found, on inputs made outside the training pipeline: espeak-ng's own WAVs (22.05 kHz,
+    speech from the first sample) and 3 s of digital silence, on which the default model answers with
+    fluent sentences. Four held-out sentences of set (b) (never in training) and the issue's sentence,
+    which no template of the grammar makes."""
     model = load_model("asr-robust")
     assert model.search.min_len == 0
-    speech, silence = _espeak_and_silence(model, "my sister finds the green bottle under the table", tmp_path)
+    held_out = ["the cook shows the pilot the huge pig.", "i see a hundred light scarves.", "where is the candle?",
+                "the child has a short goat."]
+    issue = "my sister finds the green bottle under the table"
+    (*speech, outside), silence = _espeak_and_silence(model, [*held_out, issue], tmp_path)
     assert silence == ""
-    # one sentence (the model trained before --edge went on for five), at most 2 of its 10 tokens wrong
-    assert speech.count(".") + speech.count("?") == 1
-    assert wer(["my sister finds the green bottle under the table."], [speech]) <= 20
+    # one sentence each (a model trained before --edge gave five for the issue's sentence)
+    assert all(h.count(".") + h.count("?") == 1 for h in [*speech, outside])
+    assert wer(held_out, speech) <= 15  # measured: 0 % (raw espeak-ng, en-us, 8 sentences: 1.5 %)
+    # outside the templates the model keeps the frame it heard (the default model: "what colour is the table?")
+    assert outside.startswith("my sister finds the green ")
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
@@ -64,7 +72,7 @@ def test_robust_st_model_on_raw_espeak_speech_and_silence(tmp_path):
     recording the training pipeline did not make) and on 3 s of digital silence."""
     model = load_model("st-robust")
     assert model.search.min_len == 0 and assets.EMBEDDED["st-robust"] == "st"
-    speech, silence = _espeak_and_silence(model, "the cook shows the pilot the huge pig", tmp_path)
+    [speech], silence = _espeak_and_silence(model, ["the cook shows the pilot the huge pig"], tmp_path)
     assert silence == ""
     # the frame right (subject, verb, dative object; measured: "... die riesige Schlange."), at most the
     # object's article and noun wrong: the robust ST model's errors are content nouns (docs/models.md)
@@ -83,7 +91,12 @@ def test_cli_explain_defaults_to_the_embedded_model(tmp_path):
 
 
 def test_wheel_ships_models_and_samples(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), ROOT],
+    # built from a copy without build/: setuptools keeps files there that the tree no longer has (a
+    # replaced model's old parameter shards) and would ship them
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns("build", "dist", ".venv", ".git", ".bench", "*.egg-info",
+                                                             "__pycache__", ".pytest_cache", ".ruff_cache"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     (wheel,) = [f for f in os.listdir(tmp_path) if f.endswith(".whl")]
