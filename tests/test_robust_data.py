@@ -121,7 +121,7 @@ def test_no_speech_targets_are_the_empty_hypothesis(tmp_path):
     tok = Tokenizer(Dictionary.load(dict_path), spm_path)
     targets = [tok.encode(u.en) for u in utts]
     assert targets == [[2]] * 6  # just </s>
-    for feats, lengths, prev, tgt, real in batches(utts, targets, rng, 4000, augment=False):
+    for feats, lengths, prev, tgt, ctc, real in batches(utts, targets, rng, 4000, augment=False):
         assert np.all(tgt[real, 0] == 2) and np.all(tgt[real, 1:] == 1) and np.all(prev[real, 0] == 2)
 
 

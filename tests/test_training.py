@@ -73,9 +73,10 @@ def test_tokenizer_batches_and_loss(tmp_path):
     targets = [tok.encode(s.en) for s in sents[:4]]
     out = list(batches(utts, targets, np.random.default_rng(0), 1024, augment=True))
     assert sum(int(b[-1].sum()) for b in out) == 4
-    for feats, lengths, prev, tgt, real in out:
+    for feats, lengths, prev, tgt, ctc, real in out:
         assert feats.shape[1] % 128 == 0 and prev.shape == tgt.shape and prev.shape[1] % 16 == 0
         assert np.all(prev[real, 0] == 2)
+        np.testing.assert_array_equal(ctc, np.where(tgt == 2, 1, tgt))  # CTC: the targets without </s>
     cfg = small_config(len(tok.dictionary)).replace(encoder_layers=2, ctc_encoder_layer=1, decoder_layers=1)
     from spes_jax.models import S2TModel, init_params
 
@@ -84,6 +85,37 @@ def test_tokenizer_batches_and_loss(tmp_path):
     np.testing.assert_allclose(float(loss), float(ce) + 0.5 * float(ctc), rtol=1e-6)
     heavy, _ = jax.jit(make_loss(S2TModel(cfg), cfg, ctc_weight=2.0))(init_params(cfg), *out[0])
     np.testing.assert_allclose(float(heavy), float(ce) + 2.0 * float(ctc), rtol=1e-6)
+
+
+def test_ctc_on_source_transcripts(tmp_path):
+    """--ctc-text source: the CTC labels come from their own list (the English pieces of an ST example),
+    the head is sized by their dictionary, and the loss sees them, not the German targets."""
+    from spes_jax.models import S2TModel, init_params
+
+    sents = grammar.sentences(200, 2)
+    tokenizers = {}
+    for lang, size in (("de", 150), ("en", 120)):
+        (tmp_path / lang).mkdir()
+        dict_path, spm_path = train_tokenizer([getattr(s, lang) for s in sents], size, str(tmp_path / lang))
+        tokenizers[lang] = Tokenizer(Dictionary.load(dict_path), spm_path)
+    de, en = tokenizers["de"], tokenizers["en"]
+    utts = [type("U", (), {"features": np.random.default_rng(n).standard_normal((n, 80)).astype(np.float16)})()
+            for n in (90, 100)]  # one frame bucket: one batch
+    targets = [de.encode(s.de) for s in sents[:2]]
+    sources = [en.encode(s.en)[:-1] for s in sents[:2]]
+    (feats, lengths, prev, tgt, ctc, real), *_ = batches(utts, targets, np.random.default_rng(0), 1024,
+                                                        augment=False, ctc_targets=sources)
+    rows = [list(r[r != 1]) for r in ctc[real]]
+    assert sorted(rows) == sorted(sources) and tgt.shape == ctc.shape
+    cfg = small_config(len(de.dictionary), len(en.dictionary)).replace(encoder_layers=2, ctc_encoder_layer=1,
+                                                                       decoder_layers=1)
+    assert cfg.ctc_vocab_size == len(en.dictionary) + 1 != len(de.dictionary) + 1
+    params = init_params(cfg)
+    assert params["encoder"]["ctc_fc"]["kernel"].shape[-1] == len(en.dictionary) + 1
+    loss_fn = jax.jit(make_loss(S2TModel(cfg), cfg))
+    _, (_, with_source) = loss_fn(params, feats, lengths, prev, tgt, ctc, real)
+    _, (_, shifted) = loss_fn(params, feats, lengths, prev, tgt, np.where(ctc > 4, ctc - 1, ctc), real)
+    assert np.isfinite(float(with_source)) and float(with_source) != float(shifted)
 
 
 def test_wer():

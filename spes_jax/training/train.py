@@ -30,12 +30,14 @@ from ..text import EOS, Dictionary, Tokenizer
 from .data import Utterance, build, export, wer
 
 
-def small_config(vocab_size: int) -> ModelConfig:
-    """The embedded models' size: 4 Conformer layers (d 96, 4 heads, kernel 15), 2 decoder layers."""
+def small_config(vocab_size: int, ctc_pieces: int | None = None) -> ModelConfig:
+    """The embedded models' size: 4 Conformer layers (d 96, 4 heads, kernel 15), 2 decoder layers. The CTC
+    head covers ``ctc_pieces`` pieces (default: the target dictionary's) and the blank."""
     return ModelConfig(conv_channels=192, encoder_embed_dim=96, encoder_layers=4, encoder_attention_heads=4,
                        conformer_conv_kernel_size=15, decoder_embed_dim=96, decoder_layers=2,
                        decoder_attention_heads=4, decoder_ffn_embed_dim=384, vocab_size=vocab_size,
-                       ctc_encoder_layer=3, ctc_vocab_size=vocab_size + 1, max_target_positions=256)
+                       ctc_encoder_layer=3, ctc_vocab_size=(ctc_pieces or vocab_size) + 1,
+                       max_target_positions=256)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, out_dir: str,
@@ -63,15 +65,21 @@ VOCABULARY_AXES = {("decoder", "embed_tokens", "embedding"): 0, ("decoder", "out
                    ("encoder", "ctc_fc", "kernel"): 1, ("encoder", "ctc_fc", "bias"): 0}
 
 
-def init_from(params: dict, model_dir: str, dictionary: Dictionary) -> tuple[dict, dict]:
+def init_from(params: dict, model_dir: str, dictionary: Dictionary,
+              ctc_dictionary: Dictionary | None = None) -> tuple[dict, dict]:
     """``params`` started from the model at ``model_dir``: every parameter with the same path and shape,
     and the vocabulary-indexed ones row by row for the pieces both dictionaries hold (the others keep
-    their random initialisation). FBK's recipes start a model from a trained encoder the same way; here
-    it carries an earlier training's acoustic model and decoder over to harder data. Returns the
-    parameters and the starting model's ``source`` record."""
+    their random initialisation). The CTC head is matched by ``ctc_dictionary`` (default
+    ``dictionary``) against the starting model's CTC pieces; a head trained on source transcripts
+    (``--ctc-text source``) is not carried over, its dictionary is not kept. FBK's recipes start a model
+    from a trained encoder the same way; here it carries an earlier training's acoustic model and decoder
+    over to harder data. Returns the parameters and the starting model's ``source`` record."""
     _, source, config, dict_path, _ = read_model_dir(model_dir)
     old_ids = {s: i for i, s in enumerate(Dictionary.load(dict_path).symbols)}
-    new_to_old = np.array([old_ids.get(s, -1) for s in dictionary.symbols])
+    index_of = lambda d: np.array([old_ids.get(s, -1) for s in d.symbols])
+    new_to_old = index_of(dictionary)
+    own_ctc = config.get("source", {}).get("ctc_text", "target") == "target"
+    ctc_to_old = index_of(ctc_dictionary or dictionary) if own_ctc else None
     flat = {tuple(k.key for k in path): np.asarray(leaf)
             for path, leaf in jax.tree_util.tree_flatten_with_path(source)[0]}
     copied, pieces = 0, int((new_to_old >= 0).sum())
@@ -84,9 +92,11 @@ def init_from(params: dict, model_dir: str, dictionary: Dictionary) -> tuple[dic
             return leaf
         if key in VOCABULARY_AXES:
             axis = VOCABULARY_AXES[key]
-            index = new_to_old
-            if leaf.shape[axis] == len(new_to_old) + 1:  # the CTC blank
-                index = np.append(new_to_old, old.shape[axis] - 1)
+            index = ctc_to_old if key[1] == "ctc_fc" else new_to_old
+            if index is None:
+                return leaf
+            if key[1] == "ctc_fc":  # the blank, last in both heads
+                index = np.append(index, old.shape[axis] - 1)
             new = np.moveaxis(np.array(leaf), axis, 0)
             new[index >= 0] = np.moveaxis(old, axis, 0)[index[index >= 0]]
             copied += 1
@@ -116,12 +126,17 @@ def _spec_augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def batches(utts: list[Utterance], targets: list[list[int]], rng: np.random.Generator, max_frames: int,
-            augment: bool, frame_bucket: int = 128, token_bucket: int = 16):
-    """One epoch of batches. Frames are padded to multiples of frame_bucket and tokens to token_bucket,
-    and the batch size is fixed per frame bucket (max_frames // frames), so few shapes are ever compiled
-    (each shape is one compilation of the training step)."""
+            augment: bool, frame_bucket: int = 128, token_bucket: int = 16,
+            ctc_targets: list[list[int]] | None = None):
+    """One epoch of batches (feats, lengths, prev, tgt, ctc, real). Frames are padded to multiples of
+    frame_bucket and tokens to token_bucket, and the batch size is fixed per frame bucket
+    (max_frames // frames), so few shapes are ever compiled (each shape is one compilation of the
+    training step). ``ctc`` holds the CTC labels, padded like ``tgt``: ``ctc_targets`` (e.g. the source
+    transcript's pieces), by default the targets without </s>."""
+    if ctc_targets is None:
+        ctc_targets = [y[:-1] for y in targets]
     T_of = lambda i: round_up(utts[i].features.shape[0], frame_bucket)
-    L_of = lambda i: round_up(len(targets[i]), token_bucket)
+    L_of = lambda i: round_up(max(len(targets[i]), len(ctc_targets[i])), token_bucket)
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i in rng.permutation(len(utts)):
         by_shape.setdefault((T_of(i), L_of(i)), []).append(int(i))
@@ -135,6 +150,7 @@ def batches(utts: list[Utterance], targets: list[list[int]], rng: np.random.Gene
         lengths = np.full(B, T, np.int32)
         prev = np.ones((B, L), np.int32)
         tgt = np.ones((B, L), np.int32)
+        ctc = np.ones((B, L), np.int32)
         for row, i in enumerate(g):
             f = utts[i].features.astype(np.float32)
             feats[row, : len(f)] = _spec_augment(f, rng) if augment else f
@@ -142,7 +158,8 @@ def batches(utts: list[Utterance], targets: list[list[int]], rng: np.random.Gene
             y = targets[i]
             tgt[row, : len(y)] = y
             prev[row, : len(y)] = [EOS] + y[:-1]
-        yield feats, lengths, prev, tgt, np.arange(B) < len(g)
+            ctc[row, : len(ctc_targets[i])] = ctc_targets[i]
+        yield feats, lengths, prev, tgt, ctc, np.arange(B) < len(g)
 
 
 def lr_schedule(peak: float, warmup: int, steps: int, cooldown: int = 0):
@@ -160,14 +177,13 @@ CTC_WEIGHT = 0.5
 
 
 def make_loss(model: S2TModel, cfg: ModelConfig, smoothing: float = 0.1, ctc_weight: float = CTC_WEIGHT):
-    def loss_fn(params, feats, lengths, prev, tgt, real):
+    def loss_fn(params, feats, lengths, prev, tgt, ctc_labels, real):
         logits, enc = model.apply({"params": params}, feats, lengths, prev)
         mask = (tgt != cfg.pad) & real[:, None]
         logp = jax.nn.log_softmax(logits, axis=-1)
         nll = -jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
         smooth = -logp.mean(axis=-1)
         ce = jnp.sum(((1 - smoothing) * nll + smoothing * smooth) * mask) / mask.sum()
-        ctc_labels = jnp.where(tgt == cfg.eos, cfg.pad, tgt)  # CTC targets: the tokens without </s>
         label_pad = (ctc_labels == cfg.pad).astype(jnp.float32)
         frames = enc.ctc_logits.shape[1]
         logit_pad = (jnp.arange(frames)[None] >= enc.ctc_lengths[:, None]).astype(jnp.float32)
@@ -218,6 +234,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--cooldown", type=int, default=0,
                     help="decay the learning rate linearly to zero over this many final steps")
     ap.add_argument("--ctc-weight", type=float, default=CTC_WEIGHT, help="weight of the auxiliary CTC loss")
+    ap.add_argument("--ctc-text", choices=["target", "source"], default="target",
+                    help="what the auxiliary CTC loss transcribes; source (--task st): the English transcript, "
+                    "with its own dictionary, as FBK's ST recipes do")
     ap.add_argument("--vocab", type=int, default=300)
     ap.add_argument("--average", type=int, default=5, help="average this many of the last checkpoints")
     ap.add_argument("--seed", type=int, default=1)
@@ -250,6 +269,8 @@ def source_record(args: argparse.Namespace) -> dict:
         source["cooldown"] = args.cooldown
     if args.ctc_weight != CTC_WEIGHT:
         source["ctc_weight"] = args.ctc_weight
+    if args.ctc_text != "target":
+        source["ctc_text"] = args.ctc_text
     if args.data == "robust":
         from .robust import Mix
 
@@ -265,6 +286,8 @@ def main(argv=None):
         ap.error(f"--cooldown must lie in [0, --steps = {args.steps}], got {args.cooldown}")
     if args.ctc_weight < 0:
         ap.error(f"--ctc-weight must be >= 0, got {args.ctc_weight}")
+    if args.ctc_text == "source" and args.task != "st":
+        ap.error("--ctc-text source is for --task st (in ASR the source is the target)")
     for flag, p in (("--noise", args.noise), ("--edge", args.edge)):
         if not 0 <= p <= 1:
             ap.error(f"{flag} is a probability, got {p}")
@@ -285,12 +308,20 @@ def main(argv=None):
     dict_path, spm_path = train_tokenizer([text(u) for u in train if text(u)], args.vocab, work)
     tokenizer = Tokenizer(Dictionary.load(dict_path), spm_path)
     targets = [tokenizer.encode(text(u)) for u in train]
-    cfg = small_config(len(tokenizer.dictionary))
+    ctc_dictionary, ctc_targets = None, None
+    if args.ctc_text == "source":  # a second SentencePiece model, English, for the CTC head only
+        os.makedirs(os.path.join(work, "ctc"))
+        ctc_dict_path, ctc_spm_path = train_tokenizer([u.en for u in train if u.en], args.vocab,
+                                                      os.path.join(work, "ctc"))
+        ctc_tokenizer = Tokenizer(Dictionary.load(ctc_dict_path), ctc_spm_path)
+        ctc_dictionary = ctc_tokenizer.dictionary
+        ctc_targets = [ctc_tokenizer.encode(u.en)[:-1] for u in train]
+    cfg = small_config(len(tokenizer.dictionary), ctc_dictionary and len(ctc_dictionary))
     model = S2TModel(cfg)
     params = init_params(cfg, seed=args.seed)
     init_source = None
     if args.init_from:
-        params, init_source = init_from(params, args.init_from, tokenizer.dictionary)
+        params, init_source = init_from(params, args.init_from, tokenizer.dictionary, ctc_dictionary)
     schedule = lr_schedule(args.lr, args.warmup, args.steps, args.cooldown)
     opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-8))
     state = opt.init(params)
@@ -307,7 +338,7 @@ def main(argv=None):
     every = max(args.steps // (4 * args.average), 1)
     while n < args.steps:
         for batch in batches(train, targets, rng, args.max_frames, augment=True, frame_bucket=args.frame_bucket,
-                             token_bucket=args.frame_bucket // 8):
+                             token_bucket=args.frame_bucket // 8, ctc_targets=ctc_targets):
             params, state, loss, ce, ctc = step(params, state, *batch)
             n += 1
             if n % 50 == 0:
