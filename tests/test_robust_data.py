@@ -42,6 +42,10 @@ def test_german_agreement_follows_the_nouns_gender(article, case, expected):
         assert nouns[en][4] == gender
         assert gl.noun_phrase_de(nouns[en], red, case, article) == expected[gender]
     assert gl.noun_phrase_de(nouns["car"], ("expensive", "teur", "teuer"), "nom", "indefinite") == "ein teures Auto"
+    quiet = {a[0]: a for a in gl.ADJECTIVES_L}["quiet"]  # a stem ending in -e takes no second e
+    assert gl.noun_phrase_de(nouns["lamp"], quiet, "nom", "indefinite") == "eine leise Lampe"
+    assert gl.noun_phrase_de(nouns["ball"], quiet, "nom", "indefinite") == "ein leiser Ball"
+    assert all("leisee" not in s.de and "leiseer" not in s.de for s in gl.sentences(3000, 4))
     assert gl.noun_phrase_en(nouns["apple"], None, "indefinite") == "an apple"
     assert gl.noun_phrase_en(nouns["apple"], red, "indefinite") == "a red apple"
 

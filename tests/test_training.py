@@ -128,6 +128,17 @@ def test_source_records_a_non_default_ctc_weight():
 
     assert "ctc_weight" not in source_record(parser().parse_args(["--out", "m"]))
     assert source_record(parser().parse_args(["--out", "m", "--ctc-weight", "1"]))["ctc_weight"] == 1.0
+    assert "ctc_text" not in source_record(parser().parse_args(["--out", "m", "--task", "st"]))
+    st = parser().parse_args(["--out", "m", "--task", "st", "--ctc-text", "source"])
+    assert source_record(st)["ctc_text"] == "source"
+
+
+def test_ctc_on_the_source_is_refused_for_asr(capsys):
+    from spes_jax.training.train import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--out", "m", "--task", "asr", "--ctc-text", "source"])
+    assert e.value.code == 2 and "--ctc-text source is for --task st" in capsys.readouterr().err
 
 
 def test_init_from_carries_parameters_and_shared_pieces_over(tiny_model, tmp_path):
@@ -157,6 +168,39 @@ def test_init_from_carries_parameters_and_shared_pieces_over(tiny_model, tmp_pat
     np.testing.assert_array_equal(params["encoder"]["subsample"]["conv_layers_0"]["kernel"],
                                   src["encoder"]["subsample"]["conv_layers_0"]["kernel"])
 
+
+
+def test_init_from_matches_the_ctc_head_by_its_own_dictionary(tiny_model, tmp_path):
+    """An ST model with --ctc-text source started from an ASR model: the decoder's rows follow the target
+    (German) dictionary, the CTC head's the English one; a head trained on source transcripts is not
+    carried over (its dictionary is not kept)."""
+    import dataclasses
+
+    from spes_jax.models import init_params
+    from spes_jax.training.train import init_from
+    from support import save_tiny_model
+
+    src = jax.tree_util.tree_map(np.asarray, tiny_model.params)
+    old = list(tiny_model.dictionary.symbols)
+    target = Dictionary(old[:4] + ["\u2581der", "\u2581die"])  # no piece shared with the old model
+    ctc = Dictionary(old[:4] + old[4:][::-1])
+    cfg = dataclasses.replace(tiny_model.cfg, vocab_size=len(target), ctc_vocab_size=len(ctc) + 1)
+    fresh = init_params(cfg, seed=5)
+    model_dir = save_tiny_model(tiny_model, tmp_path)
+    params, _ = init_from(fresh, model_dir, target, ctc)
+    j = ctc.symbols.index(old[10])
+    np.testing.assert_array_equal(params["encoder"]["ctc_fc"]["bias"][j], src["encoder"]["ctc_fc"]["bias"][10])
+    np.testing.assert_array_equal(params["decoder"]["embed_tokens"]["embedding"][4],
+                                  fresh["decoder"]["embed_tokens"]["embedding"][4])
+
+    config_path = os.path.join(model_dir, "config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["source"] = {"ctc_text": "source"}
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    params, _ = init_from(fresh, model_dir, target, ctc)
+    np.testing.assert_array_equal(params["encoder"]["ctc_fc"]["kernel"], fresh["encoder"]["ctc_fc"]["kernel"])
 
 def test_lr_schedule_warms_up_decays_and_cools_down():
     """fairseq's inverse-square-root schedule; --cooldown only scales its last steps linearly to zero."""

@@ -77,7 +77,7 @@ ADJECTIVES_L = ADJECTIVES + [
     ("wet", "nass"), ("dry", "trocken"), ("light", "leicht"), ("grey", "grau"), ("beautiful", "schön"),
     ("tiny", "winzig"), ("huge", "riesig"), ("broken", "kaputt"), ("strong", "stark"), ("thin", "dünn"),
     ("thick", "dick"), ("sharp", "scharf"), ("golden", "golden"), ("wooden", "hölzern"), ("slow", "langsam"),
-    ("funny", "lustig"), ("tall", "hoh", "hoch"), ("quiet", "leise"),
+    ("funny", "lustig"), ("tall", "hoh", "hoch"), ("quiet", "leis", "leise"),
 ]
 # person: (English, German nominative, accusative, gender, dative)
 _DATIVE = {"der Mann": "dem Mann", "die Frau": "der Frau", "das Kind": "dem Kind", "der Lehrer": "dem Lehrer",
