@@ -68,15 +68,25 @@ def test_robust_model_on_raw_espeak_speech_and_silence(tmp_path):
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_robust_st_model_on_raw_espeak_speech_and_silence(tmp_path):
-    """The robust ST model on espeak-ng's own WAV of a held-out sentence (never in training, in a voice and
-    recording the training pipeline did not make) and on 3 s of digital silence."""
+    """The robust ST model on espeak-ng's own WAVs of the first eight held-out sentences of set (b) (never in
+    training, in a voice and recording the training pipeline did not make) and on 3 s of digital silence."""
+    import sacrebleu
+
     model = load_model("st-robust")
     assert model.search.min_len == 0 and assets.EMBEDDED["st-robust"] == "st"
-    [speech], silence = _espeak_and_silence(model, ["the cook shows the pilot the huge pig"], tmp_path)
+    pairs = [("does the student see the new flower", "Sieht der Student die neue Blume?"),
+             ("the cook shows the pilot the huge pig", "Der Koch zeigt dem Piloten das riesige Schwein."),
+             ("i see a hundred light scarves", "Ich sehe hundert leichte Schals."),
+             ("the singer shows the farmer the light clock", "Die Sängerin zeigt dem Bauern die leichte Uhr."),
+             ("the child holds the golden radio because the child throws the cow",
+              "Das Kind hält das goldene Radio, weil das Kind die Kuh wirft."),
+             ("where is the candle", "Wo ist die Kerze?"), ("the child has a short goat", "Das Kind hat eine kurze Ziege."),
+             ("how many tiny guitars does the driver touch", "Wie viele winzige Gitarren berührt der Fahrer?")]
+    speech, silence = _espeak_and_silence(model, [en for en, _ in pairs], tmp_path)
     assert silence == ""
-    # the frame right (subject, verb, dative object; measured: "... die riesige Schlange."), at most the
-    # object's article and noun wrong: the robust ST model's errors are content nouns (docs/models.md)
-    assert wer(["Der Koch zeigt dem Piloten das riesige Schwein."], [speech]) <= 100 * 2 / 7
+    assert all(h.count(".") + h.count("?") == 1 for h in speech)
+    # the frame right, content nouns often wrong (docs/models.md); measured: 57.3 (the model before: see docs)
+    assert sacrebleu.corpus_bleu(speech, [[de for _, de in pairs]]).score >= 45
 
 
 def test_cli_explain_defaults_to_the_embedded_model(tmp_path):

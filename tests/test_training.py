@@ -245,7 +245,7 @@ def test_embedded_stages_reproduce_the_shipped_models_lineage(tmp_path):
         previous = None
         for (stage, argv, marker), record in zip(plan, shipped):
             args = parser().parse_args(argv)
-            assert args.init_from == previous and args.task == EMBEDDED[name]
+            assert args.init_from == previous
             ours = source_record(args)
             for key, value in record.items():
                 if key == "mix":
@@ -254,7 +254,9 @@ def test_embedded_stages_reproduce_the_shipped_models_lineage(tmp_path):
                 else:
                     assert ours[key] == value, (name, stage, key)
             previous = args.out
-        assert previous == out and args.max_seconds == config.get("data", {}).get("max_seconds")
+        # the last stage makes the model; an earlier one may train another task (st-robust's encoder: ASR)
+        assert previous == out and args.task == EMBEDDED[name]
+        assert args.max_seconds == config.get("data", {}).get("max_seconds")
 
 
 def test_embedded_run_continues_at_the_first_unfinished_stage(tmp_path, capsys):
