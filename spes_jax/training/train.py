@@ -59,6 +59,14 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: str,
     return dict_path, spm_path
 
 
+def _tokenizer(texts: list[str], vocab_size: int, out_dir: str) -> tuple[Tokenizer, str, str]:
+    """A tokenizer trained on the non-empty ``texts`` (no-speech examples have none), its dictionary and
+    SentencePiece files written to ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    dict_path, spm_path = train_tokenizer([t for t in texts if t], vocab_size, out_dir)
+    return Tokenizer(Dictionary.load(dict_path), spm_path), dict_path, spm_path
+
+
 # Parameters indexed by the vocabulary, and the axis: under another tokenizer they are carried over
 # per piece. The CTC head has one more output, the blank, last in both models.
 VOCABULARY_AXES = {("decoder", "embed_tokens", "embedding"): 0, ("decoder", "output_projection", "kernel"): 1,
@@ -305,15 +313,11 @@ def main(argv=None):
         export(test[:4], args.samples)
     text = (lambda u: u.en) if args.task == "asr" else (lambda u: u.de)
     work = tempfile.mkdtemp(prefix="spes-jax-train-")
-    dict_path, spm_path = train_tokenizer([text(u) for u in train if text(u)], args.vocab, work)
-    tokenizer = Tokenizer(Dictionary.load(dict_path), spm_path)
+    tokenizer, dict_path, spm_path = _tokenizer([text(u) for u in train], args.vocab, work)
     targets = [tokenizer.encode(text(u)) for u in train]
     ctc_dictionary, ctc_targets = None, None
     if args.ctc_text == "source":  # a second SentencePiece model, English, for the CTC head only
-        os.makedirs(os.path.join(work, "ctc"))
-        ctc_dict_path, ctc_spm_path = train_tokenizer([u.en for u in train if u.en], args.vocab,
-                                                      os.path.join(work, "ctc"))
-        ctc_tokenizer = Tokenizer(Dictionary.load(ctc_dict_path), ctc_spm_path)
+        ctc_tokenizer = _tokenizer([u.en for u in train], args.vocab, os.path.join(work, "ctc"))[0]
         ctc_dictionary = ctc_tokenizer.dictionary
         ctc_targets = [ctc_tokenizer.encode(u.en)[:-1] for u in train]
     cfg = small_config(len(tokenizer.dictionary), ctc_dictionary and len(ctc_dictionary))
