@@ -27,6 +27,13 @@ def test_default_model_transcribes_the_bundled_samples():
         assert hyp.text == timings[name]["text"]
 
 
+def test_robust_model_transcribes_the_bundled_samples():
+    """`asr-robust` keeps the default model's transcripts of the bundled (spliced) samples."""
+    timings = assets.sample_timings()
+    hyps = load_model("asr-robust").transcribe(list(assets.samples().values()))
+    assert [h.text for h in hyps] == [timings[name]["text"] for name in assets.samples()]
+
+
 def test_embedded_st_model_translates_the_bundled_samples():
     model = load_model("st")
     timings = assets.sample_timings()

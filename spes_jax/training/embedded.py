@@ -29,8 +29,8 @@ STAGES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "st": (("spliced", ("--task", "st")),),
     "asr-robust": (
         _SPLICED_ASR,
-        ("robust", ("--task", "asr", "--data", "robust", "--train-sentences", "16000", "--steps", "4000",
-                    "--cooldown", "1600", "--edge", "0.3", "--frame-bucket", "256", "--max-seconds", "12")),
+        ("robust", ("--task", "asr", "--data", "robust", "--train-sentences", "30000", "--steps", "8000",
+                    "--cooldown", "3000", "--edge", "0.3", "--frame-bucket", "256", "--max-seconds", "12")),
     ),
     # As FBK's ST recipes: the encoder from an ASR model, the CTC loss on the English transcript.
     "st-robust": (
