@@ -35,8 +35,8 @@ STAGES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     # As FBK's ST recipes: the encoder from an ASR model, the CTC loss on the English transcript.
     "st-robust": (
         _SPLICED_ASR,
-        ("robust", ("--task", "st", "--data", "robust", "--ctc-text", "source", "--train-sentences", "16000",
-                    "--steps", "3800", "--cooldown", "1600", "--edge", "0.3", "--frame-bucket", "256",
+        ("robust", ("--task", "st", "--data", "robust", "--ctc-text", "source", "--train-sentences", "24000",
+                    "--steps", "6000", "--cooldown", "2400", "--edge", "0.3", "--frame-bucket", "256",
                     "--max-seconds", "12")),
     ),
 }
