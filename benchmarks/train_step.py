@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 
-import jax
 import numpy as np
-import optax
 
 from common import compiled_flops, device_name, matmul_peak, print_table, time_call, write_results
 from spes_jax.models import S2TModel, init_params
-from spes_jax.training.train import lr_schedule, make_loss, small_config
+from spes_jax.training.train import lr_schedule, make_loss, make_step, optimizer, small_config
 
 
 def main():
@@ -29,15 +27,8 @@ def main():
     args = ap.parse_args()
     cfg = small_config(args.vocab)
     model, params = S2TModel(cfg), init_params(cfg, seed=1)
-    opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(lr_schedule(1e-3, 400, 4000), b1=0.9, b2=0.98))
-    state, loss_fn = opt.init(params), make_loss(model, cfg)
-
-    @jax.jit
-    def step(params, state, *batch):
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *batch)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
-
+    opt = optimizer(lr_schedule(1e-3, 400, 4000))
+    state, step = opt.init(params), make_step(make_loss(model, cfg), opt)
     peak = matmul_peak()
     rows, rng = [], np.random.default_rng(0)
     for T in args.frames:

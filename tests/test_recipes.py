@@ -89,10 +89,11 @@ def _check_nbest(res, row, nbest):
     ranks, scores = [], [h["score"] for h in nbest]
     for k in range(len(nbest)):
         n = int(res.lengths[row, k])
-        if tuple(res.tokens[row, k, :n].tolist()) not in ref:
+        tokens = tuple(res.tokens[row, k, :n].tolist())
+        if tokens not in ref:
             assert min(scores) - NEAR_TIE <= float(res.scores[row, k]) <= max(scores) + NEAR_TIE, (row, k)
             continue
-        r, hyp = ref[tuple(res.tokens[row, k, :n].tolist())]
+        r, hyp = ref[tokens]
         ranks.append(r)
         assert abs(float(res.scores[row, k]) - hyp["score"]) <= TOL
         np.testing.assert_allclose(res.positional_scores[row, k, :n], hyp["positional_scores"], atol=TOL)

@@ -202,6 +202,22 @@ def make_loss(model: S2TModel, cfg: ModelConfig, smoothing: float = 0.1, ctc_wei
     return loss_fn
 
 
+def optimizer(schedule) -> optax.GradientTransformation:
+    """Adam as fairseq's speech recipes set it, after clipping the gradient's global norm to 10."""
+    return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-8))
+
+
+def make_step(loss_fn, opt: optax.GradientTransformation):
+    """The compiled training step: (params, opt_state, *batch) -> (params, opt_state, loss, ce, ctc)."""
+    @jax.jit
+    def step(params, state, *batch):
+        (loss, (ce, ctc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *batch)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss, ce, ctc
+
+    return step
+
+
 def evaluate(model: SpeechToTextModel, test: list[Utterance], task: str) -> dict:
     hyps = [h[0].text for h in model.decode([u.features.astype(np.float32) for u in test], batch_size=16)]
     refs = [u.en if task == "asr" else u.de for u in test]
@@ -327,15 +343,9 @@ def main(argv=None):
     if args.init_from:
         params, init_source = init_from(params, args.init_from, tokenizer.dictionary, ctc_dictionary)
     schedule = lr_schedule(args.lr, args.warmup, args.steps, args.cooldown)
-    opt = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-8))
+    opt = optimizer(schedule)
     state = opt.init(params)
-    loss_fn = make_loss(model, cfg, ctc_weight=args.ctc_weight)
-
-    @jax.jit
-    def step(params, state, *batch):
-        (loss, (ce, ctc)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *batch)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss, ce, ctc
+    step = make_step(make_loss(model, cfg, ctc_weight=args.ctc_weight), opt)
 
     rng = np.random.default_rng(args.seed)
     curve, snapshots, n = [], [], 0
