@@ -33,7 +33,7 @@ from spes_jax import SPESConfig, core
 from spes_jax.core import segment
 from spes_jax.explainer import compute_params
 from spes_jax.models import ModelConfig, init_params, paper_config
-from spes_jax.pipeline import SpeechToTextModel
+from spes_jax.pipeline import FairseqModel
 from spes_jax.text import Dictionary, Tokenizer
 
 TINY = ModelConfig(conv_channels=128, encoder_embed_dim=64, encoder_layers=3, encoder_attention_heads=4,
@@ -41,10 +41,10 @@ TINY = ModelConfig(conv_channels=128, encoder_embed_dim=64, encoder_layers=3, en
                    decoder_ffn_embed_dim=128, vocab_size=100, ctc_encoder_layer=2, ctc_vocab_size=101)
 
 
-def make_model(name: str) -> SpeechToTextModel:
+def make_model(name: str) -> FairseqModel:
     cfg = TINY if name == "tiny" else paper_config()
     symbols = ["<s>", "<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(cfg.vocab_size - 4)]
-    return SpeechToTextModel(cfg, init_params(cfg), Tokenizer(Dictionary(symbols), None))
+    return FairseqModel(cfg, init_params(cfg), Tokenizer(Dictionary(symbols), None))
 
 
 def features(seconds: float, seed: int = 0) -> np.ndarray:

@@ -8,10 +8,10 @@ from .encoder_saliency import EncoderSaliency, explain_encoder
 from .errors import SpesError
 from .explainer import explain
 from .explanation import Explanation, load_explanations, save_explanations
-from .pipeline import Hypothesis, SpeechToTextModel, load_model
+from .pipeline import FairseqModel, Hypothesis, SpeechToTextModel, load_model
 
 __version__ = "0.1.0"
 
 __all__ = ["explain", "explain_contrastive", "explain_corpus", "explain_encoder", "EncoderSaliency", "SPESConfig",
            "Explanation", "load_explanations", "save_explanations", "SearchConfig", "beam_search", "greedy_search",
-           "SpesError", "Hypothesis", "SpeechToTextModel", "load_model", "__version__"]
+           "SpesError", "Hypothesis", "SpeechToTextModel", "FairseqModel", "load_model", "__version__"]

@@ -77,7 +77,7 @@ def sweep_utterance(model: SpeechToTextModel, features: np.ndarray, target_ids: 
     """One checked utterance through the compiled contrastive sweep -> its ``Explanation``."""
     bow = begins_word(model.dictionary.symbols)
     inputs = contrastive_sweep.prepare(features, target_ids, foil_ids, spans, segmentation, utt_id, config, plan,
-                                       bow, replay)
+                                       bow, replay, model.layout(features))
     state = contrastive_sweep.init(params, inputs, plan=plan)
     out = jax.device_get(contrastive_sweep.run(state, plan, config, progress))
     if out["nonfinite"]:
@@ -92,7 +92,7 @@ def sweep_utterance(model: SpeechToTextModel, features: np.ndarray, target_ids: 
             "nonfinite_scores": int(out["nonfinite"])}
     return Explanation(
         id=utt_id, tokens=[info["word"]], spectrogram_saliency=np.asarray(out["spectrogram"][:, :T], np.float32),
-        prefix_saliency=np.asarray(out["prefix"][:, :K], np.float32), prefix_tokens=["</s>"] + target[:-1],
+        prefix_saliency=np.asarray(out["prefix"][:, :K], np.float32), prefix_tokens=model.dictionary.pieces(model.prompt[-1:]) + target[:-1],
         text=model.tokenizer.decode(target_ids), n_masks=config.masks_per_level * config.n_levels,
         n_token_masks=config.n_token_masks,
         meta={"requested_segments": list(segmentation.requested),

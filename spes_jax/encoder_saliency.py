@@ -99,7 +99,8 @@ def explain_encoder(model: SpeechToTextModel, audio, n_masks: int = 2000, p: flo
         bar = tqdm(total=len(features) * n_masks, unit="mask", desc="encoder output", dynamic_ncols=True)
     results = []
     for utt_id, feats, tokens in zip(ids, features, targets):
-        inputs = encoder_sweep.prepare(feats, tokens, utt_id, seed=seed, p=p, n_masks=n_masks, plan=plan)
+        inputs = encoder_sweep.prepare(feats, tokens, utt_id, seed=seed, p=p, n_masks=n_masks, plan=plan,
+                                       layout=model.layout(feats))
         state = encoder_sweep.init(params, inputs, plan=plan)
         sal, frames = jax.device_get(encoder_sweep.run(state, plan, n_masks, bar.update if bar else None))
         K = len(tokens)

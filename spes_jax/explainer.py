@@ -77,7 +77,8 @@ def explanation(model: SpeechToTextModel, utt_id: str, tokens: Sequence[int], n_
                                "prefix": round(float(result.prefix_r), 4)}
     return Explanation(
         id=utt_id, tokens=pieces, spectrogram_saliency=np.asarray(spec[:K, :n_frames], np.float32),
-        prefix_saliency=np.asarray(prefix[:K, :K], np.float32), prefix_tokens=["</s>"] + pieces[:-1],
+        prefix_saliency=np.asarray(prefix[:K, :K], np.float32),
+        prefix_tokens=model.dictionary.pieces(model.prompt[-1:]) + pieces[:-1],
         text=model.tokenizer.decode(tokens), n_masks=result.n_masks, n_token_masks=result.n_token_masks, meta=meta)
 
 
@@ -106,7 +107,7 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
         bar = tqdm(total=len(features) * per_utt, unit="mask", desc="SPES", dynamic_ncols=True)
     results = []
     for utt_id, feats, tokens, seg in zip(ids, features, targets, prefetch(lambda f: segment(f, cfg), features)):
-        inputs = sweep.prepare(feats, tokens, seg, utt_id, cfg, plan)
+        inputs = sweep.prepare(feats, tokens, seg, utt_id, cfg, plan, layout=model.layout(feats))
         state = sweep.init(params, inputs, plan=plan)
         results.append(explanation(model, utt_id, tokens, feats.shape[0], seg, cfg,
                                    sweep.run(state, plan, cfg, bar.update if bar else None)))

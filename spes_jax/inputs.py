@@ -39,7 +39,7 @@ def check_silence(waveform: np.ndarray, name: str) -> None:
 def check_length(frames: int, model, cfg: SPESConfig, name: str) -> None:
     """Warns when the input is longer than the model's ``max_source_positions`` (fairseq drops such
     utterances from training, so the model never saw one), with the cost of explaining it."""
-    limit = model.cfg.max_source_positions
+    limit = model.max_input_frames
     if frames > limit:
         n_masks = cfg.masks_per_level * cfg.n_levels + cfg.n_token_masks
         warnings.warn(f"{name}: {frames * FRAME_SHIFT_S:.0f} s ({frames} frames) is longer than the model's "

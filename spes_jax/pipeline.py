@@ -6,7 +6,7 @@ import dataclasses
 import functools
 import os
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -15,11 +15,12 @@ import numpy as np
 from . import assets
 from ._shapes import bucket
 from .audio import FRAME_SHIFT_S, load_features
+from .core.sweep import InputLayout
 from .decoding import SearchConfig, SearchResult, beam_search, greedy_search
 from .errors import SpesError
 from .models import ModelConfig, S2TModel
 from .models.io import read_model_dir
-from .text import EOS, Dictionary, Tokenizer
+from .text import Dictionary, Tokenizer
 
 Audio = Union[str, os.PathLike, np.ndarray]
 
@@ -48,47 +49,87 @@ def pad_batch(features: Sequence[np.ndarray], frames: int | None = None) -> tupl
     return out, lengths
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _forced_logits(model: S2TModel, params, features, lengths, prev_tokens):
-    return model.apply({"params": params}, features, lengths, prev_tokens)[0]
+@functools.partial(jax.jit, static_argnames=("module",))
+def _forced_logits(module, params, features, lengths, prev_tokens):
+    return module.apply({"params": params}, features, lengths, prev_tokens)[0]
 
 
 class SpeechToTextModel:
-    """An FBK-fairseq speech-to-text model ready to use.
+    """A speech-to-text model of any family, ready to use: the contract the engine, the explainer,
+    the corpus runs and the commands rely on (docs/architecture.md, "The model contract").
 
-    ``module.apply({"params": params}, ...)`` is the pure forward pass; the methods here add audio
-    reading, batching and text handling around it. ``search`` is the decoding every method uses unless
-    given another (from the model directory's ``"search"`` section; the reference's defaults otherwise).
-    ``data["max_seconds"]``, where set, is the longest input the model handles; longer ones are refused.
+    ``module.apply({"params": params}, ...)`` is the pure forward pass (``encode``, ``cross_kv``,
+    ``decode``, ``decode_step``, ``init_cache``); a family adds its front end (``features``), its
+    input layout for the sweep (``layout``), its forced decoder ``prompt``, its tokenizer and its
+    decoding defaults (``search``). ``max_seconds`` is the longest input it handles (None: no limit).
     """
 
-    def __init__(self, cfg: ModelConfig, params, tokenizer: Tokenizer, data: dict | None = None,
-                 path: str | None = None, info: dict | None = None, search: SearchConfig | None = None):
-        self.cfg = cfg
-        self.module = S2TModel(cfg)
-        self.params = jax.tree_util.tree_map(jnp.asarray, params)
-        self.tokenizer = tokenizer
-        self.data = data or {"cmvn": "utterance", "num_mel_bins": cfg.input_feat_per_channel}
-        self.path = path
-        self.info = info or {}
-        self.search = search or SearchConfig()
+    family: str = ""
+    module: Any
+    params: Any
+    tokenizer: Any
+    search: SearchConfig
+    path: str | None = None
+    info: dict
+    max_seconds: float | None = None
 
     @property
-    def dictionary(self) -> Dictionary:
+    def dictionary(self):
+        """Id -> piece (``pieces(ids)``, ``index(piece)``, ``len``) of the output vocabulary."""
         return self.tokenizer.dictionary
 
+    @property
+    def prompt(self) -> tuple[int, ...]:
+        """The forced decoder prompt; its last token is the start column of every prefix map."""
+        raise NotImplementedError
+
     def features(self, audio: Audio) -> np.ndarray:
-        """An audio file, a (N,) 16 kHz waveform or a raw (T, C) fbank -> (T, C) model input."""
-        feats = load_features(audio, self.cfg.input_feat_per_channel, self.data.get("cmvn") == "utterance")
+        """An audio file or a (N,) 16 kHz waveform -> the (T, C) frames of the utterance."""
+        raise NotImplementedError
+
+    def layout(self, features: np.ndarray) -> InputLayout:
+        """How ``features`` (T, C) enter the model: padded length and value, occlusion fill, prompt."""
+        raise NotImplementedError
+
+    @property
+    def feature_kind(self) -> str:
+        """What ``features`` computes, in words (recorded in explanation files)."""
+        raise NotImplementedError
+
+    @property
+    def max_input_frames(self) -> int:
+        """The longest input (frames) the model was built for; longer ones are warned about."""
+        raise NotImplementedError
+
+    @property
+    def encoder_stride(self) -> int:
+        """Input frames per encoder output frame."""
+        raise NotImplementedError
+
+    def _check_frames(self, feats: np.ndarray, audio: Audio) -> np.ndarray:
+        """Refuses inputs that are too short to decode or longer than ``max_seconds``."""
         name = f"{os.fspath(audio)}: " if isinstance(audio, (str, os.PathLike)) else ""
         if feats.shape[0] < 8:
             raise SpesError(f"{name}audio too short: {feats.shape[0]} frames (need at least 8, i.e. 0.1 s)")
-        limit = self.data.get("max_seconds")
+        limit = self.max_seconds
         if limit and feats.shape[0] * FRAME_SHIFT_S > limit:
             raise SpesError(f"{name}audio is {feats.shape[0] * FRAME_SHIFT_S:.1f} s long; this model handles at "
                             f"most {limit:g} s (it drops speech beyond that): cut the audio into pieces of at "
                             f"most {limit:g} s, e.g. at pauses")
         return feats
+
+    def batch(self, features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(T_i, C) utterances -> the (B, T_in, C) model input laid out as ``layout`` says, and (B,) T_i."""
+        layouts = [self.layout(f) for f in features]
+        frames = max(l.frames or bucket(f.shape[0]) for l, f in zip(layouts, features))
+        out = np.stack([np.full((frames, f.shape[1]), l.pad_value, np.float32) for l, f in zip(layouts, features)])
+        for row, f in zip(out, features):
+            row[: f.shape[0]] = f
+        return out, np.array([f.shape[0] for f in features], np.int32)
+
+    def max_new_tokens(self, frames: int, search: SearchConfig) -> int:
+        """The most tokens (end token included) decoding may produce for an input of ``frames``."""
+        return search.max_len(frames, self.module.cfg.max_target_positions - len(self.prompt) + 1)
 
     def generate(self, audios: Sequence[Audio], search: SearchConfig | None = None,
                  batch_size: int = 8, greedy: bool = False) -> list[list[Hypothesis]]:
@@ -97,16 +138,16 @@ class SpeechToTextModel:
 
     def decode(self, feats: Sequence[np.ndarray], search: SearchConfig | None = None,
                batch_size: int = 8, greedy: bool = False) -> list[list[Hypothesis]]:
-        """``generate`` on model inputs: (T_i, C) features already normalised (e.g. perturbed ones)."""
+        """``generate`` on the (T_i, C) frames ``features`` returns (e.g. perturbed ones)."""
         search = search or self.search
         order = sorted(range(len(feats)), key=lambda i: -feats[i].shape[0])
         results: list[list[Hypothesis]] = [[] for _ in feats]
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            batch, lengths = pad_batch([feats[i] for i in idx])
-            max_len = search.max_len(int(lengths.max()), self.cfg.max_target_positions)
+            batch, lengths = self.batch([feats[i] for i in idx])
             fn = greedy_search if greedy else beam_search
-            res = jax.device_get(fn(self.module, self.params, batch, lengths, cfg=search, max_len=max_len))
+            res = jax.device_get(fn(self.module, self.params, batch, lengths, cfg=search, prompt=self.prompt,
+                                    max_len=self.max_new_tokens(int(lengths.max()), search)))
             for row, i in enumerate(idx):
                 results[i] = self._hypotheses(res, row)
         return results
@@ -137,14 +178,14 @@ class SpeechToTextModel:
     def forced_log_probs(self, audio: Audio, target: Sequence[int] | str) -> np.ndarray:
         """Teacher-forced ``log P(y_k | X, y_<k)`` for every position in one pass.
 
-        target: ids ending with </s> (or a text to encode). Returns (L, V) float32.
+        target: ids ending with the end token (or a text to encode). Returns (L, V) float32.
         """
         ids = self.tokenizer.encode(target) if isinstance(target, str) else [int(t) for t in target]
-        if not ids or ids[-1] != EOS:
-            raise SpesError("target must end with </s>")
-        feats, lengths = pad_batch([self.features(audio)])
-        prev = np.array([[EOS] + ids[:-1]], np.int32)
-        logits = _forced_logits(self.module, self.params, feats, lengths, prev)
+        if not ids or ids[-1] != self.module.cfg.eos:
+            raise SpesError("target must end with the end-of-sentence token")
+        feats, lengths = self.batch([self.features(audio)])
+        prev = np.array([list(self.prompt) + ids[:-1]], np.int32)
+        logits = _forced_logits(self.module, self.params, feats, lengths, prev)[:, len(self.prompt) - 1:]
         return np.asarray(jax.nn.log_softmax(logits, axis=-1))[0]
 
     def cross_attention(self, audio: Audio, tokens: Sequence[int] | str) -> np.ndarray:
@@ -153,6 +194,58 @@ class SpeechToTextModel:
         from .analysis.cross_attention import cross_attention
 
         return cross_attention(self, audio, tokens)
+
+
+class FairseqModel(SpeechToTextModel):
+    """An FBK-fairseq speech-to-text model (Conformer / Transformer, fbank input, SentencePiece).
+
+    ``search`` is the decoding every method uses unless given another (from the model directory's
+    ``"search"`` section; the reference's defaults otherwise). ``data["max_seconds"]``, where set, is
+    the longest input the model handles; longer ones are refused.
+    """
+
+    family = "fbk"
+
+    def __init__(self, cfg: ModelConfig, params, tokenizer: Tokenizer, data: dict | None = None,
+                 path: str | None = None, info: dict | None = None, search: SearchConfig | None = None):
+        self.cfg = cfg
+        self.module = S2TModel(cfg)
+        self.params = jax.tree_util.tree_map(jnp.asarray, params)
+        self.tokenizer = tokenizer
+        self.data = data or {"cmvn": "utterance", "num_mel_bins": cfg.input_feat_per_channel}
+        self.path = path
+        self.info = info or {}
+        self.search = search or SearchConfig()
+        self.max_seconds = self.data.get("max_seconds")
+
+    @property
+    def prompt(self) -> tuple[int, ...]:
+        return (self.cfg.eos,)
+
+    def features(self, audio: Audio) -> np.ndarray:
+        """An audio file, a (N,) 16 kHz waveform or a raw (T, C) fbank -> (T, C) model input."""
+        feats = load_features(audio, self.cfg.input_feat_per_channel, self.data.get("cmvn") == "utterance")
+        return self._check_frames(feats, audio)
+
+    @property
+    def feature_kind(self) -> str:
+        cmvn = "utterance CMVN" if self.data.get("cmvn") == "utterance" else "no CMVN"
+        return (f"{self.cfg.input_feat_per_channel}-bin log-mel filterbank (Kaldi, 25 ms Povey window, 10 ms "
+                f"shift), {cmvn}")
+
+    @property
+    def max_input_frames(self) -> int:
+        return self.cfg.max_source_positions
+
+    @property
+    def encoder_stride(self) -> int:
+        if self.cfg.ctc_compress_strategy != "none":
+            raise SpesError("pooling to a CTC-compressed encoder (variable frames per output) is not supported")
+        return 2 ** len(self.cfg.conv_kernel_sizes)
+
+    def layout(self, features: np.ndarray) -> InputLayout:
+        # Features are normalised per utterance: 0 is the channel mean, the reference's occlusion.
+        return InputLayout(prompt=self.prompt)
 
 
 def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextModel:
@@ -178,4 +271,4 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextMod
     limit = (config.get("data") or {}).get("max_seconds")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0):
         raise SpesError(f"{where}: data.max_seconds must be a positive number of seconds, got {limit!r}")
-    return SpeechToTextModel(cfg, params, tokenizer, config.get("data"), path, config.get("source"), search)
+    return FairseqModel(cfg, params, tokenizer, config.get("data"), path, config.get("source"), search)

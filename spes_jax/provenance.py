@@ -44,9 +44,7 @@ def parameters_sha256(params) -> str:
 
 def feature_kind(model) -> str:
     """E.g. '80-bin log-mel filterbank (Kaldi, 25 ms Povey window, 10 ms shift), utterance CMVN'."""
-    bins = model.cfg.input_feat_per_channel
-    cmvn = "utterance CMVN" if model.data.get("cmvn") == "utterance" else "no CMVN"
-    return f"{bins}-bin log-mel filterbank (Kaldi, 25 ms Povey window, 10 ms shift), {cmvn}"
+    return model.feature_kind
 
 
 def provenance(model, config: SPESConfig, task: str, explanations: Sequence[Explanation],

@@ -38,7 +38,7 @@ def tiny_model(tiny_config):
     import jax
 
     from spes_jax.models import init_params
-    from spes_jax.pipeline import SpeechToTextModel
+    from spes_jax.pipeline import FairseqModel
     from spes_jax.text import Dictionary, Tokenizer
 
     params = init_params(tiny_config, seed=3)
@@ -47,4 +47,4 @@ def tiny_model(tiny_config):
     params = jax.tree_util.tree_unflatten(
         tree, [l + 0.2 * jax.random.normal(k, l.shape) if l.ndim == 1 else 3 * l for l, k in zip(leaves, keys)])
     symbols = ["<s>", "<pad>", "</s>", "<unk>"] + [f"w{i}" for i in range(tiny_config.vocab_size - 4)]
-    return SpeechToTextModel(tiny_config, params, Tokenizer(Dictionary(symbols), None))
+    return FairseqModel(tiny_config, params, Tokenizer(Dictionary(symbols), None))

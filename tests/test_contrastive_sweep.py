@@ -15,7 +15,7 @@ from test_spes import _reference_keep
 from spes_jax import SPESConfig, SpesError, explain_contrastive, load_explanations, load_model
 from spes_jax.contrastive import sweep_utterance, word_pair
 from spes_jax.core import ReplayedSegmentMasks, ReplayedTokenMasks, Segmentation, contrastive_sweep
-from spes_jax.pipeline import SpeechToTextModel
+from spes_jax.pipeline import FairseqModel
 from spes_jax.text import Dictionary, Tokenizer
 
 WORDS = ["<s>", "<pad>", "</s>", "<unk>"] + [f"\u2581w{i}" for i in range(36)]
@@ -24,7 +24,7 @@ WORDS = ["<s>", "<pad>", "</s>", "<unk>"] + [f"\u2581w{i}" for i in range(36)]
 @pytest.fixture(scope="module")
 def word_model(tiny_model, tiny_config):
     """The tiny random model with word-initial pieces (so span checks and word_boundary apply)."""
-    return SpeechToTextModel(tiny_config, tiny_model.params, Tokenizer(Dictionary(WORDS), None))
+    return FairseqModel(tiny_config, tiny_model.params, Tokenizer(Dictionary(WORDS), None))
 
 
 def _small(**kw):
@@ -106,7 +106,7 @@ def test_bad_input(word_model):
     with pytest.raises(SpesError, match="different prefix than the target: piece 0"):
         run([5, 6, 7, 2], [9, 6, 8, 2], start=2, end=2)
     with pytest.raises(SpesError, match="does not match piece boundaries"):
-        explain_contrastive(SpeechToTextModel(word_model.cfg, word_model.params, Tokenizer(Dictionary(
+        explain_contrastive(FairseqModel(word_model.cfg, word_model.params, Tokenizer(Dictionary(
             WORDS[:6] + ["x"] + WORDS[7:]), None)), feats, [5, 6, 7, 2], [5, 9, 7, 2], cfg, start=1, end=1)
     with pytest.raises(SpesError, match="outside the target's pieces"):
         run([5, 6, 7, 2], [5, 9, 7, 2], start=1, end=3)
@@ -138,7 +138,7 @@ def test_non_finite_scores_are_counted_and_left_out(tiny_config):
     from spes_jax.errors import SpesWarning
     from spes_jax.models import init_params
 
-    model = SpeechToTextModel(tiny_config, jax.tree_util.tree_map(lambda x: 3 * x, init_params(tiny_config, seed=3)),
+    model = FairseqModel(tiny_config, jax.tree_util.tree_map(lambda x: 3 * x, init_params(tiny_config, seed=3)),
                               Tokenizer(Dictionary(WORDS), None))
     target = [35, 5, 6, 7, 8, 9, 10, 11, 12, 2]
     with pytest.warns(SpesWarning, match="80 mask\\(s\\) gave a non-finite predicted_ratio score"):
@@ -155,7 +155,7 @@ from support import synthetic_features
 from spes_jax import SPESConfig, explain_contrastive
 from spes_jax.core import contrastive_sweep, segment
 from spes_jax.models import ModelConfig, init_params
-from spes_jax.pipeline import SpeechToTextModel
+from spes_jax.pipeline import FairseqModel
 from spes_jax.text import Dictionary, Tokenizer
 assert jax.device_count() == 4, jax.devices()
 cfg = ModelConfig(conv_channels=32, encoder_embed_dim=32, encoder_layers=2, encoder_attention_heads=4,
@@ -163,7 +163,7 @@ cfg = ModelConfig(conv_channels=32, encoder_embed_dim=32, encoder_layers=2, enco
                   decoder_ffn_embed_dim=64, vocab_size=40, ctc_encoder_layer=1, ctc_vocab_size=41)
 params = jax.tree_util.tree_map(lambda x: 3 * x, init_params(cfg, seed=3))
 words = ["<s>", "<pad>", "</s>", "<unk>"] + ["\u2581w%d" % i for i in range(36)]
-model = SpeechToTextModel(cfg, params, Tokenizer(Dictionary(words), None))
+model = FairseqModel(cfg, params, Tokenizer(Dictionary(words), None))
 spes = SPESConfig.asr(n_segments=(20, 30), n_masks=64, n_token_masks=32, batch_size=16, token_batch_size=16)
 feats = synthetic_features(0.6, seed=4)
 args = (model, feats, [35, 25, 35, 2], [35, 35, 16, 35, 2], spes)

@@ -63,10 +63,10 @@ def test_eq3_matches_a_direct_loop_over_masks(tiny_model):
 @pytest.mark.slow
 def test_ctc_compressed_encoder(tiny_model):
     """With CTC compression the frames are the compressed ones, as the cross-attention's."""
-    from spes_jax.pipeline import SpeechToTextModel
+    from spes_jax.pipeline import FairseqModel
 
     cfg = dataclasses.replace(tiny_model.cfg, ctc_compress_strategy="avg")
-    model = SpeechToTextModel(cfg, tiny_model.params, tiny_model.tokenizer)
+    model = FairseqModel(cfg, tiny_model.params, tiny_model.tokenizer)
     feats = synthetic_features(0.8, seed=4)
     got = explain_encoder(model, feats, n_masks=12, p=0.4, seed=3, batch_size=8, ids=["u7"], targets=[TOKENS])
     want = _direct_map(model, feats, TOKENS, "u7", seed=3, p=0.4, n_masks=12)

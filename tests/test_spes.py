@@ -268,12 +268,12 @@ def test_explain_compiles_once_per_bucket(tiny_model, tiny_config):
     fresh model object holding other weights (the compiled steps are keyed by the model's shape)."""
     import time
 
-    from spes_jax.pipeline import SpeechToTextModel
+    from spes_jax.pipeline import FairseqModel
 
     cfg = _small(seed=11)
     times, counts = [], []
     for i, seconds in enumerate((0.5, 0.55, 0.6)):  # all in the 64-frame bucket
-        model = tiny_model if i < 2 else SpeechToTextModel(
+        model = tiny_model if i < 2 else FairseqModel(
             tiny_config, jax.tree_util.tree_map(lambda x: 0.5 * x, tiny_model.params), tiny_model.tokenizer)
         start = time.perf_counter()
         explain(model, synthetic_features(seconds, seed=20 + i), cfg, targets=[[5, 6, 2]])

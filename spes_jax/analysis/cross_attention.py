@@ -48,9 +48,7 @@ def cross_attention(model, audio, tokens: Sequence[int] | str) -> np.ndarray:
 
 def encoder_stride(model) -> int:
     """Input frames per encoder frame (2 per stride-2 convolution of the subsampler)."""
-    if model.cfg.ctc_compress_strategy != "none":
-        raise SpesError("pooling to a CTC-compressed encoder (variable frames per output) is not supported")
-    return 2 ** len(model.cfg.conv_kernel_sizes)
+    return model.encoder_stride
 
 
 def pool_saliency(spec: np.ndarray, stride: int, time: str = "max", frequency: str = "max") -> np.ndarray:

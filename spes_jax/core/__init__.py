@@ -10,12 +10,12 @@ from .perturbation import (BubbleMasks, OrthogonalMasks, ReplayedSegmentMasks, R
                            utterance_key)
 from .scoring import impact, kl, prob_diff
 from .segmentation import Segmentation, prefetch, requested_segments, segment
-from .sweep import (SweepInputs, SweepPlan, SweepState, Sums, feature_sums, finalize, init, local_batch_shapes,
+from .sweep import (InputLayout, SweepInputs, SweepPlan, SweepState, Sums, feature_sums, finalize, init, local_batch_shapes,
                     make_plan, prefix_map, prefix_step, prefix_sums, prepare, run, segment_sums, spectrogram_map,
                     spectrogram_step, split_half_r, SweepResult, trace_counts)
 
 __all__ = ["BubbleMasks", "OrthogonalMasks", "ReplayedSegmentMasks", "ReplayedTokenMasks", "SegmentMasks", "TokenMasks",
            "utterance_key", "impact", "kl", "prob_diff", "Segmentation", "prefetch", "requested_segments", "segment",
-           "SweepInputs", "SweepPlan", "SweepState", "Sums", "feature_sums", "finalize", "init", "local_batch_shapes",
+           "InputLayout", "SweepInputs", "SweepPlan", "SweepState", "Sums", "feature_sums", "finalize", "init", "local_batch_shapes",
            "make_plan", "prefix_map", "prefix_step", "prefix_sums", "prepare", "run", "segment_sums",
            "spectrogram_map", "spectrogram_step", "split_half_r", "SweepResult", "trace_counts"]

@@ -16,7 +16,7 @@ use columns 0..s.
 from __future__ import annotations
 
 import string
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -99,7 +99,7 @@ def score(name: str, p_orig: jax.Array, p_pert: jax.Array, q_orig: jax.Array | N
     return p_orig / (p_orig + q_orig) - p_pert / (p_pert + q_pert)
 
 
-def word_pair_probabilities(module, params, cross, enc_valid: jax.Array,
+def word_pair_probabilities(decoder: Callable[[jax.Array, jax.Array | None], jax.Array],
                             target: tuple[jax.Array, jax.Array, jax.Array | None],
                             foil: tuple[jax.Array, jax.Array, jax.Array | None], start: jax.Array,
                             spans: tuple[jax.Array, jax.Array], method: str, bow: jax.Array | None = None
@@ -107,17 +107,13 @@ def word_pair_probabilities(module, params, cross, enc_valid: jax.Array,
     """One input's target and foil word probabilities from its encoder output: two teacher-forced
     decoder passes over the same cross-attention keys/values.
 
-    module, params: an ``S2TModel`` and its parameters; cross, enc_valid: ``cross_kv`` of one
-    encoder output and its (1, S') validity; target / foil: (prev (L,), tokens (L,), keep (L,)
-    multipliers of the decoder input embeddings or None); spans: (end, foil_end). Returns P, Q:
-    float32 scalars.
+    decoder: (prev (L,), keep (L,) multipliers of the decoder input embeddings or None) -> (L, V)
+    logits of one encoder output (``core.sweep.decode``); target / foil: (prev (L,), tokens (L,),
+    keep or None); spans: (end, foil_end). Returns P, Q: float32 scalars.
     """
-    from ..models import S2TModel
 
     def probs(prev, keep):
-        logits = module.apply({"params": params}, prev[None], cross, enc_valid, None if keep is None else keep[None],
-                              method=S2TModel.decode)[0]
-        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        return jax.nn.softmax(decoder(prev, keep).astype(jnp.float32), axis=-1)
 
     return (word_probability(probs(target[0], target[2]), target[1], start, spans[0], method, bow),
             word_probability(probs(foil[0], foil[2]), foil[1], start, spans[1], method, bow))
@@ -136,13 +132,14 @@ def perturbed_word_probabilities(module, params, features: jax.Array, length: ja
     foil: (prev (L,), tokens (L,), keep (B, L)) with L the sequence's length (L' for the foil);
     spans: (end, foil_end). Returns P_p, Q_p, each (B,).
     """
-    from ..models import S2TModel
-
     def one(mask, keep, foil_keep):
-        enc = module.apply({"params": params}, (features * mask)[None], length[None], method=S2TModel.encode)
-        cross = module.apply({"params": params}, enc, method=S2TModel.cross_kv)
-        return word_pair_probabilities(module, params, cross, enc.valid, (*target[:2], keep), (*foil[:2], foil_keep),
-                                       start, spans, method, bow)
+        enc = module.apply({"params": params}, (features * mask)[None], length[None], method="encode")
+        cross = module.apply({"params": params}, enc, method="cross_kv")
+
+        def decoder(prev, k):
+            return module.apply({"params": params}, prev[None], cross, enc.valid, k[None], method="decode")[0]
+
+        return word_pair_probabilities(decoder, (*target[:2], keep), (*foil[:2], foil_keep), start, spans, method, bow)
 
     return jax.vmap(one)(masks, target[2], foil[2])
 

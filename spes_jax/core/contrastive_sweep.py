@@ -28,8 +28,6 @@ from jax.sharding import PartitionSpec as P
 from .._shapes import TOKEN_BUCKET, round_up
 from ..config import SPESConfig
 from ..errors import SpesError
-from ..models import S2TModel
-from ..text import EOS, PAD
 from . import sweep
 from .contrastive import SCORERS, WORD_PROBABILITIES, causal_word_prefix, score, word_pair_probabilities
 from .segmentation import Segmentation
@@ -56,7 +54,7 @@ class ContrastivePlan:
     word_probability: str = "word_boundary"
 
 
-def make_plan(module: S2TModel, config: SPESConfig, devices: Sequence[jax.Device] | None = None, *,
+def make_plan(module, config: SPESConfig, devices: Sequence[jax.Device] | None = None, *,
               scorer: str = "contrastive_parity_ratio", word_probability: str = "word_boundary",
               spectrogram_masks: Any = None, token_masks: Any = None) -> ContrastivePlan:
     """The contrastive plan of ``config`` on ``devices`` (see ``core.sweep.make_plan``)."""
@@ -106,25 +104,18 @@ class ContrastiveState:
     nonfinite: jax.Array
 
 
-def _teacher_forced(tokens: Sequence[int], length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ids ending with </s> -> decoder input (</s>, y_1 .. y_{K-1}) and target, padded to ``length``."""
-    prev, target = np.full(length, PAD, np.int32), np.full(length, PAD, np.int32)
-    prev[:len(tokens)] = [EOS] + list(tokens[:-1])
-    target[:len(tokens)] = tokens
-    return prev, target
-
-
 def prepare(features: np.ndarray, target: Sequence[int], foil: Sequence[int], spans: tuple[int, int, int],
             segmentation: Segmentation, utt_id: str, config: SPESConfig, plan: ContrastivePlan, bow: np.ndarray,
-            replay: dict | None = None) -> ContrastiveInputs:
+            replay: dict | None = None, layout: sweep.InputLayout = sweep.InputLayout()) -> ContrastiveInputs:
     """Pads one utterance, its target and foil ids (each ending with </s>) and the word's
     (start, end, foil_end) from ``contrastive_spans`` to the buckets and places them, replicated, on
     the plan's devices. ``replay["prefix"]`` rows are padded by the caller to
     ``round_up(max(len(target), len(foil)), 16)`` columns."""
-    base = sweep.prepare(features, target, segmentation, utt_id, config, plan.sweep, replay)
+    base = sweep.prepare(features, target, segmentation, utt_id, config, plan.sweep, replay, layout)
     L = round_up(max(len(target), len(foil)), TOKEN_BUCKET)
-    prev, tgt = _teacher_forced(target, L)
-    foil_prev, foil_tgt = _teacher_forced(foil, L)
+    start, pad = layout.prompt[-1], plan.sweep.module.cfg.pad
+    prev, tgt = sweep.teacher_forced(target, L, start, pad)
+    foil_prev, foil_tgt = sweep.teacher_forced(foil, L, start, pad)
     s, e, ef = (np.int32(i) for i in spans)
     inputs = ContrastiveInputs(base.replace(prev=prev, target=tgt), foil_prev, foil_tgt, s, e, ef,
                                np.asarray(bow, bool))
@@ -134,7 +125,11 @@ def prepare(features: np.ndarray, target: Sequence[int], foil: Sequence[int], sp
 def _pair(plan: ContrastivePlan, params, inputs: ContrastiveInputs, cross, enc_valid, keep=None):
     """(P, Q) of one input given its encoder's keys/values; keep: (L,) prefix mask or None."""
     base = inputs.base
-    return word_pair_probabilities(plan.sweep.module, params, cross, enc_valid, (base.prev, base.target, keep),
+
+    def decoder(prev, k):
+        return sweep.decode(plan.sweep.module, params, base, prev, cross, enc_valid, k)
+
+    return word_pair_probabilities(decoder, (base.prev, base.target, keep),
                                    (inputs.foil_prev, inputs.foil_target, keep), inputs.start,
                                    (inputs.end, inputs.foil_end), plan.word_probability, inputs.bow)
 
@@ -152,9 +147,8 @@ def init(params, inputs: ContrastiveInputs, *, plan: ContrastivePlan) -> Contras
     """Unperturbed pass (P_o, Q_o, cross-attention keys/values) and zero sums."""
     _traces["init"] += 1
     module, base = plan.sweep.module, inputs.base
-    enc = module.apply({"params": params}, base.features[None], base.length[None], method=S2TModel.encode)
-    cross = module.apply({"params": params}, enc, method=S2TModel.cross_kv)
-    p_orig, q_orig = _pair(plan, params, inputs, cross, enc.valid)
+    cross, enc_valid = sweep.encode(module, params, base.features, base.length)
+    p_orig, q_orig = _pair(plan, params, inputs, cross, enc_valid)
     D, (n_levels, T, C), L = plan.sweep.n_devices, base.labels.shape, base.prev.shape[0]
     zeros = lambda *shape: jax.lax.with_sharding_constraint(jnp.zeros((D, *shape), jnp.float32),
                                                             plan.sweep.per_device)
@@ -162,7 +156,7 @@ def init(params, inputs: ContrastiveInputs, *, plan: ContrastivePlan) -> Contras
         spec = Sums(zeros(n_levels, base.n_slots, 1), zeros(n_levels, base.n_slots))
     else:
         spec = Sums(zeros(1, T, C), zeros(T, C))
-    return ContrastiveState(params, inputs, p_orig, q_orig, cross, enc.valid, spec, Sums(zeros(1, L), zeros(L)),
+    return ContrastiveState(params, inputs, p_orig, q_orig, cross, enc_valid, spec, Sums(zeros(1, L), zeros(L)),
                             zeros())
 
 
@@ -181,9 +175,7 @@ def spectrogram_step(state: ContrastiveState, step: jax.Array, *, plan: Contrast
         perturbed, occluded = jax.vmap(source, (None, 0))(base, g)
 
         def one(x):
-            enc = module.apply({"params": params}, x[None], base.length[None], method=S2TModel.encode)
-            return _pair(plan, params, inputs, module.apply({"params": params}, enc, method=S2TModel.cross_kv),
-                         enc.valid)
+            return _pair(plan, params, inputs, *sweep.encode(module, params, x, base.length))
 
         r, nonfinite = _scores(plan, p_orig, q_orig, *jax.vmap(one)(perturbed), valid)
         occluded = occluded * valid.reshape((-1,) + (1,) * (occluded.ndim - 1))

@@ -34,11 +34,10 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from .._shapes import TOKEN_BUCKET, bucket, round_up
 from ..errors import SpesError
-from ..models import S2TModel
-from ..text import EOS, PAD
+from ..text import EOS
 from .perturbation import mask_key, utterance_key
 from .scoring import impact
-from .sweep import AXIS, MeshPlan, prefix_sums, ratio
+from .sweep import AXIS, InputLayout, MeshPlan, decode, prefix_sums, ratio, teacher_forced
 
 # fold_in tag of the encoder-output masks, distinct from the spectrogram levels and the prefix tag.
 ENCODER_LEVEL = 0x656E636F
@@ -72,7 +71,8 @@ class EncoderInputs:
     features: (T, C) float32 model input, zero beyond ``length``; length: () int32 valid frames.
     prev: (L,) int32 decoder input </s>, y_1 .. y_{K-1}, then <pad>; target: (L,) int32 y_1 .. y_K
     (y_K = </s>), then <pad>; n_tokens: () int32 K. key: the utterance's PRNG key (seed folded with
-    its id); p: () float32 occlusion probability of an encoder frame; n_masks: () int32.
+    its id); p: () float32 occlusion probability of an encoder frame; n_masks: () int32; prompt: the
+    forced decoder prompt, static (as in ``core.sweep.SweepInputs``).
     """
 
     features: jax.Array
@@ -83,6 +83,7 @@ class EncoderInputs:
     key: jax.Array
     p: jax.Array
     n_masks: jax.Array
+    prompt: tuple[int, ...] = flax.struct.field(pytree_node=False, default=(EOS,))
 
 
 @flax.struct.dataclass
@@ -113,13 +114,13 @@ class EncoderPlan(MeshPlan):
     masks per step over all devices (a multiple of the mesh size); mesh: 1-D, axis "masks".
     """
 
-    module: S2TModel
+    module: Any
     mesh: Mesh
     scorer: str = "kl"
     batch: int = 64
 
 
-def make_plan(module: S2TModel, *, scorer: str = "kl", batch: int = 64, precision: str = "float32",
+def make_plan(module, *, scorer: str = "kl", batch: int = 64, precision: str = "float32",
               devices: Sequence[jax.Device] | None = None) -> EncoderPlan:
     """The plan on ``devices`` (default: all): ``module`` computing in ``precision``, ``batch``
     rounded up to a multiple of the device count."""
@@ -130,33 +131,27 @@ def make_plan(module: S2TModel, *, scorer: str = "kl", batch: int = 64, precisio
     if batch < 1:
         raise SpesError(f"batch size must be >= 1, got {batch}")
     devices = list(devices or jax.devices())
-    module = S2TModel(module.cfg, dtype=jnp.bfloat16 if precision == "bfloat16" else jnp.float32)
+    module = module.clone(dtype=jnp.bfloat16 if precision == "bfloat16" else jnp.float32)
     return EncoderPlan(module=module, mesh=Mesh(np.array(devices), (AXIS,)), scorer=scorer,
                        batch=round_up(batch, len(devices)))
 
 
 def prepare(features: np.ndarray, tokens: Sequence[int], utt_id: str, *, seed: int, p: float, n_masks: int,
-            plan: EncoderPlan) -> EncoderInputs:
+            plan: EncoderPlan, layout: InputLayout = InputLayout()) -> EncoderInputs:
     """Pads one utterance to its buckets and places it, replicated, on the plan's devices.
 
-    features: (T, C) model input; tokens: the K explained ids ending with </s>.
+    features: (T, C) the utterance's frames; tokens: the K explained ids ending with the end token;
+    layout: the model family's (``model.layout``).
     """
     T, C = features.shape
     K = len(tokens)
-    feats = np.zeros((bucket(T), C), np.float32)
+    feats = np.full((layout.frames or bucket(T), C), layout.pad_value, np.float32)
     feats[:T] = features
-    prev = np.full(round_up(K, TOKEN_BUCKET), PAD, np.int32)
-    prev[:K] = [EOS] + list(tokens[:-1])
-    target = np.full(prev.shape, PAD, np.int32)
-    target[:K] = tokens
+    prev, target = teacher_forced(tokens, round_up(K, TOKEN_BUCKET), layout.prompt[-1], plan.module.cfg.pad)
     inputs = EncoderInputs(features=feats, length=np.int32(T), prev=prev, target=target, n_tokens=np.int32(K),
-                           key=utterance_key(seed, utt_id), p=np.float32(p), n_masks=np.int32(n_masks))
+                           key=utterance_key(seed, utt_id), p=np.float32(p), n_masks=np.int32(n_masks),
+                           prompt=tuple(layout.prompt))
     return jax.device_put(inputs, plan.replicated)
-
-
-def _decoder_cross_kv(model: S2TModel, h: jax.Array):
-    """Every decoder layer's cross-attention (keys, values) of encoder states h (1, S', D)."""
-    return model.decoder.cross_kv(h)
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
@@ -165,10 +160,10 @@ def init(params, inputs: EncoderInputs, *, plan: EncoderPlan) -> EncoderState:
     log-probabilities, and zero sums."""
     _traces["init"] += 1
     apply = lambda *a, **k: plan.module.apply({"params": params}, *a, **k)
-    enc = apply(inputs.features[None], inputs.length[None], method=S2TModel.encode)
-    cross = apply(enc.out, method=_decoder_cross_kv)
-    blank = apply(jnp.zeros_like(enc.out[:, :1]), method=_decoder_cross_kv)
-    logits = apply(inputs.prev[None], cross, enc.valid, method=S2TModel.decode)[0]
+    enc = apply(inputs.features[None], inputs.length[None], method="encode")
+    cross = apply(enc, method="cross_kv")
+    blank = apply(enc.replace(out=jnp.zeros_like(enc.out[:, :1])), method="cross_kv")
+    logits = decode(plan.module, params, inputs, inputs.prev, cross, enc.valid)
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     D, L, S = plan.n_devices, inputs.prev.shape[0], enc.valid.shape[1]
     zeros = lambda *shape: jax.lax.with_sharding_constraint(jnp.zeros((D, *shape), jnp.float32), plan.per_device)
@@ -191,8 +186,7 @@ def step(state: EncoderState, i: jax.Array, *, plan: EncoderPlan) -> EncoderStat
         def logits(k):
             kept = k.astype(bool)[None, :, None, None]
             perturbed = jax.tree_util.tree_map(lambda h, z: jnp.where(kept, h, z), cross, blank)
-            return plan.module.apply({"params": params}, inputs.prev[None], perturbed, enc_valid,
-                                     method=S2TModel.decode)[0]
+            return decode(plan.module, params, inputs, inputs.prev, perturbed, enc_valid)
 
         lq = jax.nn.log_softmax(jax.vmap(logits)(keep).astype(jnp.float32), axis=-1)
         r = impact(plan.scorer, log_p, lq, inputs.target)

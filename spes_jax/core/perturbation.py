@@ -121,8 +121,10 @@ def bubble_noise(key: jax.Array, index: jax.Array, mean: jax.Array, std: jax.Arr
 
 
 def _occlude_segments(inputs, level: jax.Array, keep: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Keep bits (S,) of one level -> the masked (T, C) features and the (S,) occlusion weights."""
-    return inputs.features * keep[inputs.labels[level]], 1.0 - keep
+    """Keep bits (S,) of one level -> the masked (T, C) features (occluded cells become ``inputs.fill``)
+    and the (S,) occlusion weights."""
+    kept = keep[inputs.labels[level]]
+    return inputs.features * kept + inputs.fill * (1.0 - kept), 1.0 - keep
 
 
 @dataclass(frozen=True)

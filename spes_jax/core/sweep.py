@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ..config import SPESConfig
-from ..models import S2TModel
+from ..errors import SpesError
 from .._shapes import SEGMENT_BUCKET, TOKEN_BUCKET, bucket, round_up
 from ..text import EOS, PAD
 from .perturbation import BubbleMasks, OrthogonalMasks, SegmentMasks, TokenMasks, utterance_key
@@ -65,8 +65,11 @@ class SweepInputs:
     per_level: () int32 spectrogram masks per granularity level.
     n_masks, n_token_masks: () int32 spectrogram / prefix masks of the sweep.
     channel_mean, channel_std: (C,) float32 statistics of the unpadded features (Bubble Noise).
+    fill: (C,) float32 what an occluded feature becomes (the model family's choice: ``InputLayout``).
     replay: recorded masks for the replay sources ({"spectrogram": (N, S), "prefix": (N', L)}) or None.
     n_slots: S, static.
+    prompt: the forced decoder prompt, static; its last token is ``prev[0]`` (the start column of the
+    prefix map), the others precede every decoder input and are never occluded.
     """
 
     features: jax.Array
@@ -83,8 +86,10 @@ class SweepInputs:
     n_token_masks: jax.Array
     channel_mean: jax.Array
     channel_std: jax.Array
+    fill: jax.Array
     replay: dict | None = None
     n_slots: int = flax.struct.field(pytree_node=False, default=SEGMENT_BUCKET)
+    prompt: tuple[int, ...] = flax.struct.field(pytree_node=False, default=(EOS,))
 
     def coords(self, g: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Evaluation position -> (granularity level, index within the level).
@@ -156,7 +161,7 @@ class SweepPlan(MeshPlan):
     the mesh size); mesh: 1-D device mesh with axis "masks".
     """
 
-    module: S2TModel
+    module: Any
     mesh: Mesh
     spectrogram_masks: Any = SegmentMasks()
     token_masks: Any = TokenMasks()
@@ -165,12 +170,28 @@ class SweepPlan(MeshPlan):
     token_batch: int = 256
 
 
-def make_plan(module: S2TModel, config: SPESConfig, devices: Sequence[jax.Device] | None = None, *,
+@dataclasses.dataclass(frozen=True)
+class InputLayout:
+    """How a model family lays one utterance out for the sweep (``SpeechToTextModel.layout``).
+
+    frames: padded input length (None: the 64-frame bucket of T); pad_value: the features beyond the
+    utterance's T frames (never perturbed); fill: (C,) what an occluded feature becomes (None: 0);
+    prompt: the forced decoder prompt (fairseq: the leading </s>).
+    """
+
+    frames: int | None = None
+    pad_value: float = 0.0
+    fill: np.ndarray | None = None
+    prompt: tuple[int, ...] = (EOS,)
+
+
+def make_plan(module, config: SPESConfig, devices: Sequence[jax.Device] | None = None, *,
               spectrogram_masks: Any = None, token_masks: Any = None) -> SweepPlan:
-    """The plan of ``config`` on ``devices`` (default: all): ``module`` computing in the configured
-    precision, batches rounded up to a multiple of the device count."""
+    """The plan of ``config`` on ``devices`` (default: all): ``module`` (any model family's Flax module,
+    ``docs/architecture.md``) computing in the configured precision, batches rounded up to a multiple
+    of the device count."""
     devices = list(devices or jax.devices())
-    module = S2TModel(module.cfg, dtype=jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32)
+    module = module.clone(dtype=jnp.bfloat16 if config.precision == "bfloat16" else jnp.float32)
     n = len(devices)
     if spectrogram_masks is None:
         if config.perturbation == "bubble":
@@ -183,32 +204,44 @@ def make_plan(module: S2TModel, config: SPESConfig, devices: Sequence[jax.Device
                      token_batch=round_up(config.token_batch_size, n))
 
 
+def teacher_forced(tokens: Sequence[int], length: int, start: int = EOS, pad: int = PAD
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Explained ids y_1 .. y_K -> decoder input (start, y_1 .. y_{K-1}) and target, padded to ``length``."""
+    prev, target = np.full(length, pad, np.int32), np.full(length, pad, np.int32)
+    prev[:len(tokens)] = [start] + list(tokens[:-1])
+    target[:len(tokens)] = tokens
+    return prev, target
+
+
 def prepare(features: np.ndarray, tokens: Sequence[int], segmentation: Segmentation, utt_id: str,
-            config: SPESConfig, plan: SweepPlan, replay: dict | None = None) -> SweepInputs:
+            config: SPESConfig, plan: SweepPlan, replay: dict | None = None,
+            layout: InputLayout = InputLayout()) -> SweepInputs:
     """Pads one utterance to its buckets and places it, replicated, on the plan's devices.
 
-    features: (T, C) model input; tokens: the K explained ids ending with </s>; segmentation: labels
-    (n_levels, T, C). ``replay`` arrays are padded by the caller to S / L columns.
+    features: (T, C) the utterance's frames; tokens: the K explained ids ending with the model's end
+    token; segmentation: labels (n_levels, T, C); layout: the model family's (``model.layout``).
+    ``replay`` arrays are padded by the caller to S / L columns.
     """
     T, C = features.shape
-    Tb, K = bucket(T), len(tokens)
+    Tb, K = layout.frames or bucket(T), len(tokens)
+    if Tb < T:
+        raise SpesError(f"{utt_id}: {T} frames do not fit the model's {Tb}-frame input")
     Lb = round_up(K, TOKEN_BUCKET)
     n_levels = segmentation.labels.shape[0]
     labels = np.zeros((n_levels, Tb, C), np.int32)
     labels[:, :T] = segmentation.labels
-    feats = np.zeros((Tb, C), np.float32)
+    feats = np.full((Tb, C), layout.pad_value, np.float32)
     feats[:T] = features
-    prev = np.full(Lb, PAD, np.int32)
-    prev[:K] = [EOS] + list(tokens[:-1])
-    target = np.full(Lb, PAD, np.int32)
-    target[:K] = tokens
+    pad = plan.module.cfg.pad
+    prev, target = teacher_forced(tokens, Lb, layout.prompt[-1], pad)
+    fill = np.zeros(C, np.float32) if layout.fill is None else np.asarray(layout.fill, np.float32)
     inputs = SweepInputs(
         features=feats, length=np.int32(T), labels=labels, prev=prev, target=target, n_tokens=np.int32(K),
         key=utterance_key(config.seed, utt_id), p_spec=np.float32(config.p_spec),
         p_tok=np.float32(config.p_tok), per_level=np.int32(max(config.masks_per_level, 1)),
         n_masks=np.int32(config.masks_per_level * config.n_levels), n_token_masks=np.int32(config.n_token_masks),
-        channel_mean=features.mean(0), channel_std=features.std(0), replay=replay,
-        n_slots=round_up(int(segmentation.n_segments.max()) + 1, SEGMENT_BUCKET))
+        channel_mean=features.mean(0), channel_std=features.std(0), fill=fill, replay=replay,
+        n_slots=round_up(int(segmentation.n_segments.max()) + 1, SEGMENT_BUCKET), prompt=tuple(layout.prompt))
     return jax.device_put(inputs, plan.replicated)
 
 
@@ -263,15 +296,34 @@ def _scores(plan: SweepPlan, inputs: SweepInputs, log_p: jax.Array, logits: jax.
     return jnp.where(jnp.arange(r.shape[-1]) < inputs.n_tokens, r, 0.0)
 
 
+def encode(module, params, features: jax.Array, length: jax.Array) -> tuple[Any, jax.Array]:
+    """(T, C) features of one input -> the decoder's cross-attention keys/values and (1, S') validity."""
+    enc = module.apply({"params": params}, features[None], length[None], method="encode")
+    return module.apply({"params": params}, enc, method="cross_kv"), enc.valid
+
+
+def decode(module, params, inputs: SweepInputs, prev: jax.Array, cross, enc_valid: jax.Array,
+           keep: jax.Array | None = None) -> jax.Array:
+    """Teacher-forced logits (L, V) of decoder input ``prev`` (L,) after the prompt's fixed tokens.
+
+    keep: (L,) multipliers of the input embeddings (prefix occlusion) or None; the fixed prompt
+    tokens before ``prev`` are never occluded, and their positions are not returned.
+    """
+    n_fixed = len(inputs.prompt) - 1
+    if n_fixed:
+        prev = jnp.concatenate([jnp.asarray(inputs.prompt[:-1], prev.dtype), prev])
+        keep = None if keep is None else jnp.concatenate([jnp.ones(n_fixed, keep.dtype), keep])
+    logits = module.apply({"params": params}, prev[None], cross, enc_valid, None if keep is None else keep[None],
+                          method="decode")[0]
+    return logits[n_fixed:]
+
+
 @functools.partial(jax.jit, static_argnames=("plan",))
 def init(params, inputs: SweepInputs, *, plan: SweepPlan) -> SweepState:
     """Unperturbed pass (log-probabilities, cross-attention keys/values) and zero sums."""
     _trace("init")
-    module = plan.module
-    apply = lambda *a, **k: module.apply({"params": params}, *a, **k)
-    enc = apply(inputs.features[None], inputs.length[None], method=S2TModel.encode)
-    cross = apply(enc, method=S2TModel.cross_kv)
-    logits = apply(inputs.prev[None], cross, enc.valid, method=S2TModel.decode)[0]
+    cross, enc_valid = encode(plan.module, params, inputs.features, inputs.length)
+    logits = decode(plan.module, params, inputs, inputs.prev, cross, enc_valid)
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     D, (n_levels, T, C), L = plan.n_devices, inputs.labels.shape, inputs.prev.shape[0]
     zeros = lambda *shape: jax.lax.with_sharding_constraint(jnp.zeros((D, 2, *shape), jnp.float32), plan.per_device)
@@ -279,7 +331,7 @@ def init(params, inputs: SweepInputs, *, plan: SweepPlan) -> SweepState:
         spec = Sums(zeros(n_levels, inputs.n_slots, L), zeros(n_levels, inputs.n_slots))
     else:
         spec = Sums(zeros(L, T, C), zeros(T, C))
-    return SweepState(params, inputs, log_p, cross, enc.valid, spec, Sums(zeros(L, L), zeros(L)))
+    return SweepState(params, inputs, log_p, cross, enc_valid, spec, Sums(zeros(L, L), zeros(L)))
 
 
 def _mask_numbers(step: jax.Array, batch: int, local: int) -> jax.Array:
@@ -305,8 +357,8 @@ def spectrogram_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> 
         valid = (g < inputs.n_masks).astype(jnp.float32)
         perturbed, occluded = jax.vmap(source, (None, 0))(inputs, g)
         _local_batch["spectrogram_step"] = perturbed.shape
-        logits = jax.vmap(lambda x: plan.module.apply(
-            {"params": params}, x[None], inputs.length[None], inputs.prev[None])[0][0])(perturbed)
+        logits = jax.vmap(lambda x: decode(plan.module, params, inputs, inputs.prev,
+                                           *encode(plan.module, params, x, inputs.length)))(perturbed)
         r = _scores(plan, inputs, log_p, logits) * valid[:, None]
         occluded = occluded * valid.reshape((-1,) + (1,) * (occluded.ndim - 1))
         level, index = inputs.coords(g)
@@ -333,8 +385,7 @@ def prefix_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> Sweep
         valid = (g < inputs.n_token_masks).astype(jnp.float32)
         keep = jax.vmap(plan.token_masks, (None, 0))(inputs, g)
         _local_batch["prefix_step"] = keep.shape
-        logits = jax.vmap(lambda k: plan.module.apply(
-            {"params": params}, inputs.prev[None], cross, enc_valid, k[None], method=S2TModel.decode)[0])(keep)
+        logits = jax.vmap(lambda k: decode(plan.module, params, inputs, inputs.prev, cross, enc_valid, k))(keep)
         r = _scores(plan, inputs, log_p, logits) * valid[:, None]
         d_num, d_den = _by_half(prefix_sums, (1.0 - keep) * valid[:, None], g, r)
         return num + d_num[None], den + d_den[None]

@@ -238,7 +238,7 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
             summary.seconds["read_slic"] += host_s
             toks = tokens[u.id]
             t = time.perf_counter()
-            inputs = sweep.prepare(feats, toks, seg, u.id, cfg, plan)
+            inputs = sweep.prepare(feats, toks, seg, u.id, cfg, plan, layout=model.layout(feats))
             state = sweep.init(params, inputs, plan=plan)
             result = sweep.run(state, plan, cfg)
             buffer.append(explanation(model, u.id, toks, feats.shape[0], seg, cfg, result))
