@@ -182,7 +182,8 @@ class SpeechToTextModel:
         """
         ids = self.tokenizer.encode(target) if isinstance(target, str) else [int(t) for t in target]
         if not ids or ids[-1] != self.module.cfg.eos:
-            raise SpesError("target must end with the end-of-sentence token")
+            raise SpesError(f"target must end with {self.dictionary.pieces([self.module.cfg.eos])[0]} "
+                            "(the end-of-sentence token)")
         feats, lengths = self.batch([self.features(audio)])
         prev = np.array([list(self.prompt) + ids[:-1]], np.int32)
         logits = _forced_logits(self.module, self.params, feats, lengths, prev)[:, len(self.prompt) - 1:]

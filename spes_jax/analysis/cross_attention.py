@@ -17,16 +17,21 @@ import jax
 import numpy as np
 
 from ..errors import SpesError
-from ..models import S2TModel
-from ..text import EOS
+
+
+def _layer(path) -> int:
+    """The decoder layer number of a sown leaf's key path (``.../layers_3/encoder_attn/...``)."""
+    names = [str(getattr(k, "key", k)) for k in path]
+    return next(int(n.split("_")[-1]) for n in names if n.startswith("layers_"))
 
 
 @functools.partial(jax.jit, static_argnames=("module",))
-def _weights(module: S2TModel, params, features, lengths, prev):
+def _weights(module, params, features, lengths, prev):
+    """Every decoder layer's encoder-attention weights, as the model family's module sows them."""
     (_, enc), state = module.apply({"params": params}, features, lengths, prev, mutable=["intermediates"])
-    decoder = state["intermediates"]["decoder"]
-    layers = [decoder[f"layers_{i}"]["encoder_attn"]["attention_weights"][0]
-              for i in range(module.cfg.decoder_layers)]
+    leaves = [(path, leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(state["intermediates"]["decoder"])[0]
+              if any(str(getattr(k, "key", "")) == "encoder_attn" for k in path)]
+    layers = [leaf for _, leaf in sorted(leaves, key=lambda kv: _layer(kv[0]))]
     return jax.numpy.stack(layers)[:, 0], enc.valid[0].sum()
 
 
@@ -38,12 +43,16 @@ def cross_attention(model, audio, tokens: Sequence[int] | str) -> np.ndarray:
     k; T' is the encoder's valid length (after subsampling, and after CTC compression if any).
     """
     ids = model.tokenizer.encode(tokens) if isinstance(tokens, str) else [int(t) for t in tokens]
-    if not ids or ids[-1] != EOS:
-        raise SpesError("tokens must end with </s>")
+    if not ids or ids[-1] != model.module.cfg.eos:
+        raise SpesError(f"tokens must end with {model.dictionary.pieces([model.module.cfg.eos])[0]} "
+                        "(the end-of-sentence token)")
     feats = model.features(audio)
-    prev = np.array([[EOS] + ids[:-1]], np.int32)
-    weights, n = _weights(model.module, model.params, feats[None], np.array([feats.shape[0]], np.int32), prev)
-    return np.asarray(weights[..., : int(n)], np.float32)
+    prompt = model.prompt
+    batch, lengths = model.batch([feats])
+    weights, n = _weights(model.module, model.params, batch, lengths, np.array([list(prompt) + ids[:-1]], np.int32))
+    # Whisper-like encoders attend over their whole padded input: keep the utterance's own frames.
+    n = min(int(n), -(-feats.shape[0] // model.encoder_stride))
+    return np.asarray(weights[:, :, len(prompt) - 1:, :n], np.float32)
 
 
 def encoder_stride(model) -> int:
