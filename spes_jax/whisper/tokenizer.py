@@ -67,7 +67,7 @@ def _pretokenize(text: str) -> list[str]:
         while end < n and kinds[end] == kinds[start]:
             end += 1
         if kinds[start] == " " and end < n and end - start > 1:
-            end -= 1  # \s+(?!\S): a whitespace run leaves its last character to prefix the next word
+            end -= 1  # \s+(?!\S): a run before a non-space leaves its last character to the next piece
         pieces.append(text[i:end])
         i = end
     return pieces
@@ -91,8 +91,6 @@ def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
                 i += 1
         parts = merged
     return parts
-
-
 
 
 @dataclasses.dataclass(frozen=True)
