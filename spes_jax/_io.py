@@ -1,8 +1,10 @@
-"""Atomic output files: written under a temporary name beside the target, renamed when complete."""
+"""Atomic output files (written under a temporary name beside the target, renamed when complete) and
+reading JSON objects with one-line errors."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -38,10 +40,23 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, payload) -> None:
-    import json
-
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=1, ensure_ascii=False)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON file holding an object; a missing, unreadable or malformed file is a ``SpesError``."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise SpesError(f"cannot read {path}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpesError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise SpesError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 def check_output(path: str | os.PathLike, overwrite: bool = False, flag: str = "--out") -> str:

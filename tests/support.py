@@ -7,6 +7,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.environ.get("SPES_FBK_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures", "fbk"))
+WHISPER_FIXTURES = os.environ.get("SPES_WHISPER_FIXTURES",
+                                  os.path.join(ROOT, "..", "shared", "fixtures", "whisper"))
+_NO_WHISPER = f"Whisper fixtures not found at {WHISPER_FIXTURES} (set SPES_WHISPER_FIXTURES)"
+requires_whisper = pytest.mark.skipif(not os.path.isdir(WHISPER_FIXTURES), reason=_NO_WHISPER)
 VARIANTS = ("conformer_tiny", "conformer_tiny_ctccompress_avg", "s2t_transformer_fbk_tiny")
 
 
@@ -20,6 +24,13 @@ def fixture_path(*parts: str) -> str:
             pytest.skip(msg)
         pytest.fail(msg + "; set SPES_SKIP_FIXTURES=1 to skip the parity tests", pytrace=False)
     return path
+
+
+def whisper_fixture_path(*parts: str) -> str:
+    """A file of the Whisper tiny.en fixtures; the test is skipped when the fixtures are absent."""
+    if not os.path.isdir(WHISPER_FIXTURES):
+        pytest.skip(_NO_WHISPER)
+    return os.path.join(WHISPER_FIXTURES, *parts)
 
 
 def reference_batch(ref, names=("input",)):

@@ -15,7 +15,8 @@ import zipfile
 import numpy as np
 
 _STORAGE = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage",
-            np.dtype(np.float64): "DoubleStorage", np.dtype(np.int32): "IntStorage"}
+            np.dtype(np.float64): "DoubleStorage", np.dtype(np.int32): "IntStorage",
+            np.dtype(np.float16): "HalfStorage"}
 
 
 @contextlib.contextmanager
