@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
@@ -19,7 +20,7 @@ from .core.sweep import InputLayout
 from .decoding import SearchConfig, SearchResult, beam_search, greedy_search
 from .errors import SpesError
 from .models import ModelConfig, S2TModel
-from .models.io import read_model_dir
+from .models.io import FORMAT, read_model_dir
 from .text import Dictionary, Tokenizer
 
 Audio = Union[str, os.PathLike, np.ndarray]
@@ -249,9 +250,24 @@ class FairseqModel(SpeechToTextModel):
         return InputLayout(prompt=self.prompt)
 
 
-def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextModel:
-    """Loads a converted model directory, or an embedded model by name (``assets.EMBEDDED``; default
-    "asr")."""
+def _is_spes_dir(path: str) -> bool:
+    """Whether ``path`` is a model directory written by ``spes-jax convert`` / training."""
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            return json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, *, language: str | None = None,
+               task: str | None = None, occlusion: str | None = None) -> SpeechToTextModel:
+    """Loads a model: an embedded one by name (``assets.EMBEDDED``; default "asr"), a converted
+    FBK-fairseq model directory, or a Whisper checkpoint (a Hugging Face or CTranslate2 /
+    faster-whisper directory, or OpenAI's ``.pt``; see ``spes_jax.whisper.load_whisper``).
+
+    language, task ("transcribe" / "translate"), occlusion: Whisper's options (``WhisperModel``); an
+    FBK model's task is the one it was trained for.
+    """
     path = os.fspath(name_or_path) if name_or_path is not None else "asr"
     if path in assets.EMBEDDED and not os.path.exists(path):
         embedded = assets.model_dir(path)
@@ -260,8 +276,15 @@ def load_model(name_or_path: str | os.PathLike | None = None) -> SpeechToTextMod
                             f"directory (see 'spes-jax convert')")
         path = embedded
     elif not os.path.exists(path):
-        raise SpesError(f"model not found: {path} is neither a model directory nor an embedded model "
-                        f"({', '.join(assets.EMBEDDED)})")
+        raise SpesError(f"model not found: {path} is neither a model directory, a Whisper checkpoint nor an "
+                        f"embedded model ({', '.join(assets.EMBEDDED)})")
+    if not _is_spes_dir(path):
+        from .whisper.model import load_whisper
+
+        return load_whisper(path, language=language, task=task or "transcribe", occlusion=occlusion or "floor")
+    if language is not None or occlusion is not None:
+        raise SpesError(f"{path}: --language and --occlusion are options of Whisper models (an FBK model's "
+                        "language and task are those it was trained for)")
     cfg, params, config, dict_path, spm_path = read_model_dir(path)
     tokenizer = Tokenizer(Dictionary.load(dict_path), spm_path)
     if len(tokenizer.dictionary) != cfg.vocab_size:
