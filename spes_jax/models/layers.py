@@ -93,15 +93,17 @@ class Subsampler(nn.Module):
 
 
 class MultiheadAttention(nn.Module):
-    """fairseq ``MultiheadAttention`` (q scaled by d_head^-0.5, biases on all projections)."""
+    """fairseq ``MultiheadAttention`` (q scaled by d_head^-0.5, biases on all projections; Whisper's
+    attention is the same with ``key_bias=False``)."""
 
     dim: int
     heads: int
     dtype: Any = jnp.float32
+    key_bias: bool = True
 
     def setup(self):
         self.q_proj = nn.Dense(self.dim, dtype=self.dtype)
-        self.k_proj = nn.Dense(self.dim, dtype=self.dtype)
+        self.k_proj = nn.Dense(self.dim, use_bias=self.key_bias, dtype=self.dtype)
         self.v_proj = nn.Dense(self.dim, dtype=self.dtype)
         self.out_proj = nn.Dense(self.dim, dtype=self.dtype)
 

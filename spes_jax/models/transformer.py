@@ -16,16 +16,18 @@ from .outputs import EncoderOutput
 
 
 class EncoderLayer(nn.Module):
-    """fairseq ``TransformerEncoderLayer`` (pre- or post-norm, ReLU FFN)."""
+    """fairseq ``TransformerEncoderLayer`` (pre- or post-norm; Whisper's: pre-norm, GELU, no key bias)."""
 
     dim: int
     heads: int
     ffn_dim: int
     normalize_before: bool
     dtype: Any = jnp.float32
+    activation_fn: str = "relu"
+    key_bias: bool = True
 
     def setup(self):
-        self.self_attn = MultiheadAttention(self.dim, self.heads, self.dtype)
+        self.self_attn = MultiheadAttention(self.dim, self.heads, self.dtype, self.key_bias)
         self.self_attn_layer_norm = layer_norm("self_attn_layer_norm", self.dtype)
         self.fc1 = nn.Dense(self.ffn_dim, dtype=self.dtype)
         self.fc2 = nn.Dense(self.dim, dtype=self.dtype)
@@ -39,7 +41,7 @@ class EncoderLayer(nn.Module):
         if not self.normalize_before:
             x = self.self_attn_layer_norm(x)
         h = self.final_layer_norm(x) if self.normalize_before else x
-        x = x + self.fc2(nn.relu(self.fc1(h)))
+        x = x + self.fc2(activation(self.activation_fn)(self.fc1(h)))
         return x if self.normalize_before else self.final_layer_norm(x)
 
 
@@ -75,7 +77,8 @@ class TransformerEncoder(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """fairseq ``TransformerDecoderLayer``: self-attention, encoder attention, FFN."""
+    """fairseq ``TransformerDecoderLayer``: self-attention, encoder attention, FFN (Whisper's: pre-norm,
+    GELU, no key bias)."""
 
     dim: int
     heads: int
@@ -83,11 +86,12 @@ class DecoderLayer(nn.Module):
     normalize_before: bool
     activation_fn: str
     dtype: Any = jnp.float32
+    key_bias: bool = True
 
     def setup(self):
-        self.self_attn = MultiheadAttention(self.dim, self.heads, self.dtype)
+        self.self_attn = MultiheadAttention(self.dim, self.heads, self.dtype, self.key_bias)
         self.self_attn_layer_norm = layer_norm("self_attn_layer_norm", self.dtype)
-        self.encoder_attn = MultiheadAttention(self.dim, self.heads, self.dtype)
+        self.encoder_attn = MultiheadAttention(self.dim, self.heads, self.dtype, self.key_bias)
         self.encoder_attn_layer_norm = layer_norm("encoder_attn_layer_norm", self.dtype)
         self.fc1 = nn.Dense(self.ffn_dim, dtype=self.dtype)
         self.fc2 = nn.Dense(self.dim, dtype=self.dtype)
@@ -115,6 +119,26 @@ class DecoderLayer(nn.Module):
 
 # Cross-attention keys/values of every decoder layer, each (B, S, H, D/H).
 CrossKV = Sequence[tuple[jax.Array, jax.Array]]
+
+
+def cached_step(layers: Sequence[DecoderLayer], x: jax.Array, step: jax.Array, cache: CrossKV,
+                cross: CrossKV, enc_valid: jax.Array) -> tuple[jax.Array, CrossKV]:
+    """Runs decoder layers on one position with a fixed-size self-attention cache.
+
+    x: (N, 1, D) the embedded input at position ``step``; cache: per layer (keys, values) of shape
+    (N, L_max, H, D/H) holding positions < step. Returns (N, 1, D) and the cache with ``step`` written.
+    """
+    L_max = cache[0][0].shape[1]
+    self_allowed = (jnp.arange(L_max) <= step)[None, None, None, :]
+    cross_allowed = enc_valid[:, None, None, :]
+    new_cache = []
+    for layer, (k_cache, v_cache), kv in zip(layers, cache, cross):
+        k, v = layer.self_kv(x)
+        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), step, axis=1)
+        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), step, axis=1)
+        x = layer(x, (k_cache, v_cache), self_allowed, kv, cross_allowed)
+        new_cache.append((k_cache, v_cache))
+    return x, tuple(new_cache)
 
 
 class Decoder(nn.Module):
@@ -187,15 +211,6 @@ class Decoder(nn.Module):
         """
         c = self.cfg
         positions = jnp.full(tokens.shape + (1,), c.pad + 1, jnp.int32) + step
-        x = self.embed(tokens[:, None], positions)
-        L_max = cache[0][0].shape[1]
-        self_allowed = (jnp.arange(L_max) <= step)[None, None, None, :]
-        cross_allowed = enc_valid[:, None, None, :]
-        new_cache = []
-        for layer, (k_cache, v_cache), kv in zip(self.layers, cache, cross):
-            k, v = layer.self_kv(x)
-            k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), step, axis=1)
-            v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), step, axis=1)
-            x = layer(x, (k_cache, v_cache), self_allowed, kv, cross_allowed)
-            new_cache.append((k_cache, v_cache))
-        return self.project(x)[:, 0], tuple(new_cache)
+        x, cache = cached_step(self.layers, self.embed(tokens[:, None], positions), step, cache, cross,
+                               enc_valid)
+        return self.project(x)[:, 0], cache
