@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 import re
 from typing import Any
 
@@ -23,7 +21,6 @@ from flax import traverse_util
 from ..errors import SpesError
 from .layers import activation, fairseq_sinusoids, layer_norm
 from .outputs import EncoderOutput
-from .safetensors import read_safetensors
 from .transformer import CrossKV, DecoderLayer, EncoderLayer, cached_step
 
 
@@ -278,41 +275,3 @@ def params_from_state_dict(state: dict[str, np.ndarray], cfg: WhisperConfig) -> 
     if problems:
         raise SpesError("the state dict does not fit this Whisper config: " + "; ".join(problems[:5]))
     return traverse_util.unflatten_dict(flat)
-
-
-def _read_json(path: str) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except OSError as e:
-        raise SpesError(f"cannot read {path}: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
-        raise SpesError(f"{path}: invalid JSON ({e})") from None
-
-
-def load_hf_dir(path: str | os.PathLike) -> tuple[WhisperConfig, dict, dict]:
-    """(config, float32 parameters, config.json dict) of a Hugging Face Whisper directory with
-    ``model.safetensors`` or a sharded ``model.safetensors.index.json``."""
-    path = os.fspath(path)
-    config = _read_json(os.path.join(path, "config.json"))
-    cfg = WhisperConfig.from_hf(config)
-    single, index = os.path.join(path, "model.safetensors"), os.path.join(path, "model.safetensors.index.json")
-    if os.path.exists(single):
-        return cfg, params_from_state_dict(read_safetensors(single), cfg), config
-    if not os.path.exists(index):
-        raise SpesError(f"{path}: no model.safetensors or model.safetensors.index.json")
-    weight_map = _read_json(index)
-    weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
-    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
-        raise SpesError(f"{index}: no weight_map of tensor names to files")
-    shards = sorted(set(weight_map.values()))
-    if any(os.path.basename(f) != f for f in shards):  # shards live next to the index, nowhere else
-        raise SpesError(f"{index}: shard names must be plain file names, got {shards}")
-    state = {}
-    for shard in shards:
-        state.update(read_safetensors(os.path.join(path, shard)))
-    absent = sorted(weight_map.keys() - state.keys())
-    if absent:
-        raise SpesError(f"{index}: {len(absent)} listed tensor(s) missing from their shards "
-                        f"(e.g. {', '.join(absent[:3])})")
-    return cfg, params_from_state_dict(state, cfg), config
