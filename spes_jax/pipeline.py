@@ -130,7 +130,7 @@ class SpeechToTextModel:
 
     def max_new_tokens(self, frames: int, search: SearchConfig) -> int:
         """The most tokens (end token included) decoding may produce for an input of ``frames``."""
-        return search.max_len(frames, self.module.cfg.max_target_positions - len(self.prompt) + 1)
+        return search.max_len(frames, self.module.cfg.max_target_positions, len(self.prompt))
 
     def generate(self, audios: Sequence[Audio], search: SearchConfig | None = None,
                  batch_size: int = 8, greedy: bool = False) -> list[list[Hypothesis]]:

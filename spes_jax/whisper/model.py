@@ -113,7 +113,8 @@ class WhisperModel(SpeechToTextModel):
         self.search = search or SearchConfig(beam=5, no_repeat_ngram_size=0, max_len_a=0.0,
                                              max_len_b=cfg.max_target_positions, min_len=0,
                                              suppress=generation.suppress_tokens,
-                                             begin_suppress=generation.begin_suppress_tokens)
+                                             begin_suppress=generation.begin_suppress_tokens,
+                                             early_stopping=False)
         self.max_seconds = feature_settings.n_samples / SAMPLE_RATE
 
     def configured(self, language: str | None = None, task: str | None = None,
