@@ -8,6 +8,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.environ.get("SPES_FBK_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures", "fbk"))
 VARIANTS = ("conformer_tiny", "conformer_tiny_ctccompress_avg", "s2t_transformer_fbk_tiny")
+WHISPER_FIXTURES = os.environ.get("SPES_WHISPER_FIXTURES",
+                                  os.path.join(ROOT, "..", "shared", "fixtures", "whisper"))
+requires_whisper = pytest.mark.skipif(not os.path.isdir(WHISPER_FIXTURES),
+                                      reason=f"Whisper fixtures not found at {WHISPER_FIXTURES} "
+                                             "(set SPES_WHISPER_FIXTURES)")
 
 
 def fixture_path(*parts: str) -> str:
@@ -20,6 +25,11 @@ def fixture_path(*parts: str) -> str:
             pytest.skip(msg)
         pytest.fail(msg + "; set SPES_SKIP_FIXTURES=1 to skip the parity tests", pytrace=False)
     return path
+
+
+def whisper_fixture_path(*parts: str) -> str:
+    """A file of the Whisper tiny.en fixtures (tests reading them carry ``requires_whisper``)."""
+    return os.path.join(WHISPER_FIXTURES, *parts)
 
 
 def reference_batch(ref, names=("input",)):

@@ -112,11 +112,9 @@ def word_pair_probabilities(module, params, cross, enc_valid: jax.Array,
     multipliers of the decoder input embeddings or None); spans: (end, foil_end). Returns P, Q:
     float32 scalars.
     """
-    from ..models import S2TModel
-
     def probs(prev, keep):
         logits = module.apply({"params": params}, prev[None], cross, enc_valid, None if keep is None else keep[None],
-                              method=S2TModel.decode)[0]
+                              method="decode")[0]
         return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
     return (word_probability(probs(target[0], target[2]), target[1], start, spans[0], method, bow),
@@ -136,11 +134,9 @@ def perturbed_word_probabilities(module, params, features: jax.Array, length: ja
     foil: (prev (L,), tokens (L,), keep (B, L)) with L the sequence's length (L' for the foil);
     spans: (end, foil_end). Returns P_p, Q_p, each (B,).
     """
-    from ..models import S2TModel
-
     def one(mask, keep, foil_keep):
-        enc = module.apply({"params": params}, (features * mask)[None], length[None], method=S2TModel.encode)
-        cross = module.apply({"params": params}, enc, method=S2TModel.cross_kv)
+        enc = module.apply({"params": params}, (features * mask)[None], length[None], method="encode")
+        cross = module.apply({"params": params}, enc, method="cross_kv")
         return word_pair_probabilities(module, params, cross, enc.valid, (*target[:2], keep), (*foil[:2], foil_keep),
                                        start, spans, method, bow)
 

@@ -152,8 +152,8 @@ def init(params, inputs: ContrastiveInputs, *, plan: ContrastivePlan) -> Contras
     """Unperturbed pass (P_o, Q_o, cross-attention keys/values) and zero sums."""
     _traces["init"] += 1
     module, base = plan.sweep.module, inputs.base
-    enc = module.apply({"params": params}, base.features[None], base.length[None], method=S2TModel.encode)
-    cross = module.apply({"params": params}, enc, method=S2TModel.cross_kv)
+    enc = module.apply({"params": params}, base.features[None], base.length[None], method="encode")
+    cross = module.apply({"params": params}, enc, method="cross_kv")
     p_orig, q_orig = _pair(plan, params, inputs, cross, enc.valid)
     D, (n_levels, T, C), L = plan.sweep.n_devices, base.labels.shape, base.prev.shape[0]
     zeros = lambda *shape: jax.lax.with_sharding_constraint(jnp.zeros((D, *shape), jnp.float32),
@@ -181,8 +181,8 @@ def spectrogram_step(state: ContrastiveState, step: jax.Array, *, plan: Contrast
         perturbed, occluded = jax.vmap(source, (None, 0))(base, g)
 
         def one(x):
-            enc = module.apply({"params": params}, x[None], base.length[None], method=S2TModel.encode)
-            return _pair(plan, params, inputs, module.apply({"params": params}, enc, method=S2TModel.cross_kv),
+            enc = module.apply({"params": params}, x[None], base.length[None], method="encode")
+            return _pair(plan, params, inputs, module.apply({"params": params}, enc, method="cross_kv"),
                          enc.valid)
 
         r, nonfinite = _scores(plan, p_orig, q_orig, *jax.vmap(one)(perturbed), valid)

@@ -165,10 +165,10 @@ def init(params, inputs: EncoderInputs, *, plan: EncoderPlan) -> EncoderState:
     log-probabilities, and zero sums."""
     _traces["init"] += 1
     apply = lambda *a, **k: plan.module.apply({"params": params}, *a, **k)
-    enc = apply(inputs.features[None], inputs.length[None], method=S2TModel.encode)
+    enc = apply(inputs.features[None], inputs.length[None], method="encode")
     cross = apply(enc.out, method=_decoder_cross_kv)
     blank = apply(jnp.zeros_like(enc.out[:, :1]), method=_decoder_cross_kv)
-    logits = apply(inputs.prev[None], cross, enc.valid, method=S2TModel.decode)[0]
+    logits = apply(inputs.prev[None], cross, enc.valid, method="decode")[0]
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     D, L, S = plan.n_devices, inputs.prev.shape[0], enc.valid.shape[1]
     zeros = lambda *shape: jax.lax.with_sharding_constraint(jnp.zeros((D, *shape), jnp.float32), plan.per_device)
@@ -192,7 +192,7 @@ def step(state: EncoderState, i: jax.Array, *, plan: EncoderPlan) -> EncoderStat
             kept = k.astype(bool)[None, :, None, None]
             perturbed = jax.tree_util.tree_map(lambda h, z: jnp.where(kept, h, z), cross, blank)
             return plan.module.apply({"params": params}, inputs.prev[None], perturbed, enc_valid,
-                                     method=S2TModel.decode)[0]
+                                     method="decode")[0]
 
         lq = jax.nn.log_softmax(jax.vmap(logits)(keep).astype(jnp.float32), axis=-1)
         r = impact(plan.scorer, log_p, lq, inputs.target)

@@ -269,9 +269,9 @@ def init(params, inputs: SweepInputs, *, plan: SweepPlan) -> SweepState:
     _trace("init")
     module = plan.module
     apply = lambda *a, **k: module.apply({"params": params}, *a, **k)
-    enc = apply(inputs.features[None], inputs.length[None], method=S2TModel.encode)
-    cross = apply(enc, method=S2TModel.cross_kv)
-    logits = apply(inputs.prev[None], cross, enc.valid, method=S2TModel.decode)[0]
+    enc = apply(inputs.features[None], inputs.length[None], method="encode")
+    cross = apply(enc, method="cross_kv")
+    logits = apply(inputs.prev[None], cross, enc.valid, method="decode")[0]
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     D, (n_levels, T, C), L = plan.n_devices, inputs.labels.shape, inputs.prev.shape[0]
     zeros = lambda *shape: jax.lax.with_sharding_constraint(jnp.zeros((D, 2, *shape), jnp.float32), plan.per_device)
@@ -334,7 +334,7 @@ def prefix_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> Sweep
         keep = jax.vmap(plan.token_masks, (None, 0))(inputs, g)
         _local_batch["prefix_step"] = keep.shape
         logits = jax.vmap(lambda k: plan.module.apply(
-            {"params": params}, inputs.prev[None], cross, enc_valid, k[None], method=S2TModel.decode)[0])(keep)
+            {"params": params}, inputs.prev[None], cross, enc_valid, k[None], method="decode")[0])(keep)
         r = _scores(plan, inputs, log_p, logits) * valid[:, None]
         d_num, d_den = _by_half(prefix_sums, (1.0 - keep) * valid[:, None], g, r)
         return num + d_num[None], den + d_den[None]
