@@ -62,6 +62,11 @@ class S2TModel(nn.Module):
                     enc_valid: jax.Array) -> tuple[jax.Array, CrossKV]:
         return self.decoder.step(tokens, step, cache, cross, enc_valid)
 
+    def init_cache(self, batch: int, length: int) -> CrossKV:
+        """The empty self-attention cache ``decode_step`` fills: per layer (keys, values) zeros
+        (batch, length, H, D/H) in the compute dtype."""
+        return self.decoder.init_cache(batch, length)
+
     def auxiliary_ctc(self, enc: EncoderOutput) -> jax.Array:
         """CTC logits (B, S, V) of the auxiliary decoder on the final encoder output
         (``conformer_joint_ctc`` only; its vocabulary is the target dictionary with <ctc_blank>)."""

@@ -174,6 +174,13 @@ class Decoder(nn.Module):
         """Encoder-attention keys/values of every layer, computed once per encoder output (B, S, D)."""
         return tuple(layer.encoder_attn.kv(enc_out) for layer in self.layers)
 
+    def init_cache(self, batch: int, length: int) -> CrossKV:
+        """An empty self-attention cache for ``step``: per layer (keys, values) zeros of shape
+        (batch, length, H, D/H) in the compute dtype."""
+        c = self.cfg
+        shape = (batch, length, c.decoder_attention_heads, c.decoder_embed_dim // c.decoder_attention_heads)
+        return tuple((jnp.zeros(shape, self.dtype), jnp.zeros(shape, self.dtype)) for _ in range(c.decoder_layers))
+
     def project(self, x: jax.Array) -> jax.Array:
         """Final norm and output projection: (B, L, D) -> (B, L, V) float32 logits."""
         x = x.astype(jnp.float32)
