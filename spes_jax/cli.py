@@ -7,6 +7,7 @@ import sys
 import warnings
 
 from . import __version__, commands
+from .analysis.plotting import CLIP_PERCENTILE
 from .assets import EMBEDDED
 from .core.contrastive import NORMALIZERS, SCORERS as CONTRASTIVE_SCORERS, WORD_PROBABILITIES
 from .errors import SpesError, SpesNote, SpesWarning
@@ -31,6 +32,25 @@ def _sweep_options(p: argparse.ArgumentParser, until_r: bool = True) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--batch-size", type=int, default=64, help="masks per compiled step")
+
+
+def _clip_percentile(text: str) -> float | None:
+    """--clip-percentile: a percentile in (0, 100], or 'none'; 100 and 'none' mean min-max colours."""
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number in (0, 100] or 'none'") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number in (0, 100] or 'none'")
+    return None if value == 100 else value
+
+
+def _clip_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clip-percentile", type=_clip_percentile, default=CLIP_PERCENTILE, metavar="P",
+                   help=f"colour range of a map: from its median to the P-th percentile of the cells above it "
+                   f"(default {CLIP_PERCENTILE:g}); 100 or 'none': min-max")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,9 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--token", help="explained token: a 0-based index (negative from the end) or a piece, e.g. "
                    "'▁takes' or 'takes' (default: the sentence-level map)")
     g.add_argument("--grid", choices=["tokens", "words"], help="every token's (or word's) map in one figure, "
-                   "one shared colour scale")
-    g.add_argument("--timings", help="with --grid: word timings (CTM or JSON) drawn as word boundaries")
+                   "each over its own colour range")
+    g.add_argument("--timings", help="word timings (CTM or JSON), drawn as labelled word boundaries")
     g.add_argument("--columns", type=int, default=3, help="with --grid: panels per row (default 3)")
+    _clip_option(g)
     g.set_defaults(func=commands.plot_command)
 
     r = sub.add_parser("report", help="one self-contained, offline HTML page to explore a run in a browser")
@@ -173,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(needs --audio as a manifest with references)")
     r.add_argument("--task", choices=["asr", "st"], help="WER (asr) or BLEU (st) in the index; default: as recorded")
     r.add_argument("--title", help="page title")
+    _clip_option(r)
     r.set_defaults(func=commands.report_command)
 
     q = sub.add_parser("plausibility", help="time alignment, kurtosis ranking and positional saliency")

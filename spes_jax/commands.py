@@ -270,8 +270,10 @@ def plot_command(args) -> None:
     from matplotlib.figure import Figure
 
     from ._io import check_output
+    from .analysis.plotting import plot_explanation, plot_token_grid
     from .audio import load_features
     from .explanation import load_explanations
+    from .manifest import read_word_timings
 
     suffix = os.path.splitext(args.out)[1][1:].lower()
     formats = Figure().canvas.get_supported_filetypes()
@@ -287,16 +289,14 @@ def plot_command(args) -> None:
     token = _token_index(exp, args.token) if args.token is not None else None
     audio = args.audio or _recorded_audio(exp)
     feats = load_features(audio, exp.spectrogram_saliency.shape[2]) if audio else None
+    timings = read_word_timings(args.timings).get(uid) if args.timings else None
     if args.grid:
-        from .manifest import read_word_timings
-        from .analysis.plotting import plot_token_grid
-
         if token is not None:
             raise SpesError("--token and --grid exclude each other (the grid shows every token)")
-        timings = read_word_timings(args.timings).get(uid) if args.timings else None
-        plot_token_grid(exp, feats, args.grid == "words", timings, args.columns, args.out)
+        plot_token_grid(exp, feats, args.grid == "words", timings, args.columns, args.out,
+                        clip_percentile=args.clip_percentile)
     else:
-        exp.plot(feats, token, args.out)
+        plot_explanation(exp, feats, token, args.out, timings=timings, clip_percentile=args.clip_percentile)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
@@ -315,7 +315,8 @@ def report_command(args) -> None:
     items = utterances(exps, args.audio, args.timings, args.metrics)
     task = args.task or attrs.get("task") or "asr"
     write_report(args.out, items, title=args.title or f"SPES: {os.path.basename(os.path.normpath(args.result))}",
-                 task=task, source=f"{len(items)} utterance(s), {sum(u.audio is not None for u in items)} with audio")
+                 task=task, source=f"{len(items)} utterance(s), {sum(u.audio is not None for u in items)} with audio",
+                 clip_percentile=args.clip_percentile)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", file=sys.stderr)
 
 

@@ -201,12 +201,13 @@ class Explanation:
                                 prefix_saliency=mean(self.prefix_saliency))
 
     def plot(self, features: np.ndarray | None = None, token: int | None = None,
-             path: str | os.PathLike | None = None):
-        """Spectrogram, saliency map and overlay of one token (default: the sentence-level map) and
-        the prefix matrix; see ``spes_jax.plotting.plot_explanation``. Returns a matplotlib Figure."""
+             path: str | os.PathLike | None = None, **options):
+        """Spectrogram, saliency map and overlay of one token (default: the sentence-level map), its
+        prefix bars and the prefix matrix; ``options``: ``timings``, ``clip_percentile``. See
+        ``spes_jax.analysis.plotting.plot_explanation``. Returns a matplotlib Figure."""
         from .analysis.plotting import plot_explanation
 
-        return plot_explanation(self, features, token, path)
+        return plot_explanation(self, features, token, path, **options)
 
     def to_html(self, audio=None, timings=None, reference: str = "", task: str = "asr") -> str:
         """A self-contained interactive page of this explanation (see ``spes_jax.report``).

@@ -101,9 +101,9 @@ def test_plot_explanation(tmp_path, corpus):
     _, model, exps = corpus
     exp = exps[0]
     fig = exp.plot(model.features(samples()[exp.id]), token=1, path=tmp_path / "f.png")
-    assert len(fig.axes) == 6  # spectrogram, map (+ colorbar), overlay, prefix matrix (+ colorbar)
+    assert len(fig.axes) == 8  # spectrogram, map, overlay, prefix bars, prefix matrix + 3 colour bars
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(exp.plot().axes) == 4  # without features: the map and the prefix matrix
+    assert len(exp.plot().axes) == 5  # without features: the map, the bars, the matrix + 2 colour bars
     with pytest.raises(SpesError, match="out of range"):
         exp.plot(token=99)
     with pytest.raises(SpesError, match="do not match"):

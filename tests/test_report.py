@@ -1,5 +1,6 @@
-"""The HTML report's data (quantised, deflated arrays), run loading, audio matching, the command line,
-and the static token grid. The page itself is exercised in a browser by test_report_browser.py."""
+"""The HTML report's data (quantised, deflated arrays, colour ranges), run loading, audio matching, the
+command line, the colour scaling shared with the figures, and the static figures' colours, word labels and
+prefix bars. The page itself is exercised in a browser by test_report_browser.py."""
 
 import base64
 import html
@@ -11,7 +12,8 @@ import zlib
 import numpy as np
 import pytest
 
-from spes_jax.cli import main
+from spes_jax.analysis.plotting import color_limits, plot_explanation, plot_token_grid, word_groups, word_maps
+from spes_jax.cli import build_parser, main
 from spes_jax.errors import SpesError
 from spes_jax.explanation import Explanation, save_explanations
 from spes_jax.report import Utterance, build_report, load_result, resolve_audio, utterances
@@ -154,8 +156,6 @@ def test_report_command(tmp_path, capsys):
 
 
 def test_token_and_word_grid(tmp_path):
-    from spes_jax.analysis.plotting import plot_token_grid, word_maps
-
     exp, _ = synthetic("g", 7, 60)
     exp = Explanation("g", [f"{SPACE}the", f"{SPACE}bro", "wn", f"{SPACE}don", "'", "t", "</s>"],
                       exp.spectrogram_saliency, exp.prefix_saliency)
@@ -182,3 +182,93 @@ def test_reference_explanation_file():
     assert [r["id"] for r in rows] == list(exps) and all(r["tokens"] > 1 for r in rows)
     view = script_json(page, "spes-u0")
     assert view["tokens"][-1] == "</s>" and view["features"] is None and view["audio"] is None
+
+
+def test_color_limits():
+    x = np.arange(1001, dtype=np.float32)  # median 500; the 1000 cells above it are 501..1000
+    assert color_limits(x, 90) == pytest.approx((500, np.percentile(np.arange(501, 1001), 90)))
+    assert color_limits(x) == pytest.approx((500, 997.505))  # default 99.5
+    assert color_limits(x, None) == color_limits(x, 100) == (0, 1000)  # off: min-max
+    with_nan = np.append(x, [np.nan, np.inf, -np.inf])
+    assert color_limits(with_nan, 90) == color_limits(x, 90)
+    # a map that is zero but for a few cells: the range comes from the salient cells, not the zeros
+    sparse = np.zeros((100, 80))
+    sparse[10:12, 5:10] = np.linspace(1, 2, 10).reshape(2, 5)
+    assert color_limits(sparse, 50) == pytest.approx((0, 1.5))
+    assert color_limits(np.full((5, 4), 0.3)) == color_limits(np.full(3, 0.3), None) == pytest.approx((0.3, 1.3))
+    assert color_limits(np.full(3, np.nan)) == (0, 1)
+    # a stack on one scale spans every map's own range; a map without spread does not widen it
+    stack = np.stack([x, x + 2000, np.full_like(x, 5)])
+    assert color_limits(stack, 90, per_map=True) == pytest.approx((500, color_limits(x, 90)[1] + 2000))
+    assert color_limits(stack, None, per_map=True) == (0, 3000)
+    with pytest.raises(SpesError, match="clip percentile"):
+        color_limits(x, 0)
+
+
+def test_figures_colours_words_and_bars(tmp_path, capsys):
+    exp, x = synthetic("f", K=6, T=150)
+    norm = exp.normalized()
+    timings = [("w0", 0.2, 0.6), ("w1", 0.7, 1.3)]
+    fig = plot_explanation(exp, token=2, timings=timings, clip_percentile=90)
+    saliency, bars = fig.axes[:2]  # the map, the prefix bars, the matrix, then the colour bars
+    assert saliency.images[0].get_clim() == pytest.approx(color_limits(norm.spectrogram_saliency[2], 90))
+    assert [t.get_text() for t in saliency.texts] == ["w0", "w1"]
+    assert bars.get_ylim() == (0, 1) and "saliency" in bars.get_ylabel()
+    heights = [p.get_height() for p in bars.patches]
+    np.testing.assert_allclose(heights, np.where(np.arange(6) <= 2, norm.prefix_saliency[2], 0), atol=1e-6)
+    clim = plot_explanation(exp, token=2, clip_percentile=None).axes[0].images[0].get_clim()
+    assert clim == pytest.approx((norm.spectrogram_saliency[2].min(), norm.spectrogram_saliency[2].max()))
+    # the grid: every panel coloured over its own range; with features, a single-hue overlay
+    features = np.random.default_rng(0).standard_normal((150, 80)).astype(np.float32)
+    labels, maps = word_maps(exp)
+    grid = plot_token_grid(exp, features, words=True, timings=timings, clip_percentile=95)
+    for ax, m in zip(grid.axes, maps):
+        spectrogram, overlay = ax.images
+        rgba = overlay.get_array()
+        lo, hi = color_limits(m, 95)
+        expected = 0.9 * np.clip((m.T - lo) / (hi - lo), 0, 1) ** 2
+        np.testing.assert_allclose(rgba[..., 3], expected, atol=1e-6)
+        assert np.ptp(rgba[..., :3].reshape(-1, 3), axis=0).max() == 0  # one hue
+        assert [t.get_text() for t in ax.texts] == ["w0", "w1"]
+    # the command line: --clip-percentile, 'none' and 100 switch it off, out of range is an argparse error
+    parse = build_parser().parse_args
+    for text, value in (("97", 97.0), ("none", None), ("100", None)):
+        assert parse(["plot", "e.h5", "--out", "f.png", "--clip-percentile", text]).clip_percentile == value
+    assert parse(["report", "e.h5", "--out", "r.html"]).clip_percentile == 99.5
+    with pytest.raises(SystemExit):
+        parse(["plot", "e.h5", "--out", "f.png", "--clip-percentile", "0"])
+    assert "a number in (0, 100] or 'none'" in capsys.readouterr().err
+    exp.save(tmp_path / "f.h5")
+    (tmp_path / "t.json").write_text(json.dumps({"f": {"words": [{"word": "w0", "start": 0.2, "end": 0.6}]}}))
+    for args in (["--token", "2", "--timings", str(tmp_path / "t.json"), "--clip-percentile", "none"],
+                 ["--grid", "tokens", "--clip-percentile", "90"]):
+        out = tmp_path / f"{args[0][2:]}.png"
+        assert main(["plot", str(tmp_path / "f.h5"), "--out", str(out)] + args) == 0
+        assert out.stat().st_size > 5000
+
+
+def test_report_colour_ranges(tmp_path):
+    exp, x = synthetic("c", K=7, T=120)
+    exp = Explanation("c", [f"{SPACE}the", f"{SPACE}bro", "wn", f"{SPACE}don", "'", "t", "</s>"],
+                      exp.spectrogram_saliency, exp.prefix_saliency)
+    norm = exp.normalized().spectrogram_saliency
+    page = build_report([Utterance(exp, x)], clip_percentile=90)
+    assert script_json(page, "spes-meta")["clip"] == 90
+    limits = script_json(page, "spes-u0")["limits"]
+    assert limits["raw"] == pytest.approx((min(color_limits(m, 90)[0] for m in exp.spectrogram_saliency),
+                                           max(color_limits(m, 90)[1] for m in exp.spectrogram_saliency)))
+    np.testing.assert_allclose(limits["norm"], [color_limits(m, 90) for m in norm], rtol=1e-6)
+    assert limits["sentence"] == pytest.approx(color_limits(norm.mean(0), 90))
+    assert word_groups(exp.tokens) == [[0], [1, 2], [3, 5], [4], [6]]
+    for k, g in enumerate([[0], [1, 2], [1, 2], [3, 5], [4], [3, 5], [6]]):  # each token: its word's range
+        assert limits["word"][k] == pytest.approx(color_limits(norm[g].mean(0), 90)), k
+    # off: min-max, from the library and from the command line
+    off = build_report([Utterance(exp)], clip_percentile=100)
+    assert script_json(off, "spes-meta")["clip"] is None
+    assert script_json(off, "spes-u0")["limits"]["norm"][1] == pytest.approx([norm[1].min(), norm[1].max()])
+    exp.save(tmp_path / "c.h5")
+    assert main(["report", str(tmp_path / "c.h5"), "--out", str(tmp_path / "r.html"), "--clip-percentile", "none"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert script_json(page, "spes-meta")["clip"] is None
+    assert script_json(page, "spes-u0")["limits"]["raw"] == pytest.approx(
+        [exp.spectrogram_saliency.min(), exp.spectrogram_saliency.max()])

@@ -98,9 +98,14 @@ def test_utterance_view(driver, tmp_path, seconds, K):
         act.send_keys(key).perform()
         assert driver.execute_script("return window.spesReport.state.k") == k
         assert driver.execute_script(CHANGED) > 0.01
+    limits = driver.execute_script("return JSON.parse(document.getElementById('spes-u0').textContent).limits")
     for mode in ("raw", "word", "sentence", "norm"):
         driver.find_element(By.CSS_SELECTOR, f'#modes button[data-mode="{mode}"]').click()
         assert driver.execute_script(CHANGED) > 0.001, mode
+        # colours span the range the builder computed (plotting.color_limits), and the caption says so
+        expected = limits[mode][K - 3] if mode in ("norm", "word") else limits[mode]
+        assert driver.execute_script("return window.spesReport.state.cur.lim") == expected, mode
+        assert "median to the 99.5th percentile" in driver.find_element(By.ID, "caption").text
 
     driver.find_element(By.ID, "play").click()
     assert wait_for(driver, "return window.spesReport.state.playing")

@@ -1,6 +1,9 @@
 """Figures: saliency maps as the paper shows them (Fig. 3, 8, 9) and metric curves.
 
-Uses matplotlib's object API (no pyplot state), so it works headless and in threads.
+Colours follow one rule everywhere, figures and the HTML report alike (``color_limits``): a map's
+colour range runs from its median, the background level of a map that is salient in a few patches,
+to a high percentile of the cells above it, so a handful of extreme cells cannot turn the rest of the
+map dark. Uses matplotlib's object API (no pyplot state), so it works headless and in threads.
 """
 
 from __future__ import annotations
@@ -18,6 +21,54 @@ from ..errors import SpesError
 if TYPE_CHECKING:  # annotations only (explanation.py imports the analysis modules lazily)
     from ..explanation import Explanation
 
+Timings = list[tuple[str, float, float]]
+
+CLIP_PERCENTILE = 99.5
+"""Default upper colour limit: this percentile of the cells above the map's median."""
+
+# The overlay (figures and report): the saliency as one hue over the grey spectrogram, with opacity
+# ALPHA * s ** GAMMA for a cell at s in the colour range (0..1), so the background level is invisible;
+# under it the loudest cells are grey at PALE of black, so the hue reads on top of them.
+OVERLAY_RGB = (0.91, 0.25, 0.05)
+OVERLAY_ALPHA = 0.9
+OVERLAY_GAMMA = 2.0
+OVERLAY_PALE = 0.6
+
+
+def color_limits(maps: np.ndarray, percentile: float | None = CLIP_PERCENTILE, *,
+                 per_map: bool = False) -> tuple[float, float]:
+    """Colour range (lo, hi) of a saliency map of any shape (non-finite cells ignored).
+
+    lo is the median, hi the ``percentile``-th percentile of the cells above it: the range covers
+    what stands out from the background and clips the few most extreme cells. ``percentile`` None
+    or 100 turns this off: (min, max), plain min-max scaling. per_map: ``maps`` is a stack (N, ...)
+    shown on one shared scale, which then spans every map's own range (lowest lo, highest hi), so
+    that a map with a higher background is not judged by a median the others dominate. Without
+    spread the range is (lo, lo + 1): the map shows in the lowest colour.
+    """
+    if percentile is not None and not 0 < percentile <= 100:
+        raise SpesError(f"clip percentile {percentile}: must be in (0, 100], or None for min-max")
+    maps = np.asarray(maps, np.float64)
+    ranges = [r for r in (_range(m[np.isfinite(m)], percentile) for m in (maps if per_map else [maps])) if r]
+    if ranges:
+        return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
+    finite = maps[np.isfinite(maps)]
+    lo = float(finite.min()) if finite.size else 0.0
+    return lo, lo + 1.0
+
+
+def _range(values: np.ndarray, percentile: float | None) -> tuple[float, float] | None:
+    """``color_limits`` of the (n,) finite values of one map; None without spread."""
+    if values.size == 0:
+        return None
+    if percentile is None or percentile >= 100:
+        lo, hi = values.min(), values.max()
+    else:
+        lo = np.median(values)
+        above = values[values > lo]
+        hi = np.percentile(above, percentile) if above.size else lo
+    return (float(lo), float(hi)) if hi > lo else None
+
 
 def _save(fig, path: str | os.PathLike | None):
     if path is not None:
@@ -26,22 +77,85 @@ def _save(fig, path: str | os.PathLike | None):
     return fig
 
 
-def _image(ax, data: np.ndarray, title: str, cmap: str, vmin=None, vmax=None):
-    """Draws a (T, C) array with time on x (seconds) and mel channel on y."""
+def _overlay_cmap():
+    """The overlay's colours as a colour map (for its colour bar): the hue at its opacity over light grey."""
+    from matplotlib.colors import ListedColormap
+
+    s = np.linspace(0, 1, 256)[:, None]
+    alpha = OVERLAY_ALPHA * s ** OVERLAY_GAMMA
+    return ListedColormap((1 - alpha) * 0.9 + alpha * np.asarray(OVERLAY_RGB))
+
+
+def _extent(data: np.ndarray) -> tuple[float, float, float, float]:
     T, C = data.shape
-    im = ax.imshow(data.T, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax,
-                   extent=(0, T * FRAME_SHIFT_S, 0, C), interpolation="nearest")
-    ax.set_title(title, fontsize=9)
-    ax.set_ylabel("mel channel")
-    return im
+    return 0, T * FRAME_SHIFT_S, 0, C
+
+
+def _spectrogram(ax, features: np.ndarray, pale: bool = False):
+    """The (T, C) features in grey (dark = loud), robust to outliers; ``pale`` keeps the loudest cells
+    mid-grey so an overlay's colour reads on top of them."""
+    lo, hi = np.percentile(features, [1, 99.5])
+    hi = hi if hi > lo else lo + 1
+    ax.imshow(features.T, origin="lower", aspect="auto", cmap="gray_r", vmin=lo,
+              vmax=lo + (hi - lo) / (OVERLAY_PALE if pale else 1.0), extent=_extent(features), interpolation="nearest")
+
+
+def _saliency(ax, saliency: np.ndarray, limits: tuple[float, float]):
+    return ax.imshow(saliency.T, origin="lower", aspect="auto", cmap="inferno", vmin=limits[0], vmax=limits[1],
+                     extent=_extent(saliency), interpolation="nearest")
+
+
+def _overlay(ax, features: np.ndarray, saliency: np.ndarray, limits: tuple[float, float]):
+    """Pale spectrogram, then the saliency as one hue whose opacity grows with it (see OVERLAY_*)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    _spectrogram(ax, features, pale=True)
+    lo, hi = limits
+    s = np.clip((np.nan_to_num(saliency, nan=lo) - lo) / (hi - lo), 0, 1).T
+    rgba = np.empty(s.shape + (4,))
+    rgba[..., :3] = OVERLAY_RGB
+    rgba[..., 3] = OVERLAY_ALPHA * s ** OVERLAY_GAMMA
+    ax.imshow(rgba, origin="lower", aspect="auto", extent=_extent(saliency), interpolation="nearest")
+    return ScalarMappable(Normalize(lo, hi), _overlay_cmap())
+
+
+def _words(ax, timings: Timings | None, color: str, fontsize: float = 7, active: int = -1) -> None:
+    """Word boundaries as dashed lines, each word's label at the top between its boundaries; the
+    label of timed word ``active`` (the explained token's) is highlighted."""
+    for i, (word, start, end) in enumerate(timings or ()):
+        for x in (start, end):
+            ax.axvline(x, color=color, lw=0.7, ls=(0, (3, 2)), alpha=0.8)
+        on = i == active
+        ax.text((start + end) / 2, 0.97, word, transform=ax.get_xaxis_transform(), ha="center", va="top",
+                fontsize=fontsize, color="#2f6fde" if on else "#1c2330", fontweight="bold" if on else "normal",
+                clip_on=True, bbox={"boxstyle": "round,pad=0.15", "fc": "#dbe6fb" if on else "white", "ec": "none",
+                                    "alpha": 0.9 if on else 0.75})
+
+
+def _timed_word(pieces: list[str], timings: Timings | None) -> list[int]:
+    """Per token, the index of its word in ``timings`` (-1: punctuation, </s>, or timings that do
+    not have one span per word of the hypothesis, which then cannot be matched by position)."""
+    from .plausibility import token_words
+
+    index = token_words(pieces)
+    return index if timings and len(timings) == max(index, default=-1) + 1 else [-1] * len(pieces)
+
+
+def _clip_ends(percentile: float | None) -> tuple[str, str]:
+    """What the ends of the colour range are, in words (``color_limits``)."""
+    return ("min", "max") if percentile is None or percentile >= 100 else ("median", f"{percentile:g}th pct")
 
 
 def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token: int | None = None,
-                     path: str | os.PathLike | None = None):
+                     path: str | os.PathLike | None = None, *, timings: Timings | None = None,
+                     clip_percentile: float | None = CLIP_PERCENTILE):
     """Spectrogram, saliency map and overlay for one token (``token=None``: the sentence-level map),
-    then the prefix saliency matrix with token labels.
+    the same token's prefix saliency as bars, then the prefix saliency matrix with token labels.
 
     features: the (T, C) model input (``model.features(audio)``); without it only the maps are drawn.
+    timings: (word, start s, end s) spans, drawn as labelled word boundaries on the maps.
+    clip_percentile: the colour range (``color_limits``); None: min-max.
     Returns the matplotlib Figure; writes it to ``path`` (PNG, PDF, SVG) when given.
     """
     from matplotlib.figure import Figure
@@ -53,28 +167,54 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
     if features is not None and features.shape != (T, C):
         raise SpesError(f"{exp.id}: features of shape {features.shape} do not match the explanation's {(T, C)}")
     if token is None:
-        saliency, what = norm.sentence_level(), "sentence level (mean over tokens)"
+        saliency, bars, what = norm.sentence_level(), norm.sentence_level_prefix(), "sentence level (mean over tokens)"
     else:
-        saliency, what = norm.spectrogram_saliency[token], f"token {token % K}: {exp.tokens[token]!r}"
-    rows = (3 if features is not None else 1) + 1
-    fig = Figure(figsize=(9, 2.3 * rows + (0.1 * K if K > 12 else 0)), layout="constrained")
-    axes = fig.subplots(rows, 1, gridspec_kw={"height_ratios": [1] * (rows - 1) + [1.6]})
-    i = 0
+        token %= K
+        saliency, what = norm.spectrogram_saliency[token], f"token {token}: {exp.tokens[token]!r}"
+        bars = np.tril(norm.prefix_saliency)[token]  # causal: previous tokens only
+    limits = color_limits(saliency, clip_percentile)
+    maps = 3 if features is not None else 1
+    fig = Figure(figsize=(9, 2.1 * maps + 1.6 + 2.6 + (0.1 * K if K > 12 else 0)), layout="constrained")
+    axes = fig.subplots(maps + 2, 1, gridspec_kw={"height_ratios": [1] * maps + [0.75, 1.6]})
     if features is not None:
-        _image(axes[0], features, f"{exp.id}: spectrogram (CMVN log-mel)", "gray_r")
-        i = 1
-    im = _image(axes[i], saliency, f"spectrogram saliency, {what}", "inferno", 0, 1)
-    fig.colorbar(im, ax=axes[i], fraction=0.03)
+        _spectrogram(axes[0], features)
+        axes[0].set_title(f"{exp.id}: spectrogram (CMVN log-mel)", fontsize=9)
+    clip = "colours {} to {}".format(*_clip_ends(clip_percentile))
+    ax = axes[1 if features is not None else 0]
+    fig.colorbar(_saliency(ax, saliency, limits), ax=ax, fraction=0.03, label="saliency", pad=0.01)
+    ax.set_title(f"spectrogram saliency, {what} ({clip})", fontsize=9)
     if features is not None:
-        _image(axes[2], features, "overlay", "gray_r")
-        # Opacity grows with saliency, so the spectrogram shows through where the map is low.
-        axes[2].imshow(saliency.T, origin="lower", aspect="auto", cmap="inferno", vmin=0, vmax=1,
-                       alpha=np.clip(saliency.T, 0, 1) ** 2 * 0.9, extent=(0, T * FRAME_SHIFT_S, 0, C),
-                       interpolation="nearest")
-        i = 2
-    axes[i].set_xlabel("time (s)")
+        fig.colorbar(_overlay(axes[2], features, saliency, limits), ax=axes[2], fraction=0.03, pad=0.01,
+                     label="saliency")
+        axes[2].set_title("overlay: saliency over the spectrogram", fontsize=9)
+    active = -1 if token is None else _timed_word(exp.tokens, timings)[token]
+    for i in range(maps):
+        axes[i].set_ylabel("mel channel")
+        _words(axes[i], timings, "white" if axes[i] is ax else "#2f6fde", active=active)
+        if i < maps - 1:
+            axes[i].tick_params(labelbottom=False)
+    axes[maps - 1].set_xlabel("time (s)")
+    _prefix_bars(axes[maps], norm, bars, "sentence level" if token is None else f"token {token}")
     _prefix_panel(axes[-1], norm, fig)
     return _save(fig, path)
+
+
+def _prefix_labels(norm: Explanation) -> list[str]:
+    K = norm.prefix_saliency.shape[0]
+    return [t.replace("</s>", "<s>") for t in norm.prefix_tokens] if norm.prefix_tokens else [str(j) for j in range(K)]
+
+
+def _prefix_bars(ax, norm: Explanation, bars: np.ndarray, what: str) -> None:
+    """(K,) prefix saliency, one bar per prefix position, on a labelled 0..1 value axis."""
+    K = bars.shape[0]
+    ax.bar(np.arange(K), bars, color="#f0a33c", width=0.7)
+    ax.set_xlim(-0.5, K - 0.5)
+    ax.set_ylim(0, 1)
+    ax.set_yticks([0, 0.5, 1])
+    ax.grid(axis="y", lw=0.5, alpha=0.5)
+    ax.set_xticks(range(K), _prefix_labels(norm), rotation=90, fontsize=7)
+    ax.set_ylabel("saliency\n(normalised)", fontsize=8)
+    ax.set_title(f"prefix saliency, {what}: previous output tokens", fontsize=9)
 
 
 def _prefix_panel(ax, norm: Explanation, fig) -> None:
@@ -82,27 +222,23 @@ def _prefix_panel(ax, norm: Explanation, fig) -> None:
     causal = np.tril(np.ones((K, K), bool))
     data = np.ma.masked_where(~causal, norm.prefix_saliency)
     im = ax.imshow(data, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-    labels = norm.prefix_tokens or [str(j) for j in range(K)]
-    ax.set_xticks(range(K), [t.replace("</s>", "<s>") for t in labels], rotation=90, fontsize=7)
+    ax.set_xticks(range(K), _prefix_labels(norm), rotation=90, fontsize=7)
     ax.set_yticks(range(K), norm.tokens, fontsize=7)
     ax.set_xlabel("previous output token (position 0 = start token)")
     ax.set_ylabel("explained token")
-    ax.set_title("prefix saliency", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.03)
+    ax.set_title("prefix saliency matrix", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
 
 
-def word_maps(exp: Explanation) -> tuple[list[str], np.ndarray]:
-    """Word-level maps: the mean of each word's normalised token maps, words grouped from
-    SentencePiece pieces by ``plausibility.token_words`` (a piece starting with U+2581 begins a word;
-    </s> and punctuation-only pieces stay tokens of their own), as the report's word mode does.
-    Returns (labels, (W, T, C) maps)."""
+def word_groups(pieces: list[str]) -> list[list[int]]:
+    """The token indices of each word, in order of first piece: SentencePiece pieces grouped by
+    ``plausibility.token_words`` (a piece starting with U+2581 begins a word; </s> and
+    punctuation-only pieces are groups of their own; a word's pieces may enclose punctuation)."""
     from .plausibility import token_words
 
-    norm = exp if exp.is_normalized else exp.normalized()
-    index = token_words(exp.tokens)
-    groups: list[list[int]] = []  # in order of first piece; a word's pieces may enclose punctuation
+    groups: list[list[int]] = []
     words: dict[int, list[int]] = {}
-    for k, w in enumerate(index):
+    for k, w in enumerate(token_words(pieces)):
         if w < 0:
             groups.append([k])
         elif w in words:
@@ -110,47 +246,55 @@ def word_maps(exp: Explanation) -> tuple[list[str], np.ndarray]:
         else:
             words[w] = [k]
             groups.append(words[w])
+    return groups
+
+
+def word_maps(exp: Explanation) -> tuple[list[str], np.ndarray]:
+    """Word-level maps: the mean of each word's normalised token maps (``word_groups``), as the
+    report's word mode does. Returns (labels, (W, T, C) maps)."""
+    norm = exp if exp.is_normalized else exp.normalized()
+    groups = word_groups(exp.tokens)
     labels = ["".join(exp.tokens[k] for k in g).replace("\u2581", "") for g in groups]
     return labels, np.stack([norm.spectrogram_saliency[g].mean(axis=0) for g in groups])
 
 
 def plot_token_grid(exp: Explanation, features: np.ndarray | None = None, words: bool = False,
-                    timings: list[tuple[str, float, float]] | None = None, columns: int = 3,
-                    path: str | os.PathLike | None = None):
-    """Every token's (or, with ``words``, every word's) normalised map of one utterance in one
-    figure, on one shared colour scale (0..1, one colour bar).
+                    timings: Timings | None = None, columns: int = 3, path: str | os.PathLike | None = None,
+                    *, clip_percentile: float | None = CLIP_PERCENTILE):
+    """Every token's (or, with ``words``, every word's) normalised map of one utterance in one figure.
 
-    features: the (T, C) model input, drawn in grey under the maps (opacity grows with saliency);
-    timings: (word, start s, end s) spans, drawn as word boundaries in every panel.
-    Returns the matplotlib Figure; writes it to ``path`` (PNG, PDF, SVG) when given.
+    Each panel's colours span its own ``color_limits`` (the normalisation already scales every token
+    to its own range; one shared range would let the noisiest map set it for all), so the colour bar
+    is in units of that range. features: the (T, C) model input, drawn in grey under the maps, which
+    become a single-hue overlay; timings: (word, start s, end s) spans, drawn as labelled word
+    boundaries in every panel. Returns the matplotlib Figure; writes it to ``path`` when given.
     """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     norm = exp if exp.is_normalized else exp.normalized()
     K, T, C = norm.spectrogram_saliency.shape
     if features is not None and features.shape != (T, C):
         raise SpesError(f"{exp.id}: features of shape {features.shape} do not match the explanation's {(T, C)}")
-    labels, maps = word_maps(exp) if words else ([t for t in exp.tokens], norm.spectrogram_saliency)
+    labels, maps = word_maps(exp) if words else (list(exp.tokens), norm.spectrogram_saliency)
+    timed = _timed_word(exp.tokens, timings)
+    active = [timed[g[0]] for g in word_groups(exp.tokens)] if words else timed
     n = len(labels)
     columns = max(1, min(columns, n))
     rows = -(-n // columns)
     fig = Figure(figsize=(3.6 * columns + 0.8, 1.9 * rows + 0.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).ravel()
-    extent = (0, T * FRAME_SHIFT_S, 0, C)
     for i, ax in enumerate(axes):
         if i >= n:
             ax.set_axis_off()
             continue
+        limits = color_limits(maps[i], clip_percentile)
         if features is not None:
-            ax.imshow(features.T, origin="lower", aspect="auto", cmap="gray_r", extent=extent, interpolation="nearest")
-            im = ax.imshow(maps[i].T, origin="lower", aspect="auto", cmap="inferno", vmin=0, vmax=1, extent=extent,
-                           alpha=np.clip(maps[i].T, 0, 1) ** 2 * 0.9, interpolation="nearest")
+            _overlay(ax, features, maps[i], limits)
         else:
-            im = ax.imshow(maps[i].T, origin="lower", aspect="auto", cmap="inferno", vmin=0, vmax=1, extent=extent,
-                           interpolation="nearest")
-        for _, start, end in timings or ():
-            for x in (start, end):
-                ax.axvline(x, color="white", lw=0.6, ls=(0, (3, 2)), alpha=0.9)
+            _saliency(ax, maps[i], limits)
+        _words(ax, timings, "#2f6fde" if features is not None else "white", fontsize=6, active=active[i])
         ax.set_title(f"{i + 1}: {labels[i].replace(chr(0x2581), '')}", fontsize=8, loc="left")
         ax.tick_params(labelsize=7)
         if i % columns == 0:
@@ -159,8 +303,11 @@ def plot_token_grid(exp: Explanation, features: np.ndarray | None = None, words:
             ax.set_xlabel("time (s)", fontsize=7)
             ax.tick_params(labelbottom=True)  # also under a panel whose neighbour below is empty
     what = "word" if words else "token"
-    fig.suptitle(f"{exp.id}: normalised {what} maps", fontsize=9)
-    fig.colorbar(im, ax=axes.tolist(), fraction=0.02, label="saliency")
+    ends = _clip_ends(clip_percentile)
+    fig.suptitle(f"{exp.id}: normalised {what} maps, each coloured from its {ends[0]} to its {ends[1]}", fontsize=9)
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), _overlay_cmap() if features is not None else "inferno"),
+                       ax=axes.tolist(), fraction=0.02, label="saliency within each panel's range")
+    bar.set_ticks([0, 1], labels=list(ends))
     return _save(fig, path)
 
 

@@ -4,7 +4,8 @@ Size: every array is quantised to 8 bits and deflated (the browser inflates it w
 ``DecompressionStream``). Token maps are stored once, quantised between each token's raw minimum and
 maximum; the normalised map is an increasing affine function of the raw one per token (z-score, then
 min-max), so the page recovers both from the same bytes and the per-token ranges. Audio is 8-bit
-mu-law (mu = 255) at 16 kHz. See docs/report.md.
+mu-law (mu = 255) at 16 kHz. The colour range of every map the page can show is computed here, by
+the figures' rule (``plotting.color_limits``), and stored with the maps. See docs/report.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numpy as np
 
 from .._io import write_text
 from ..analysis.plausibility import token_words
+from ..analysis.plotting import (CLIP_PERCENTILE, OVERLAY_ALPHA, OVERLAY_GAMMA, OVERLAY_PALE, OVERLAY_RGB,
+                                 color_limits, word_groups)
 from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, load_features, read_audio
 from ..errors import SpesError
 
@@ -163,7 +166,21 @@ def _round(x: np.ndarray, digits: int = 4) -> list:
     return np.round(np.nan_to_num(np.asarray(x, np.float64)), digits).tolist()
 
 
-def _payload(u: Utterance, task: str) -> tuple[dict, dict]:
+def _limits(exp: Explanation, norm: Explanation, percentile: float | None) -> dict:
+    """The colour range (``color_limits``) of every map the page shows: raw (one range shared by
+    all tokens), normalised per token, word (per token: its word's mean map) and sentence level."""
+    spec = norm.spectrogram_saliency
+    word = [None] * len(exp.tokens)
+    for g in word_groups(exp.tokens):
+        limits = color_limits(spec[g].mean(axis=0), percentile)
+        for k in g:
+            word[k] = limits
+    return {"raw": color_limits(exp.spectrogram_saliency, percentile, per_map=True),
+            "norm": [color_limits(m, percentile) for m in spec], "word": word,
+            "sentence": color_limits(norm.sentence_level(), percentile)}
+
+
+def _payload(u: Utterance, task: str, clip_percentile: float | None) -> tuple[dict, dict]:
     """(index row, view data) of one utterance."""
     from ..analysis.metrics import corpus_score, size_curve
 
@@ -182,6 +199,7 @@ def _payload(u: Utterance, task: str) -> tuple[dict, dict]:
         "maps": _pack(_quantise(np.where(finite, raw, rlo[:, None]), rlo[:, None], rhi[:, None])),
         "raw": [_round(rlo, 6), _round(rhi, 6)], "norm": [_round(nflat.min(1), 6), _round(nflat.max(1), 6)],
         "prefixRaw": _round(np.tril(exp.prefix_saliency), 6), "prefixNorm": _round(norm.prefix_saliency),
+        "limits": _limits(exp, norm, clip_percentile),
         "features": None, "audio": None, "timings": [list(s) for s in u.timings] if u.timings else None,
     }
     if u.audio is not None:
@@ -217,13 +235,21 @@ def _script_json(payload, element_id: str) -> str:
 
 
 def build_report(items: list[Utterance], title: str = "SPES explanations", task: str = "asr",
-                 source: str = "") -> str:
+                 source: str = "", clip_percentile: float | None = CLIP_PERCENTILE) -> str:
     """The page as one HTML string: a sortable index of the utterances and, per utterance, the
-    interactive view (token strip, maps over the spectrogram, prefix bars, audio)."""
+    interactive view (token strip, maps over the spectrogram, prefix bars, audio).
+
+    clip_percentile: the colour range of every map, as in the figures (``plotting.color_limits``);
+    None: min-max."""
     if not items:
         raise SpesError("no explanations to report")
-    rows, views = zip(*(_payload(u, task) for u in items))
-    meta = {"title": title, "source": source, "task": task, "colormap": _colormap("inferno"), "rows": list(rows)}
+    if clip_percentile is not None and clip_percentile >= 100:
+        clip_percentile = None
+    rows, views = zip(*(_payload(u, task, clip_percentile) for u in items))
+    overlay = {"rgb": [round(255 * c) for c in OVERLAY_RGB], "alpha": OVERLAY_ALPHA, "gamma": OVERLAY_GAMMA,
+               "pale": OVERLAY_PALE}
+    meta = {"title": title, "source": source, "task": task, "colormap": _colormap("inferno"), "overlay": overlay,
+            "clip": clip_percentile, "rows": list(rows)}
     files = resources.files(__package__)
     page = files.joinpath("template.html").read_text("utf-8")
     data = "\n".join([_script_json(meta, "spes-meta")] + [_script_json(v, f"spes-u{i}") for i, v in enumerate(views)])

@@ -6,6 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const META = JSON.parse($("spes-meta").textContent);
   const LUT = META.colormap; // 256 RGB triples, flattened
+  const OVERLAY = META.overlay; // the overlay's hue, opacity curve and grey (as in the figures: plotting.py)
   const SPACE = "\u2581";
   const state = { u: -1, d: null, k: 0, hover: -1, mode: "norm", layer: "overlay", sel: null, playing: false };
   const report = { firstViewMs: null, state }; // read by the browser test
@@ -27,8 +28,6 @@
     d.maps = await inflate(d.maps);
     d.features = d.features ? await inflate(d.features) : null;
     if (d.audio) d.audio.bytes = await inflate(d.audio.data);
-    d.gmin = Math.min(...d.raw[0]);
-    d.gmax = Math.max(...d.raw[1]);
     d.prefixMax = d.prefixRaw.flat().reduce((a, v) => Math.max(a, v), 1e-12);
     d.sentence = null;
     cache.set(i, d);
@@ -62,22 +61,22 @@
   function current(d, k) {
     const tok = `<b>${escapeHtml(pieceText(d.tokens[k]))}</b>`;
     if (state.mode === "raw") {
-      return { map: tokenMap(d, k, "raw"), lo: d.gmin, hi: d.gmax, bars: d.prefixRaw[k].map((v) => v / d.prefixMax),
-               rows: [k], caption: `Token ${k + 1} of ${d.K}: ${tok}. Raw map (Eq. 3); colour scale shared by all tokens of the utterance.` };
+      return { map: tokenMap(d, k, "raw"), lim: d.limits.raw, bars: d.prefixRaw[k].map((v) => v / d.prefixMax),
+               barMax: d.prefixMax, rows: [k], caption: `Token ${k + 1} of ${d.K}: ${tok}. Raw map (Eq. 3); colour scale shared by all tokens of the utterance.` };
     }
     if (state.mode === "norm") {
-      return { map: tokenMap(d, k, "norm"), lo: 0, hi: 1, bars: d.prefixNorm[k], rows: [k],
+      return { map: tokenMap(d, k, "norm"), lim: d.limits.norm[k], bars: d.prefixNorm[k], rows: [k],
                caption: `Token ${k + 1} of ${d.K}: ${tok}. Normalised map (per-token z-score, then min-max with its prefix map).` };
     }
     if (state.mode === "word") {
       const rows = wordRows(d, k);
       const text = rows.map((r) => pieceText(d.tokens[r])).join("");
-      return { map: meanMap(d, rows), lo: 0, hi: 1, bars: meanRows(d.prefixNorm, rows), rows,
+      return { map: meanMap(d, rows), lim: d.limits.word[k], bars: meanRows(d.prefixNorm, rows), rows,
                caption: `Word <b>${escapeHtml(text)}</b> (token${rows.length > 1 ? "s" : ""} ${rows[0] + 1}` +
                         `${rows.length > 1 ? "\u2013" + (rows[rows.length - 1] + 1) : ""}): mean of its tokens' normalised maps.` };
     }
     if (!d.sentence) d.sentence = meanMap(d, d.tokens.map((_, i) => i));
-    return { map: d.sentence, lo: 0, hi: 1, bars: meanRows(d.prefixNorm, d.tokens.map((_, i) => i)),
+    return { map: d.sentence, lim: d.limits.sentence, bars: meanRows(d.prefixNorm, d.tokens.map((_, i) => i)),
              rows: d.tokens.map((_, i) => i), caption: `Sentence level: mean of all ${d.K} normalised token maps.` };
   }
 
@@ -108,21 +107,21 @@
     return [LUT[i], LUT[i + 1], LUT[i + 2]];
   }
 
+  // Opacity of the overlay's hue at s (0..1) in the colour range: 0 at the map's background level.
+  const overlayAlpha = (s) => OVERLAY.alpha * Math.pow(s, OVERLAY.gamma);
+
   function image(d, cur) {
-    const { T, C, features } = d, img = new ImageData(T, C), px = img.data, span = cur.hi - cur.lo || 1;
+    const { T, C, features } = d, img = new ImageData(T, C), px = img.data, [lo, hi] = cur.lim;
     const layer = features ? state.layer : "saliency";
     for (let t = 0; t < T; t++) {
       for (let c = 0; c < C; c++) {
         const i = t * C + c, o = ((C - 1 - c) * T + t) * 4;
-        // Dark = loud, as in the paper's figures; paler under the overlay so the colours stand out.
-        const grey = features ? 255 - (layer === "overlay" ? 0.7 : 1) * features[i] : 0;
+        // Dark = loud, as in the paper's figures; paler under the overlay so its hue stands out.
+        const grey = features ? 255 - (layer === "overlay" ? OVERLAY.pale : 1) * features[i] : 0;
         let r = grey, g = grey, b = grey;
         if (layer !== "spectrogram") {
-          const s = Math.max(0, Math.min(1, (cur.map[i] - cur.lo) / span));
-          const col = rgb(s);
-          // Overlay: transparent below 0.2 of the colour range, then opacity grows with saliency, so
-          // the spectrogram shows wherever the map is low.
-          const a = layer === "overlay" ? 0.95 * Math.pow(Math.max(0, s - 0.2) / 0.8, 1.3) : 1;
+          const s = Math.max(0, Math.min(1, (cur.map[i] - lo) / (hi - lo)));
+          const col = layer === "overlay" ? OVERLAY.rgb : rgb(s), a = layer === "overlay" ? overlayAlpha(s) : 1;
           r = grey * (1 - a) + col[0] * a; g = grey * (1 - a) + col[1] * a; b = grey * (1 - a) + col[2] * a;
         }
         px[o] = r; px[o + 1] = g; px[o + 2] = b; px[o + 3] = 255;
@@ -179,20 +178,23 @@
     if (d.timings) drawWords(g, d, cur, G);
     drawTopP(g, d, cur, G);
 
-    // colour bar
-    const cx = M.l + G.pw + 18, cw = 12;
+    // colour bar: the layer's colours (the overlay's hue over light grey, else the colour map)
+    const cx = M.l + G.pw + 18, cw = 12, overlay = d.features && state.layer === "overlay", [lo, hi] = cur.lim;
     for (let y = 0; y < M.plot; y++) {
-      const c = rgb(1 - y / (M.plot - 1));
+      const s = 1 - y / (M.plot - 1), a = overlayAlpha(s);
+      const c = overlay ? OVERLAY.rgb.map((v) => 230 * (1 - a) + v * a) : rgb(s);
       g.fillStyle = `rgb(${c[0]},${c[1]},${c[2]})`;
       g.fillRect(cx, M.t + y, cw, 1);
     }
     g.strokeStyle = "#c9ced6"; g.strokeRect(cx - 0.5, M.t - 0.5, cw + 1, M.plot + 1);
     g.fillStyle = "#4a5262"; g.textAlign = "left"; g.textBaseline = "middle";
-    for (const f of [0, 0.5, 1]) g.fillText(fmt(cur.lo + f * (cur.hi - cur.lo)), cx + cw + 5, M.t + M.plot * (1 - f));
+    for (const f of [0, 0.5, 1]) g.fillText(fmt(lo + f * (hi - lo)), cx + cw + 5, M.t + M.plot * (1 - f));
     g.save(); g.translate(cx + cw + 48, M.t + M.plot / 2); g.rotate(Math.PI / 2);
     g.textAlign = "center"; g.fillText(state.mode === "raw" ? "saliency (raw)" : "saliency", 0, 0); g.restore();
 
-    $("caption").innerHTML = cur.caption + " Bars: saliency of the previous tokens.";
+    const range = META.clip === null ? "minimum to maximum"
+      : `median to the ${META.clip}th percentile of the cells above it`;
+    $("caption").innerHTML = `${cur.caption} Colours: ${range}. Bars: saliency of the previous tokens.`;
     drawStrip(d, k, cur);
     drawOver();
   }
@@ -207,11 +209,24 @@
       g.fillStyle = on ? "#dbe6fb" : "#eef1f5";
       g.fillRect(x0, G.yWords, Math.max(1, x1 - x0), 18);
       g.fillStyle = on ? "#2f6fde" : "#4a5262";
-      if (g.measureText(word).width < x1 - x0 - 2) g.fillText(word, (x0 + x1) / 2, G.yWords + 9.5);
-      g.fillStyle = "rgba(255,255,255,0.55)";
-      g.fillRect(Math.round(x0), M.t, 1, M.plot);
-      g.fillRect(Math.round(x1), M.t, 1, M.plot);
+      g.fillText(fitText(g, word, x1 - x0 - 2), (x0 + x1) / 2, G.yWords + 9.5);
+      g.strokeStyle = on ? "rgba(47,111,222,0.9)" : "rgba(47,111,222,0.55)";
+      g.setLineDash([4, 3]);
+      for (const x of [x0, x1]) {
+        g.beginPath(); g.moveTo(Math.round(x) + 0.5, M.t); g.lineTo(Math.round(x) + 0.5, G.yWords); g.stroke();
+      }
+      g.setLineDash([]);
     });
+  }
+
+  // text, shortened with an ellipsis to fit width pixels ("" when not even one letter does)
+  function fitText(g, text, width) {
+    if (g.measureText(text).width <= width) return text;
+    for (let n = text.length - 1; n > 0; n--) {
+      const short = text.slice(0, n) + "\u2026";
+      if (g.measureText(short).width <= width) return short;
+    }
+    return "";
   }
 
   // The frames "Play top p %" keeps: ranked by the mean over mel channels of the shown map.
@@ -259,7 +274,10 @@
     const strip = $("strip");
     if (strip.dataset.u !== String(state.u)) buildStrip(d);
     const bars = cur.bars, all = state.mode === "sentence";
-    strip.querySelectorAll(".tok").forEach((el) => {
+    const top = cur.barMax || 1; // what a full bar is
+    strip.querySelector(".scale .top").textContent = fmt(top);
+    strip.querySelector(".scale .mid").textContent = fmt(top / 2);
+    strip.querySelectorAll(".tok[data-pos]").forEach((el) => {
       const pos = Number(el.dataset.pos); // prefix position: 0 = start, j = token j - 1
       const tk = pos - 1;
       const prev = all || pos <= Math.max(...cur.rows);
@@ -292,6 +310,14 @@
     const strip = $("strip");
     strip.textContent = "";
     strip.dataset.u = String(state.u);
+    // the bars' value axis, shaped like a token so that it lines up with their bars
+    const scale = document.createElement("div");
+    scale.className = "word scale";
+    scale.title = "prefix saliency: a full bar is the top value";
+    scale.innerHTML = '<div class="pieces"><span class="tok"><span class="bar"><b class="top" style="top:0"></b>' +
+      '<b class="mid" style="top:50%"></b><b style="top:100%">0</b></span><span class="t">&nbsp;</span></span></div>' +
+      '<div class="wlabel">prefix</div>';
+    strip.appendChild(scale);
     const start = document.createElement("div");
     start.className = "word";
     start.innerHTML = '<div class="pieces"></div><div class="wlabel">start</div>';
