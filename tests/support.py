@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.environ.get("SPES_FBK_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures", "fbk"))
+# The FBK-fairseq reference fixtures the tests read (tests/fixtures/fbk/README.md says where they come from).
+FIXTURES = os.environ.get("SPES_FBK_FIXTURES", os.path.join(ROOT, "tests", "fixtures", "fbk"))
 VARIANTS = ("conformer_tiny", "conformer_tiny_ctccompress_avg", "s2t_transformer_fbk_tiny")
 
 
@@ -15,7 +16,7 @@ def fixture_path(*parts: str) -> str:
     ground truth and must not pass by skipping; set SPES_SKIP_FIXTURES=1 to skip them deliberately."""
     path = os.path.join(FIXTURES, *parts)
     if not os.path.exists(path):
-        msg = f"FBK reference fixtures not found at {FIXTURES} (set SPES_FBK_FIXTURES)"
+        msg = f"FBK reference fixture {os.path.join(*parts)} not found in {FIXTURES} (SPES_FBK_FIXTURES overrides)"
         if os.environ.get("SPES_SKIP_FIXTURES") == "1":
             pytest.skip(msg)
         pytest.fail(msg + "; set SPES_SKIP_FIXTURES=1 to skip the parity tests", pytrace=False)
