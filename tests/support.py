@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURES = os.environ.get("SPES_FBK_FIXTURES", os.path.join(ROOT, "..", "shared", "fixtures", "fbk"))
+# The FBK-fairseq reference fixtures the tests read (tests/fixtures/fbk/README.md says where they come from).
+FIXTURES = os.environ.get("SPES_FBK_FIXTURES", os.path.join(ROOT, "tests", "fixtures", "fbk"))
 WHISPER_FIXTURES = os.environ.get("SPES_WHISPER_FIXTURES",
                                   os.path.join(ROOT, "..", "shared", "fixtures", "whisper"))
-_NO_WHISPER = f"Whisper fixtures not found at {WHISPER_FIXTURES} (set SPES_WHISPER_FIXTURES)"
+_NO_WHISPER = (f"Whisper fixtures not found at {WHISPER_FIXTURES}: the real Whisper tiny.en model and its reference "
+               "outputs are in the project's shared fixtures (../shared/fixtures/whisper), not in the repository; "
+               "set SPES_WHISPER_FIXTURES to their folder")
 requires_whisper = pytest.mark.skipif(not os.path.isdir(WHISPER_FIXTURES), reason=_NO_WHISPER)
 VARIANTS = ("conformer_tiny", "conformer_tiny_ctccompress_avg", "s2t_transformer_fbk_tiny")
 
@@ -19,7 +22,7 @@ def fixture_path(*parts: str) -> str:
     ground truth and must not pass by skipping; set SPES_SKIP_FIXTURES=1 to skip them deliberately."""
     path = os.path.join(FIXTURES, *parts)
     if not os.path.exists(path):
-        msg = f"FBK reference fixtures not found at {FIXTURES} (set SPES_FBK_FIXTURES)"
+        msg = f"FBK reference fixture {os.path.join(*parts)} not found in {FIXTURES} (SPES_FBK_FIXTURES overrides)"
         if os.environ.get("SPES_SKIP_FIXTURES") == "1":
             pytest.skip(msg)
         pytest.fail(msg + "; set SPES_SKIP_FIXTURES=1 to skip the parity tests", pytrace=False)

@@ -130,12 +130,13 @@ def test_wheel_ships_models_and_samples(tmp_path):
         assert sum(i.file_size for i in z.infolist() if i.filename.startswith("spes_jax/assets/")) <= 25e6
     assert "spes_jax/assets/samples/timings.json" in names
     assert any(n.startswith("spes_jax/assets/samples/") and n.endswith(".wav") for n in names)
-    # Every package of the source tree, the converter as spes_jax.convert, and no top-level "convert".
+    # Every package of the source tree, the converter as spes_jax.convert, and no top-level "convert" or
+    # "tests" (whose fixtures are 44 MB).
     packages = {os.path.relpath(d, ROOT) for d, _, files in os.walk(os.path.join(ROOT, "spes_jax"))
                 if "__init__.py" in files}
     for pkg in packages | {"spes_jax/convert"}:
         assert f"{pkg}/__init__.py" in names, pkg
-    assert not any(n.startswith("convert/") for n in names)
+    assert not any(n.startswith(("convert/", "tests/")) for n in names)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Parity with FBK-fairseq's own outputs (../shared/fixtures/fbk/reference), float32 on CPU."""
+"""Parity with FBK-fairseq's own outputs (tests/fixtures/fbk/reference), float32 on CPU."""
 
 import json
 import math

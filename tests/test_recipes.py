@@ -1,4 +1,4 @@
-"""Checkpoints of FBK's documented recipes (../shared/fixtures/fbk/recipes): conversion, parity with the
+"""Checkpoints of FBK's documented recipes (tests/fixtures/fbk/recipes): conversion, parity with the
 reference's own outputs, the notes on ignored options, and a short SPES run on each converted model."""
 
 import argparse
