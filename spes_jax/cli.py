@@ -53,6 +53,19 @@ def _clip_option(p: argparse.ArgumentParser) -> None:
                    f"(default {CLIP_PERCENTILE:g}); 100 or 'none': min-max")
 
 
+MODEL_HELP = (f"an embedded model ({EMBEDDED_NAMES}), a converted FBK-fairseq model directory, or a Whisper "
+              "checkpoint (Hugging Face or CTranslate2 directory, OpenAI .pt)")
+
+
+def _whisper_options(p: argparse.ArgumentParser, occlusion: bool = True) -> None:
+    """Options of Whisper models (an error with other models)."""
+    p.add_argument("--language", help="Whisper: the spoken language's code (e.g. en, de; required by multilingual "
+                   "models); --task st translates it into English")
+    if occlusion:
+        p.add_argument("--occlusion", choices=["floor", "zero", "mean"], help="Whisper: what an occluded "
+                       "spectrogram cell becomes (default floor: the utterance's log-mel floor, i.e. silence)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spes-jax", description="Explain speech-to-text models with SPES, in JAX.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -72,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("transcribe", help="decode audio with beam search")
     t.add_argument("audio", nargs="+", help=AUDIO_HELP)
-    t.add_argument("--model", help=f"converted model directory, or an embedded model: {EMBEDDED_NAMES} (default: asr)")
+    t.add_argument("--model", help=f"{MODEL_HELP} (default: asr)")
+    t.add_argument("--task", choices=["asr", "st"], help="the embedded model of this task without --model; with "
+                   "a Whisper model, st translates into English")
+    _whisper_options(t, occlusion=False)
     t.add_argument("--beam", type=int, default=None, help="beam size (default: the model's, 5 for the embedded models)")
     t.add_argument("--greedy", action="store_true", help="greedy search instead of beam search")
     t.add_argument("--batch-size", type=int, default=8)
@@ -83,9 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("audio", nargs="+", help=AUDIO_HELP)
     e.add_argument("--out", required=True, help="output HDF5 file, .h5 (written only when everything succeeded)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    e.add_argument("--model", help=f"converted model directory, or an embedded model: {EMBEDDED_NAMES} "
-                   "(default: the embedded model of --task)")
-    e.add_argument("--task", choices=["asr", "st"], help="SPES settings, asr: tau 7.5 s; st: tau 5 s "
+    e.add_argument("--model", help=f"{MODEL_HELP} (default: the embedded model of --task)")
+    _whisper_options(e)
+    e.add_argument("--task", choices=["asr", "st"], help="SPES settings, asr: tau 7.5 s; st: tau 5 s; with a "
+                   "Whisper model st also translates into English "
                    "(default: the embedded --model's task, else asr)")
     e.add_argument("--targets", metavar="TEXT_OR_FILE", help="explain this transcript or translation instead "
                    "of the model's own hypothesis: a text (one audio file) or a file with one line per audio file")
@@ -109,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--normalizer", choices=list(NORMALIZERS), help="recorded in the file, applied on read")
     x.add_argument("--out", required=True, help="output HDF5 file, .h5 (written only when everything succeeded)")
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    x.add_argument("--model", help=f"converted model directory, or an embedded model: {EMBEDDED_NAMES} "
-                   "(default: the embedded model of --task)")
+    x.add_argument("--model", help=f"{MODEL_HELP} (default: the embedded model of --task)")
+    _whisper_options(x)
     x.add_argument("--task", choices=["asr", "st"],
                    help="SPES settings (default: the embedded --model's task, else asr)")
     _sweep_options(x, until_r=False)
@@ -125,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--scorer", choices=["wer", "wer_max", "wer_sentence_max", "bleu"],
                    help="default: wer_max for ASR, bleu for ST")
     v.add_argument("--step", type=int, default=5, help="percentage / threshold step (default 5)")
-    v.add_argument("--model", help="model that made the explanations: a converted model directory or an "
-                   f"embedded model, {EMBEDDED_NAMES} (default: the embedded one of --task)")
+    v.add_argument("--model", help=f"model that made the explanations: {MODEL_HELP} (default: the embedded one "
+                   "of --task)")
+    _whisper_options(v)
     v.add_argument("--task", choices=["asr", "st"], help="default: as recorded in the file, else asr")
     v.add_argument("--out-dir", help="write metrics.json and the curve plots here (default: print only)")
     v.add_argument("--overwrite", action="store_true", help="replace existing files in --out-dir")
@@ -137,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out-dir", required=True, help="explanations, results.json, table.md and plots go here "
                    "(in one folder per task when there are several manifests)")
     m.add_argument("--task", nargs="+", choices=["asr", "st"], help="the task of each manifest (default asr)")
-    m.add_argument("--model", help=f"converted model directory, or an embedded model: {EMBEDDED_NAMES} "
-                   "(default: the embedded model of --task)")
+    m.add_argument("--model", help=f"{MODEL_HELP} (default: the embedded model of --task)")
+    _whisper_options(m)
     m.add_argument("--overwrite", action="store_true", help="replace existing results in --out-dir")
     m.add_argument("--budget-scale", type=float, default=1.0,
                    help="multiply every method's mask budget (paper: N_X 20000, N_Y 2000, Bubble Noise 1000)")
@@ -209,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("manifest", help="TSV manifest (ours or fairseq S2T, incl. features.zip:offset:length) "
                    "or a folder of audio files")
     k.add_argument("--out", required=True, help="run directory (see docs/corpus.md)")
-    k.add_argument("--model", help="converted model directory (default: the embedded model of --task)")
+    k.add_argument("--model", help=f"{MODEL_HELP} (default: the embedded model of --task)")
+    _whisper_options(k)
     k.add_argument("--task", choices=["asr", "st"], default="asr", help="asr: tau 7.5 s; st: tau 5 s")
     _sweep_options(k)
     k.add_argument("--targets", choices=["hypothesis", "reference"], default="hypothesis",

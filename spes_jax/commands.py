@@ -22,10 +22,17 @@ def convert_command(args) -> None:
     print(f"wrote {out}")
 
 
-def transcribe_command(args) -> None:
+def load_cli_model(args, task: str | None = None):
+    """--model (default: the embedded model of ``task``), with a Whisper model's --language and
+    --occlusion, and ``task`` "st" as Whisper's translation into English."""
     from .pipeline import load_model
 
-    model = load_model(args.model)
+    return load_model(args.model or task or "asr", language=getattr(args, "language", None),
+                      task="translate" if task == "st" else "transcribe", occlusion=getattr(args, "occlusion", None))
+
+
+def transcribe_command(args) -> None:
+    model = load_cli_model(args, args.task)
     for path in args.audio:  # read everything first so a bad file fails before any output
         model.features(path)
     hyps = model.transcribe(list(args.audio), beam=args.beam, batch_size=args.batch_size, greedy=args.greedy)
@@ -57,7 +64,6 @@ def explain_command(args) -> None:
     from .explainer import explain
     from .explanation import save_explanations
     from .inputs import read_targets
-    from .pipeline import load_model
     from .provenance import provenance
 
     if args.masks == 0 and args.token_masks == 0:
@@ -68,7 +74,7 @@ def explain_command(args) -> None:
     check_output(args.out, args.overwrite)
     task = args.task or assets.EMBEDDED.get(args.model, "asr")
     cfg = sweep_config(args, task)
-    model = load_model(args.model or task)
+    model = load_cli_model(args, task)
     targets = read_targets(model, args.targets, len(args.audio)) if args.targets else None
     if not args.quiet:
         print(f"spes-jax: explaining {len(args.audio)} utterance(s) with {cfg.masks_per_level * cfg.n_levels} "
@@ -87,10 +93,8 @@ def explain_command(args) -> None:
 
 
 def _model_for(args, path_attrs: dict | None = None):
-    from .pipeline import load_model
-
     task = args.task or (path_attrs or {}).get("task") or "asr"
-    return load_model(args.model or task), task
+    return load_cli_model(args, task), task
 
 
 def _file_attrs(path: str) -> dict:
@@ -169,7 +173,6 @@ def compare_command(args) -> None:
     from ._io import write_json, write_text
     from .analysis.compare import compare, paper_table, table
     from .manifest import read_manifest
-    from .pipeline import load_model
 
     tasks = args.task or ["asr"] * len(args.manifest)
     if len(tasks) != len(args.manifest):
@@ -185,7 +188,7 @@ def compare_command(args) -> None:
     payloads = []
     for entries, task in work:
         out = args.out_dir if len(work) == 1 else os.path.join(args.out_dir, task)
-        payloads.append(compare(load_model(args.model or task), entries, task, out, args.budget_scale,
+        payloads.append(compare(load_cli_model(args, task), entries, task, out, args.budget_scale,
                                 args.methods, args.seed, progress=not args.quiet))
         print(table(payloads[-1]) + "\n")
     if len(payloads) > 1:
@@ -388,11 +391,10 @@ def _distributed(args) -> None:
 
 def explain_corpus_command(args) -> None:
     from .corpus import explain_corpus
-    from .pipeline import load_model
 
     _distributed(args)
     cfg = sweep_config(args, args.task)
-    model = load_model(args.model or args.task)
+    model = load_cli_model(args, args.task)
     summary = explain_corpus(model, args.manifest, args.out, cfg, targets=args.targets, task=args.task,
                              resume=args.resume, limit=args.limit, shard_size=args.shard_size,
                              map_dtype=args.map_dtype, progress=not args.quiet)
@@ -413,7 +415,6 @@ def explain_contrastive_command(args) -> None:
     from ._io import check_output
     from .contrastive import explain_contrastive_manifest, read_contrastive_manifest, ManifestRow
     from .explanation import save_explanations
-    from .pipeline import load_model
     from .provenance import provenance
 
     if (args.manifest is None) == (args.audio is None):
@@ -437,7 +438,7 @@ def explain_contrastive_command(args) -> None:
                             args.word_start, args.word_end)]
     task = args.task or assets.EMBEDDED.get(args.model, "asr")
     cfg = sweep_config(args, task)
-    model = load_model(args.model or task)
+    model = load_cli_model(args, task)
     exps = explain_contrastive_manifest(model, rows, cfg, scorer=args.scorer, word_probability=args.word_probability,
                                         normalizer=args.normalizer, strict=not args.loose_span,
                                         progress=not args.quiet)
