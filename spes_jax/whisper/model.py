@@ -16,6 +16,7 @@ What SPES needs to know about Whisper, decided here once (docs/spes.md, "Whisper
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import jax
@@ -109,13 +110,16 @@ class WhisperModel(SpeechToTextModel):
         self.occlusion = occlusion
         self.language, self.task = language, TASKS.get(task, task)
         self._prompt = tokenizer.prompt(language, self.task)
-        # Hugging Face's generate() for Whisper: no n-gram block, no length rule but the 448 positions.
-        self.search = search or SearchConfig(beam=5, no_repeat_ngram_size=0, max_len_a=0.0,
-                                             max_len_b=cfg.max_target_positions, min_len=0,
-                                             suppress=generation.suppress_tokens,
-                                             begin_suppress=generation.begin_suppress_tokens,
-                                             early_stopping=False)
+        self.search = search or self._generate_settings()
         self.max_seconds = feature_settings.n_samples / SAMPLE_RATE
+
+    def _generate_settings(self) -> SearchConfig:
+        """Hugging Face's generate() for Whisper: beam 5, no n-gram block, Hugging Face's stopping rule,
+        and at most max_target_positions tokens with the prompt and the final <|endoftext|>."""
+        return SearchConfig(beam=5, no_repeat_ngram_size=0, max_len_a=0.0, min_len=0,
+                            max_len_b=self.cfg.max_target_positions - len(self._prompt) - 1,
+                            suppress=self.generation.suppress_tokens,
+                            begin_suppress=self.generation.begin_suppress_tokens, early_stopping=False)
 
     def configured(self, language: str | None = None, task: str | None = None,
                    occlusion: str | None = None) -> "WhisperModel":
@@ -129,6 +133,7 @@ class WhisperModel(SpeechToTextModel):
             other.language = language if language is not None else self.language
             other.task = TASKS.get(task, task) if task is not None else self.task
             other._prompt = self.tokenizer.whisper.prompt(other.language, other.task)
+            other.search = dataclasses.replace(self.search, max_len_b=self.cfg.max_target_positions - len(other._prompt) - 1)
         return other
 
     @property
