@@ -57,7 +57,7 @@ def throughput(args) -> None:
         single += time.perf_counter() - t
     after_decode = s.wall - s.seconds["decode"]
     print(f"device: {device_name()}; {s.utterances} utterances, {s.audio_seconds:.0f} s of audio, "
-          f"N_X {cfg.masks_per_level * cfg.n_levels}, N_Y {cfg.n_token_masks}")
+          f"N_X {cfg.n_masks}, N_Y {cfg.n_token_masks}")
     print(f"utterances/hour {s.utterances / s.wall * 3600:.0f} (after decoding: "
           f"{s.utterances / after_decode * 3600:.0f}); masks/s {s.masks / after_decode:.0f} (sweep alone "
           f"{s.masks_per_second:.0f}); single-utterance sweep {s.masks / single:.0f} masks/s; "

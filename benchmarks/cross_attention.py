@@ -75,7 +75,7 @@ def _cost(model, wav, tokens, base, args, repeats: int = 3) -> dict:
     spec(), enc()  # compiled already by the runs above unless the bucket is new
     times = [(_timed(spec)[1], _timed(enc)[1]) for _ in range(repeats)]
     spec_s, enc_s = map(float, np.median(times, axis=0))
-    n_spec = cfg.masks_per_level * cfg.n_levels
+    n_spec = cfg.n_masks
     return {"frames": int(feats.shape[0]), "tokens": len(tokens),
             "steady_spectrogram_masks_per_s": round(n_spec / spec_s, 1),
             "steady_encoder_masks_per_s": round(n_enc / enc_s, 1),
@@ -99,7 +99,7 @@ def main():
             n_masks=args.masks, n_token_masks=0, seed=seed), ids=list(wavs), targets=targets) for seed in args.seeds])
         enc_runs, enc_s = _timed(lambda: [explain_encoder(model, list(wavs.values()), args.encoder_masks, seed=seed,
                                                           ids=list(wavs), targets=targets) for seed in args.seeds])
-        n_spec = len(args.seeds) * len(wavs) * base.replace(n_masks=args.masks).masks_per_level * base.n_levels
+        n_spec = len(args.seeds) * len(wavs) * args.masks
         n_enc = len(args.seeds) * len(wavs) * args.encoder_masks
         costs[task] = {"spectrogram_seconds": round(spec_s, 1), "encoder_seconds": round(enc_s, 1),
                        "spectrogram_masks_per_s": round(n_spec / spec_s, 1),

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 from .errors import SpesError
 
+_being_written: set[str] = set()  # temporary files of the outputs being written now
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[str]:
@@ -25,6 +27,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+    _being_written.add(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -32,6 +35,16 @@ def atomic_output(path: str | os.PathLike) -> Iterator[str]:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    finally:
+        _being_written.discard(tmp)
+
+
+def remove_partial_outputs() -> None:
+    """Deletes the temporary files of outputs still being written (by any thread): for a process
+    about to end without unwinding them, e.g. on Ctrl-C."""
+    for tmp in list(_being_written):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

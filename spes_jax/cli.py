@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 import warnings
 
 from . import __version__, commands
+from ._io import remove_partial_outputs
 from .analysis.plotting import CLIP_PERCENTILE
 from .assets import EMBEDDED
 from .core.contrastive import NORMALIZERS, SCORERS as CONTRASTIVE_SCORERS, WORD_PROBABILITIES
@@ -235,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="explain the model's beam output (decoded first, stored) or the manifest's text")
     k.add_argument("--resume", action="store_true", help="continue the run in --out (same model, config, seed)")
     k.add_argument("--limit", type=int, help="only the first N utterances of the manifest")
-    k.add_argument("--shard-size", type=int, default=16, help="utterances per committed shard")
+    k.add_argument("--shard-size", type=int, default=16, help="utterances per committed shard (at most)")
+    k.add_argument("--commit-every", type=float, default=60.0, metavar="SECONDS",
+                   help="commit what is done at least this often (default 60), so a kill loses at most about "
+                        "a minute of work: decoded targets, and explanations in a shard of fewer utterances")
     k.add_argument("--map-dtype", choices=["float32", "float16"], default="float32",
                    help="stored maps: float32 (the reference's layout) or float16 (half the size, ~3 digits)")
     k.add_argument("--coordinator", help="multi-host: address:port of process 0 (jax.distributed)")
@@ -251,31 +257,66 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Library warnings as one ``spes-jax: note/warning: ...`` line; others as Python prints them."""
-    if issubclass(category, SpesWarning):
-        print(f"spes-jax: {'note' if issubclass(category, SpesNote) else 'warning'}: {message}", file=sys.stderr)
-    else:
-        print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)
+def _warning_printer():
+    """``warnings.showwarning`` for a command: each library warning once, as one ``spes-jax:
+    note/warning: ...`` line (an input read twice, e.g. to check it first, still gets one); other
+    warnings as Python prints them."""
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, SpesWarning):
+            print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)
+            return
+        text = f"spes-jax: {'note' if issubclass(category, SpesNote) else 'warning'}: {message}"
+        if text not in shown:
+            shown.add(text)
+            print(text, file=sys.stderr)
+
+    return show
+
+
+def _run(args) -> BaseException | None:
+    """Runs the command; returns what it raised, if anything."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SpesWarning)  # _warning_printer removes the repeats
+            warnings.showwarning = _warning_printer()
+            args.func(args)
+    except BaseException as e:  # handed to the main thread
+        return e
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command; returns the exit status (2 after a ``SpesError``).
+
+    The command runs in a worker thread while the main thread waits, so Ctrl-C is seen at once
+    whatever the command is doing (compiling, decoding, waiting for the device). The process then
+    ends immediately with status 130: device work in flight is abandoned, and outputs being written
+    are removed (every output is written under a temporary name and renamed when complete).
+    """
     args = build_parser().parse_args(argv)
     if not args.no_compile_cache:
         from ._compile_cache import enable
 
         enable()
+    outcome: list[BaseException | None] = []
+    worker = threading.Thread(target=lambda: outcome.append(_run(args)), name="spes-jax command", daemon=True)
+    worker.start()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("default", SpesWarning)
-            warnings.showwarning = _show_warning
-            args.func(args)
-    except SpesError as e:
-        print(f"spes-jax: error: {e}", file=sys.stderr)
-        return 2
+        worker.join()
     except KeyboardInterrupt:
+        remove_partial_outputs()
         print("spes-jax: interrupted", file=sys.stderr)
-        return 130
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    error = outcome[0]
+    if isinstance(error, SpesError):
+        print(f"spes-jax: error: {error}", file=sys.stderr)
+        return 2
+    if error is not None:
+        raise error
     return 0
 
 

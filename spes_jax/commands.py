@@ -32,10 +32,13 @@ def load_cli_model(args, task: str | None = None):
 
 
 def transcribe_command(args) -> None:
+    from .inputs import input_features, warnings_if_all_succeed
+
     model = load_cli_model(args, args.task)
-    for path in args.audio:  # read everything first so a bad file fails before any output
-        model.features(path)
-    hyps = model.transcribe(list(args.audio), beam=args.beam, batch_size=args.batch_size, greedy=args.greedy)
+    with warnings_if_all_succeed():  # every file is read and checked (silence, length) before any output
+        features = [input_features(model, path, None, path) for path in args.audio]
+    search = model.search if args.beam is None else dataclasses.replace(model.search, beam=args.beam)
+    hyps = [h[0] for h in model.decode(features, search, args.batch_size, args.greedy)]
     for path, hyp in zip(args.audio, hyps):
         if args.json:
             print(json.dumps({"audio": path, "text": hyp.text, "tokens": hyp.pieces, "score": hyp.score}))
@@ -58,8 +61,6 @@ def sweep_config(args, task: str):
 
 
 def explain_command(args) -> None:
-    import jax
-
     from ._io import check_output
     from .explainer import explain
     from .explanation import save_explanations
@@ -76,11 +77,6 @@ def explain_command(args) -> None:
     cfg = sweep_config(args, task)
     model = load_cli_model(args, task)
     targets = read_targets(model, args.targets, len(args.audio)) if args.targets else None
-    if not args.quiet:
-        print(f"spes-jax: explaining {len(args.audio)} utterance(s) with {cfg.masks_per_level * cfg.n_levels} "
-              f"spectrogram and {cfg.n_token_masks} prefix masks on {jax.devices()[0].platform}", file=sys.stderr)
-        if cfg.n_masks < 20000 or cfg.n_token_masks < 2000:
-            print("spes-jax: note: fewer masks than the paper's 20000/2000 give noisier maps", file=sys.stderr)
     exps = explain(model, list(args.audio), cfg, targets=targets, progress=not args.quiet)
     attrs, exps = provenance(model, cfg, task, exps, args.audio)
     save_explanations(args.out, exps, attrs)
@@ -89,6 +85,8 @@ def explain_command(args) -> None:
         if len(exp.tokens) == 1 and not args.quiet:
             print(f"spes-jax: note: {exp.id}: the hypothesis is empty (the model hears no speech); its explanation "
                   f"has only the </s> row", file=sys.stderr)
+    if not args.quiet and (cfg.n_masks < 20000 or cfg.n_token_masks < 2000):
+        print("spes-jax: note: fewer masks than the paper's 20000/2000 give noisier maps", file=sys.stderr)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
@@ -371,6 +369,9 @@ def plausibility_command(args) -> None:
     print(f"positional saliency (mean): start {pos.start.mean():.3f}, latest {pos.latest.mean():.3f}, "
           f"intermediate {pos.intermediate.mean() if pos.intermediate.size else float('nan'):.3f}; " +
           "; ".join(f"{k}: t = {t:.2f}, p = {p:.1e}" for k, (t, p) in pos.tests.items()))
+    if not args.timings and _file_attrs(args.explanations).get("task") != "st":
+        print("spes-jax: note: time alignment skipped: it needs word timings (--timings: a CTM, or JSON like the "
+              "bundled samples' timings.json)", file=sys.stderr)
     if args.out:
         write_json(args.out, out)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -397,7 +398,7 @@ def explain_corpus_command(args) -> None:
     model = load_cli_model(args, args.task)
     summary = explain_corpus(model, args.manifest, args.out, cfg, targets=args.targets, task=args.task,
                              resume=args.resume, limit=args.limit, shard_size=args.shard_size,
-                             map_dtype=args.map_dtype, progress=not args.quiet)
+                             commit_every=args.commit_every, map_dtype=args.map_dtype, progress=not args.quiet)
     print(f"spes-jax: {summary.line()}", file=sys.stderr)
     print(f"wrote {args.out} (merge with 'spes-jax merge {args.out} --out ALL.h5')", file=sys.stderr)
 

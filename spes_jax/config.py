@@ -19,9 +19,10 @@ SAMPLERS = ("reference", "orthogonal")
 class SPESConfig:
     """SPES configuration. ``SPESConfig.asr()`` and ``.st()`` are the paper's settings.
 
-    Spectrogram masks: ``n_masks`` split equally across the granularity levels ``n_segments``
-    (patches per ``reference_duration`` frames, Eq. 2 duration adaptation up to ``threshold_duration``);
-    each segment is occluded with probability ``p_spec``. Prefix masks: ``n_token_masks``, each prefix
+    Spectrogram masks: ``n_masks`` spread over the granularity levels ``n_segments`` (patches per
+    ``reference_duration`` frames, Eq. 2 duration adaptation up to ``threshold_duration``), mask g of
+    level g % n_levels, so every level gets n_masks // n_levels masks or one more; each segment is
+    occluded with probability ``p_spec``. Prefix masks: ``n_token_masks``, each prefix
     position occluded with probability ``p_tok``.
 
     ``sampler``: "reference" draws every mask independently (the paper's and the reference code's
@@ -88,8 +89,9 @@ class SPESConfig:
 
     @property
     def masks_per_level(self) -> int:
-        """The reference floors N_X to a multiple of the number of levels."""
-        return self.n_masks // self.n_levels
+        """The most spectrogram masks of any level: ceil(n_masks / n_levels). (The reference floors
+        N_X to a multiple of the level count; where N_X is one, the masks are the reference's.)"""
+        return -(-self.n_masks // self.n_levels)
 
     def replace(self, **kw) -> "SPESConfig":
         return dataclasses.replace(self, **kw)

@@ -92,8 +92,9 @@ def sweep_utterance(model: SpeechToTextModel, features: np.ndarray, target_ids: 
             "nonfinite_scores": int(out["nonfinite"])}
     return Explanation(
         id=utt_id, tokens=[info["word"]], spectrogram_saliency=np.asarray(out["spectrogram"][:, :T], np.float32),
-        prefix_saliency=np.asarray(out["prefix"][:, :K], np.float32), prefix_tokens=model.dictionary.pieces(model.prompt[-1:]) + target[:-1],
-        text=model.tokenizer.decode(target_ids), n_masks=config.masks_per_level * config.n_levels,
+        prefix_saliency=np.asarray(out["prefix"][:, :K], np.float32),
+        prefix_tokens=model.dictionary.pieces(model.prompt[-1:]) + target[:-1],
+        text=model.tokenizer.decode(target_ids), n_masks=config.n_masks,
         n_token_masks=config.n_token_masks,
         meta={"requested_segments": list(segmentation.requested),
               "n_segments": [int(n) for n in segmentation.n_segments], "contrastive": info})
@@ -137,7 +138,7 @@ def _explain_items(model: SpeechToTextModel, items: Sequence[ContrastiveItem], c
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(items) * (cfg.masks_per_level * cfg.n_levels + cfg.n_token_masks), unit="mask",
+        bar = tqdm(total=len(items) * (cfg.n_masks + cfg.n_token_masks), unit="mask",
                    desc="contrastive SPES", dynamic_ncols=True)
     segmentations = prefetch(lambda item: segment(item.features, cfg), items)
     out = [sweep_utterance(model, it.features, it.target, it.foil, it.spans, seg, it.id, cfg, plan, params,

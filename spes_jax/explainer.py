@@ -8,6 +8,7 @@ with the same configuration and buckets compiles nothing.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Sequence
 
 import jax
@@ -19,7 +20,7 @@ from .core import sweep
 from .core.segmentation import Segmentation, prefetch, segment
 from .errors import SpesError
 from .explanation import Explanation
-from .inputs import input_features
+from .inputs import input_features, warnings_if_all_succeed
 from .pipeline import SpeechToTextModel
 
 MIN_FRAMES = 16  # below this the encoder sees fewer than 4 frames: no meaningful map over time
@@ -51,10 +52,11 @@ def model_inputs(model: SpeechToTextModel, audio, cfg: SPESConfig, ids: Sequence
         raise SpesError(f"{len(ids)} ids for {len(audios)} inputs: give one unique utterance id per input")
     if len(set(ids)) != len(ids):
         raise SpesError("utterance ids must be unique (two inputs share a file name?)")
-    features = [input_features(model, a, cfg, os.fspath(a) if isinstance(a, (str, os.PathLike)) else u)
-                for a, u in zip(audios, ids)]
-    for f, u in zip(features, ids):
-        _check_length(f, u)
+    with warnings_if_all_succeed():
+        features = [input_features(model, a, cfg, os.fspath(a) if isinstance(a, (str, os.PathLike)) else u)
+                    for a, u in zip(audios, ids)]
+        for f, u in zip(features, ids):
+            _check_length(f, u)
     return single, ids, features
 
 
@@ -103,14 +105,19 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     if progress:
         from tqdm import tqdm
 
-        per_utt = cfg.masks_per_level * cfg.n_levels + cfg.n_token_masks
+        per_utt = cfg.n_masks + cfg.n_token_masks
+        # Announced only now that every input has been read and checked.
+        tqdm.write(f"SPES: {len(features)} utterance(s), {cfg.n_masks} spectrogram and {cfg.n_token_masks} prefix "
+                   f"masks each, on {plan.mesh.devices.flat[0].platform}", file=sys.stderr)
         bar = tqdm(total=len(features) * per_utt, unit="mask", desc="SPES", dynamic_ncols=True)
     results = []
     for utt_id, feats, tokens, seg in zip(ids, features, targets, prefetch(lambda f: segment(f, cfg), features)):
         inputs = sweep.prepare(feats, tokens, seg, utt_id, cfg, plan, layout=model.layout(feats))
         state = sweep.init(params, inputs, plan=plan)
-        results.append(explanation(model, utt_id, tokens, feats.shape[0], seg, cfg,
-                                   sweep.run(state, plan, cfg, bar.update if bar else None)))
+        result = sweep.run(state, plan, cfg, bar.update if bar else None)
+        if bar:  # masks an early stop (until_r) did not run leave the total
+            bar.total -= per_utt - result.n_masks - result.n_token_masks
+        results.append(explanation(model, utt_id, tokens, feats.shape[0], seg, cfg, result))
     if bar:
         bar.close()
     return results[0] if single else results

@@ -7,8 +7,10 @@ is a hallucination whose explanation says little.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -36,21 +38,28 @@ def check_silence(waveform: np.ndarray, name: str) -> None:
                       "a non-empty hypothesis for it is a hallucination", SpesWarning, stacklevel=2)
 
 
-def check_length(frames: int, model, cfg: SPESConfig, name: str) -> None:
+def check_length(frames: int, model, cfg: SPESConfig | None, name: str) -> None:
     """Warns when the input is longer than the model's ``max_source_positions`` (fairseq drops such
-    utterances from training, so the model never saw one), with the cost of explaining it."""
+    utterances from training, so the model never saw one), with the cost of explaining it with
+    ``cfg`` (None: the input is only transcribed). Models that state their longest input
+    (``data.max_seconds``) refuse longer ones when reading them."""
     limit = model.max_input_frames
-    if frames > limit:
-        n_masks = cfg.masks_per_level * cfg.n_levels + cfg.n_token_masks
-        warnings.warn(f"{name}: {frames * FRAME_SHIFT_S:.0f} s ({frames} frames) is longer than the model's "
-                      f"max source positions ({limit} frames); explaining it runs {n_masks} forward passes over "
-                      f"{frames} frames, at least the cost of {frames / 1000:.0f} 10-second utterances",
-                      SpesWarning, stacklevel=2)
+    if frames <= limit:
+        return
+    if cfg is None:
+        consequence = "expect words dropped or made up"
+    else:
+        consequence = (f"explaining it runs {cfg.n_masks + cfg.n_token_masks} forward passes over {frames} frames, "
+                       f"at least the cost of {frames / 1000:.0f} 10-second utterances")
+    warnings.warn(f"{name}: {frames * FRAME_SHIFT_S:.0f} s ({frames} frames) is longer than the model's max source "
+                  f"positions ({limit} frames), so it never saw such an input; {consequence}",
+                  SpesWarning, stacklevel=2)
 
 
-def input_features(model, audio, cfg: SPESConfig, name: str) -> np.ndarray:
+def input_features(model, audio, cfg: SPESConfig | None, name: str) -> np.ndarray:
     """(T, C) model input of an audio path, a (N,) waveform or a (T, C) fbank, read once; warns when
-    the audio is silent (paths and waveforms) or longer than the model's range."""
+    the audio is silent (paths and waveforms) or longer than the model's range (with the cost of
+    explaining it with ``cfg``; None when it is only transcribed)."""
     if isinstance(audio, (str, os.PathLike)) or np.ndim(audio) == 1:
         waveform = read_audio(audio) if isinstance(audio, (str, os.PathLike)) else np.asarray(audio)
         try:
@@ -62,6 +71,18 @@ def input_features(model, audio, cfg: SPESConfig, name: str) -> np.ndarray:
         feats = model.features(audio)
     check_length(feats.shape[0], model, cfg, name)
     return feats
+
+
+@contextlib.contextmanager
+def warnings_if_all_succeed() -> Iterator[None]:
+    """Holds the warnings of the block (e.g. reading every input) and issues them once it has ended
+    without an error: when one input fails, the notes about the others are moot, and the error is
+    the only message."""
+    with warnings.catch_warnings(record=True) as held:
+        warnings.simplefilter("always")
+        yield
+    for w in held:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def read_targets(model, text_or_file: str, n_inputs: int) -> list[list[int]]:

@@ -2,6 +2,7 @@
 long and silent audio, given targets, self-describing explanation files."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -10,13 +11,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spes_jax import SPESConfig, SpesError, load_explanations, save_explanations
+from spes_jax import SPESConfig, SpesError, assets, load_explanations, save_explanations
 from spes_jax.errors import SpesWarning
 from spes_jax.explanation import Explanation
 from spes_jax.inputs import check_length, check_silence, read_targets
 from spes_jax.analysis.plausibility import align_words, hypothesis_words, match_timings
 from spes_jax.provenance import parameters_sha256, provenance
-from support import ROOT
+from support import ROOT, save_tiny_model
 
 S = "\u2581"
 
@@ -45,6 +46,8 @@ def files(tmp_path_factory):
     (d / "timings.json").write_text('{"u1": {"words": [' + ", ".join(
         f'{{"word": "{w}", "start": {a}, "end": {b}}}' for w, a, b in ENGLISH) + "]}}")
     sf.write(d / "a.wav", 0.1 * np.random.default_rng(0).standard_normal(16000), 16000, subtype="PCM_16")
+    sf.write(d / "long.wav", 0.1 * np.random.default_rng(1).standard_normal(8 * 16000), 16000, subtype="PCM_16")
+    sf.write(d / "stereo.wav", 0.1 * np.random.default_rng(2).standard_normal((16000, 2)), 16000, subtype="PCM_16")
     (d / "m.tsv").write_text("id\taudio\treference\nother\ta.wav\tthe chair\n")
     (d / "dir.h5").mkdir()
     (d / "audio_dir").mkdir()
@@ -70,6 +73,9 @@ BAD = [
     ("explain a.wav --out taken.h5", "exists; pass --overwrite"),
     ("explain a.wav --out new.h5 --masks 0 --token-masks 0", "nothing to explain"),
     ("explain a.wav --out new.h5 --masks 2", "granularity levels"),
+    # item 5: nothing before the error that it makes moot (no "explaining ..." line, no note on the masks,
+    # no mix-down note on another input)
+    ("explain stereo.wav missing.wav --out new.h5 --masks 30 --token-masks 3", "missing.wav"),
     # bug 2: evaluate fails without writing anything (and no --out-dir writes nothing at all)
     ("evaluate asr.h5 --out-dir ev2", "need --manifest"),
     ("evaluate asr.h5 --manifest m.tsv --out-dir ev2", "not in the manifest m.tsv, e.g. 'u1'"),
@@ -84,6 +90,8 @@ BAD = [
     ("plausibility st.h5 --timings timings.json", "explains translations (task st)"),
     # item 5: a directory as audio (loads the embedded model first)
     ("transcribe audio_dir", "audio_dir: is a directory"),
+    # every embedded model states and enforces its longest input (asr: 7 s)
+    ("transcribe stereo.wav long.wav", "long.wav: audio is 8.0 s long; this model handles at most 7 s"),
 ]
 
 
@@ -139,8 +147,11 @@ def test_targets(tiny_model, tmp_path):
 def test_long_and_silent_input_warnings(tiny_model):
     cfg = SPESConfig.asr(n_masks=300, n_token_masks=30)
     with pytest.warns(SpesWarning, match=r"x.wav: 70 s \(7000 frames\) is longer than the model's max source "
-                                         r"positions \(6000 frames\); explaining it runs 330 forward passes"):
+                                         r"positions \(6000 frames\), so it never saw such an input; explaining it "
+                                         r"runs 330 forward passes"):
         check_length(7000, tiny_model, cfg, "x.wav")
+    with pytest.warns(SpesWarning, match=r"x.wav: 70 s .* such an input; expect words dropped or made up$"):
+        check_length(7000, tiny_model, None, "x.wav")  # transcribed only
     rng = np.random.default_rng(0)
     with pytest.warns(SpesWarning, match="s.wav: the audio is silent .* a non-empty hypothesis for it is a hallucination"):
         check_silence(1e-5 * rng.standard_normal(16000), "s.wav")
@@ -151,6 +162,45 @@ def test_long_and_silent_input_warnings(tiny_model):
         check_length(6000, tiny_model, cfg, "x.wav")
         speech = np.concatenate([np.zeros(16000), 0.1 * rng.standard_normal(4000)])  # silence, then a word
         check_silence(speech, "w.wav")
+
+
+def test_every_embedded_model_states_its_longest_input():
+    import json
+
+    for name in assets.EMBEDDED:
+        with open(os.path.join(assets.model_dir(name), "config.json")) as f:
+            assert json.load(f)["data"].get("max_seconds", 0) > 0, name
+
+
+def test_transcribe_warns_as_explain_does_each_note_once(tiny_model, tmp_path, capsys):
+    """Silent and overly long input get explain's warnings (before any output), a stereo file its note."""
+    from spes_jax.cli import main
+
+    model = save_tiny_model(tiny_model, str(tmp_path))
+    noise = 0.1 * np.random.default_rng(0).standard_normal(61 * 16000)
+    paths = [str(tmp_path / n) for n in ("quiet.wav", "long.wav", "stereo.wav")]
+    sf.write(paths[0], np.zeros(16000), 16000, subtype="PCM_16")
+    sf.write(paths[1], noise, 16000, subtype="PCM_16")
+    sf.write(paths[2], np.stack([noise[:16000]] * 2, axis=1), 16000, subtype="PCM_16")
+    assert main(["transcribe", "--model", model, "--greedy", *paths]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3
+    lines = err.splitlines()
+    assert len(lines) == 3, err
+    quiet, long = (re.escape(p) for p in paths[:2])
+    assert re.fullmatch(rf"spes-jax: warning: {quiet}: the audio is silent .* is a hallucination", lines[0])
+    assert re.fullmatch(rf"spes-jax: warning: {long}: 61 s \(6098 frames\) is longer than the model's max source "
+                        r"positions .*; expect words dropped or made up", lines[1])
+    assert lines[2] == f"spes-jax: note: {paths[2]}: 2 channels mixed down to mono"
+
+
+def test_plausibility_says_what_it_skips(files, capsys):
+    from spes_jax.cli import main
+
+    assert main(["plausibility", str(files / "asr.h5")]) == 0
+    assert "spes-jax: note: time alignment skipped: it needs word timings" in capsys.readouterr().err
+    assert main(["plausibility", str(files / "st.h5")]) == 0  # a translation has no time alignment to skip
+    assert "time alignment" not in capsys.readouterr().err
 
 
 def test_provenance_makes_files_self_describing(tiny_model, tmp_path):
@@ -186,12 +236,14 @@ def test_provenance_makes_files_self_describing(tiny_model, tmp_path):
     assert parameters_sha256(changed) != parameters_sha256(tiny_model.params)
 
 
-def test_library_warnings_print_as_one_line(capsys):
-    from spes_jax.cli import _show_warning
+def test_library_warnings_print_as_one_line_once(capsys):
+    from spes_jax.cli import _warning_printer
     from spes_jax.errors import SpesNote
 
-    _show_warning("a.mp3: resampled from 44100 Hz to 16000 Hz", SpesNote, "audio.py", 1)
-    _show_warning("s.wav: the audio is silent", SpesWarning, "inputs.py", 1)
+    show = _warning_printer()
+    for _ in range(2):  # e.g. a file read once to check it and once to use it
+        show("a.mp3: resampled from 44100 Hz to 16000 Hz", SpesNote, "audio.py", 1)
+        show("s.wav: the audio is silent", SpesWarning, "inputs.py", 1)
     assert capsys.readouterr().err == ("spes-jax: note: a.mp3: resampled from 44100 Hz to 16000 Hz\n"
                                        "spes-jax: warning: s.wav: the audio is silent\n")
 

@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -199,6 +200,38 @@ def test_unreadable_audio_is_skipped_and_logged(tiny_model, tmp_path):
     logged = {e["id"]: e["error"] for e in rundir.errors(str(tmp_path / "run"))}
     assert set(logged) == {"broken", "tiny"} and "too short" in logged["tiny"]
     assert list(load_run(tmp_path / "run")) == ["good"]
+
+
+def test_commits_by_time_as_well_as_by_count(tiny_model, zip_manifest, tmp_path):
+    """Once ``commit_every`` seconds have passed, what is done is committed whatever the shard size:
+    here after every utterance, and decoded targets after every batch."""
+    from spes_jax.corpus.runner import _Errors, _targets
+
+    shards = {}
+    for every in (1e-9, 60.0):
+        run = tmp_path / f"every{every}"
+        explain_corpus(tiny_model, zip_manifest, run, CFG, targets="reference", shard_size=100, commit_every=every)
+        with open(run / "proc-00000" / "index.json") as f:
+            shards[every] = [len(s["ids"]) for s in json.load(f)["shards"]]
+    assert shards == {1e-9: [1, 1, 1], 60.0: [3]}
+    stored = []
+    _targets(tiny_model, read_corpus(zip_manifest), "hypothesis", {}, _Errors(str(tmp_path)), 1,
+             lambda decoded: stored.append(sorted(decoded)), 1e-9)
+    assert stored[:3] == [["utt0"], ["utt0", "utt1"], ["syn0", "utt0", "utt1"]]
+
+
+def test_progress_ends_full_when_inputs_are_skipped(tiny_model, tmp_path, capsys):
+    import wave
+
+    with wave.open(str(tmp_path / "good.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes((np.sin(np.arange(12000) / 9.0) * 8000).astype("<i2").tobytes())
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\0\0\0\0not audio at all")
+    (tmp_path / "m.tsv").write_text("id\taudio\treference\ngood\tgood.wav\tw1 w2\nbroken\tbroken.wav\tw3\n")
+    summary = explain_corpus(tiny_model, tmp_path / "m.tsv", tmp_path / "run", CFG, targets="reference",
+                             progress=True)
+    assert summary.utterances == 1 and summary.skipped == 1
+    assert re.findall(r"(\d+)/(\d+) \[", capsys.readouterr().err)[-1] == ("1", "1")
 
 
 @pytest.mark.parametrize("tsv, message", [

@@ -122,6 +122,18 @@ def test_mask_sources_are_interchangeable(tiny_model):
         np.testing.assert_array_equal(a, b)
 
 
+def test_masks_n_runs_exactly_n_masks(tiny_model):
+    """N_X need not be a multiple of the level count (3): mask g is of level g % 3, so N masks run
+    (the reference floored 100 and 101 to 99). Mask 99 occludes a segment here, so it changes the maps."""
+    feats = synthetic_features(0.7, seed=5)
+    maps = {}
+    for n in (99, 100, 101):
+        exp = explain(tiny_model, feats, _small().replace(n_masks=n, n_token_masks=0), targets=[[5, 6, 2]])
+        assert exp.n_masks == n
+        maps[n] = exp.spectrogram_saliency
+    assert not np.array_equal(maps[99], maps[100])
+
+
 def test_scorers_match_reference():
     d = np.load(fixture_path("spes", "scorers_small.npz"))
     orig = [d["orig_probs_0"], d["orig_probs_1"]]

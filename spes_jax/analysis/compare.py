@@ -91,7 +91,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
         path = os.path.join(out_dir, METHODS[name][0] + ".h5")
         exps, seconds = _cached(path, cfg, ids)
         if exps is None:
-            _log(f"{name}: explaining with N_X {cfg.masks_per_level * cfg.n_levels}, N_Y {cfg.n_token_masks}")
+            _log(f"{name}: explaining with N_X {cfg.n_masks}, N_Y {cfg.n_token_masks}")
             start = time.perf_counter()
             exps = explain(model, features, cfg, ids=ids, targets=targets,
                            progress=progress)
@@ -103,7 +103,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
         deletion = perturbation_curve(model, exps, audio, refs, "deletion", scorer)
         size = size_curve(exps)
         curves[name] = (deletion, size)
-        results.append(MethodResult(name, cfg.masks_per_level * cfg.n_levels, cfg.n_token_masks, deletion.auc_fraction,
+        results.append(MethodResult(name, cfg.n_masks, cfg.n_token_masks, deletion.auc_fraction,
                                     size.auc, size.auc_prefix, seconds, deletion.to_dict(), size.to_dict()))
         _log(f"{name}: deletion AUC {deletion.auc_fraction:.2f}, size AUC {size.auc:.2f} ({seconds:.0f} s of explaining)")
     payload = {"task": task, "scorer": scorer, "budget_scale": budget_scale, "seed": seed,

@@ -30,6 +30,7 @@ from ..config import SPESConfig
 from ..errors import SpesError
 from . import sweep
 from .contrastive import SCORERS, WORD_PROBABILITIES, causal_word_prefix, score, word_pair_probabilities
+from .pacing import StepQueue
 from .segmentation import Segmentation
 from .sweep import AXIS, Sums, SweepInputs, SweepPlan, feature_sums, prefix_sums, ratio, segment_sums
 
@@ -237,12 +238,13 @@ def finalize(state: ContrastiveState, *, plan: ContrastivePlan) -> dict[str, jax
 def run(state: ContrastiveState, plan: ContrastivePlan, config: SPESConfig,
         progress: Callable[[int], None] | None = None) -> dict[str, jax.Array]:
     """All steps of ``config``'s mask counts, then ``finalize`` (as ``core.sweep.run``)."""
-    for total, batch, step_fn in ((config.masks_per_level * config.n_levels, plan.sweep.batch, spectrogram_step),
-                                  (config.n_token_masks, plan.sweep.token_batch, prefix_step)):
+    queue = StepQueue(progress)
+    for kind, total, batch, step_fn in (("spectrogram", config.n_masks, plan.sweep.batch, spectrogram_step),
+                                        ("prefix", config.n_token_masks, plan.sweep.token_batch, prefix_step)):
         for i in range(-(-total // batch)):
             state = step_fn(state, np.int32(i), plan=plan)
-            if progress:
-                progress(min(batch, total - i * batch))
+            queue.push(getattr(state, kind).den, min(batch, total - i * batch))
+    queue.drain()
     return finalize(state, plan=plan)
 
 

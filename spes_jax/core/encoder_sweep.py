@@ -35,6 +35,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from .._shapes import TOKEN_BUCKET, bucket, round_up
 from ..errors import SpesError
 from ..text import EOS
+from .pacing import StepQueue
 from .perturbation import mask_key, utterance_key
 from .scoring import impact
 from .sweep import AXIS, InputLayout, MeshPlan, decode, prefix_sums, ratio, teacher_forced
@@ -214,9 +215,11 @@ def finalize(state: EncoderState, *, plan: EncoderPlan) -> tuple[jax.Array, jax.
 
 def run(state: EncoderState, plan: EncoderPlan, n_masks: int,
         progress: Callable[[int], None] | None = None) -> tuple[jax.Array, jax.Array]:
-    """All steps of ``n_masks`` masks, then ``finalize``; ``progress(n)`` is told each step's masks."""
+    """All steps of ``n_masks`` masks, then ``finalize``; ``progress(n)`` is told each step's masks once
+    the device has finished it (as ``core.sweep.run``)."""
+    queue = StepQueue(progress)
     for i in range(-(-n_masks // plan.batch)):
         state = step(state, np.int32(i), plan=plan)
-        if progress:
-            progress(min(plan.batch, n_masks - i * plan.batch))
+        queue.push(state.den, min(plan.batch, n_masks - i * plan.batch))
+    queue.drain()
     return finalize(state, plan=plan)

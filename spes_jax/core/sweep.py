@@ -28,6 +28,7 @@ from ..config import SPESConfig
 from ..errors import SpesError
 from .._shapes import SEGMENT_BUCKET, TOKEN_BUCKET, bucket, round_up
 from ..text import EOS, PAD
+from .pacing import StepQueue
 from .perturbation import BubbleMasks, OrthogonalMasks, SegmentMasks, TokenMasks, utterance_key
 from .scoring import impact
 from .segmentation import Segmentation
@@ -62,7 +63,7 @@ class SweepInputs:
     n_tokens: () int32 K.
     key: the utterance's PRNG key (seed folded with its id).
     p_spec, p_tok: () float32 occlusion probabilities of a segment / a prefix position.
-    per_level: () int32 spectrogram masks per granularity level.
+    per_level: () int32 the most spectrogram masks of any level (row stride of level-major replayed masks).
     n_masks, n_token_masks: () int32 spectrogram / prefix masks of the sweep.
     channel_mean, channel_std: (C,) float32 statistics of the unpadded features (Bubble Noise).
     fill: (C,) float32 what an occluded feature becomes (the model family's choice: ``InputLayout``).
@@ -239,7 +240,7 @@ def prepare(features: np.ndarray, tokens: Sequence[int], segmentation: Segmentat
         features=feats, length=np.int32(T), labels=labels, prev=prev, target=target, n_tokens=np.int32(K),
         key=utterance_key(config.seed, utt_id), p_spec=np.float32(config.p_spec),
         p_tok=np.float32(config.p_tok), per_level=np.int32(max(config.masks_per_level, 1)),
-        n_masks=np.int32(config.masks_per_level * config.n_levels), n_token_masks=np.int32(config.n_token_masks),
+        n_masks=np.int32(config.n_masks), n_token_masks=np.int32(config.n_token_masks),
         channel_mean=features.mean(0), channel_std=features.std(0), fill=fill, replay=replay,
         n_slots=round_up(int(segmentation.n_segments.max()) + 1, SEGMENT_BUCKET), prompt=tuple(layout.prompt))
     return jax.device_put(inputs, plan.replicated)
@@ -480,7 +481,7 @@ def _checkpoints(n_steps: int, first: int) -> set[int]:
 def run(state: SweepState, plan: SweepPlan, config: SPESConfig,
         progress: Callable[[int], None] | None = None) -> SweepResult:
     """All steps of ``config``'s mask counts, then ``finalize``. ``progress(n)`` is told the masks of
-    each step as it is dispatched (dispatch is asynchronous).
+    each step once the device has finished it; at most a few steps are queued at a time (``StepQueue``).
 
     With ``config.until_r``, each part (spectrogram, prefix) stops once the split-half estimate says
     its map correlates with the limit at >= until_r (spectrogram: mean over the K tokens), checked
@@ -489,16 +490,15 @@ def run(state: SweepState, plan: SweepPlan, config: SPESConfig,
     """
     used = {}
     K = int(state.inputs.n_tokens)
-    for kind, total, batch, step_fn in (("spectrogram", config.masks_per_level * config.n_levels * bool(config.n_masks),
-                                         plan.batch, spectrogram_step),
+    queue = StepQueue(progress)
+    for kind, total, batch, step_fn in (("spectrogram", config.n_masks, plan.batch, spectrogram_step),
                                         ("prefix", config.n_token_masks, plan.token_batch, prefix_step)):
         n_steps = -(-total // batch)
         checks = _checkpoints(n_steps, -(-n_steps // 32)) if config.until_r is not None else set()
         done = n_steps
         for i in range(n_steps):
             state = step_fn(state, np.int32(i), plan=plan)
-            if progress:
-                progress(min(batch, total - i * batch))
+            queue.push(getattr(state, kind).den, min(batch, total - i * batch))
             if i + 1 in checks:
                 r_spec, r_pre = jax.device_get(split_half_r(state, plan=plan))
                 r = float(r_spec[:K].mean()) if kind == "spectrogram" else float(r_pre)
@@ -506,6 +506,7 @@ def run(state: SweepState, plan: SweepPlan, config: SPESConfig,
                     done = i + 1
                     break
         used[kind] = min(total, done * batch)
+    queue.drain()
     spec, pre = finalize(state, plan=plan)
     r_spec, r_pre = split_half_r(state, plan=plan) if config.until_r is not None else (None, None)
     return SweepResult(spec, pre, used["spectrogram"], used["prefix"], r_spec, r_pre)

@@ -4,6 +4,8 @@ Per process: pick this process's share of the corpus (length-balanced), decode t
 batches once (stored in the run), then sweep the utterances longest first so each bucket's compiled
 steps are reused; reading + fbank + SLIC run ahead in a background thread, and finished shards are
 written and committed by a second background thread while the device sweeps the next utterances.
+Decoded targets and explanations are both committed at least every ``commit_every`` seconds, so a
+kill loses at most about that much work (or one utterance's sweep, if that takes longer).
 """
 
 from __future__ import annotations
@@ -81,6 +83,20 @@ class Summary:
                 ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
 
 
+class _Clock:
+    """Whether ``seconds`` have passed since the last ``restart`` (or since it was made)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.restart()
+
+    def restart(self) -> None:
+        self.start = time.perf_counter()
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.start >= self.seconds
+
+
 class _Errors:
     """Appends skips to the process's errors.jsonl as they happen (one line each, flushed)."""
 
@@ -119,9 +135,10 @@ def _load_all(model, todo: Sequence[Utterance], errors: _Errors, fn):
 
 
 def _targets(model, todo: Sequence[Utterance], mode: str, known: dict[str, list[int]], errors: _Errors,
-             batch: int) -> dict[str, list[int]]:
+             batch: int, store, commit_every: float) -> dict[str, list[int]]:
     """Explained token ids of every utterance not in ``known``: the manifest's text or the model's
-    beam output, decoded ``batch`` utterances at a time (features are not kept)."""
+    beam output, decoded ``batch`` utterances at a time (features are not kept). ``store(new)`` is
+    given everything decoded so far at least every ``commit_every`` seconds and at the end."""
     out: dict[str, list[int]] = {}
     missing = [u for u in todo if u.id not in known]
     if mode == "reference":
@@ -130,15 +147,21 @@ def _targets(model, todo: Sequence[Utterance], mode: str, known: dict[str, list[
                 errors.skip(u.id, u.source, "no reference text (--targets reference)")
             else:
                 out[u.id] = [int(t) for t in model.tokenizer.encode(u.reference)]
-        return out
-    chunk: list[tuple[Utterance, np.ndarray]] = []
-    for item in _load_all(model, missing, errors, lambda u: _features(model, u)):
-        chunk.append(item)
-        if len(chunk) == batch:
+    else:
+        clock = _Clock(commit_every)
+        chunk: list[tuple[Utterance, np.ndarray]] = []
+        for item in _load_all(model, missing, errors, lambda u: _features(model, u)):
+            chunk.append(item)
+            if len(chunk) == batch:
+                out.update(_decode(model, chunk, batch))
+                chunk = []
+                if clock.due():
+                    store(out)
+                    clock.restart()
+        if chunk:
             out.update(_decode(model, chunk, batch))
-            chunk = []
-    if chunk:
-        out.update(_decode(model, chunk, batch))
+    if out:
+        store(out)
     return out
 
 
@@ -150,14 +173,16 @@ def _decode(model, chunk, batch) -> dict[str, list[int]]:
 def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLike,
                    config: SPESConfig | None = None, *, targets: str = "hypothesis", task: str = "asr",
                    resume: bool = False, limit: int | None = None, shard_size: int = 16,
-                   decode_batch: int = 8, process_index: int | None = None, process_count: int | None = None,
+                   commit_every: float = 60.0, decode_batch: int = 8, process_index: int | None = None,
+                   process_count: int | None = None,
                    devices: Sequence[jax.Device] | None = None, map_dtype: str = "float32",
                    progress: bool = False) -> Summary:
     """Explains every utterance of ``manifest`` (a TSV manifest, a fairseq S2T manifest or a folder of
     audio files) into the run directory ``out_dir`` (layout: ``spes_jax.corpus.rundir``).
 
-    Explanations are committed ``shard_size`` utterances at a time; ``resume`` continues a run in
-    ``out_dir`` (refused if the model, configuration or seed differ). Under ``jax.distributed`` each
+    Explanations are committed ``shard_size`` utterances at a time, or sooner once ``commit_every``
+    seconds have passed since the last commit (decoded targets likewise); ``resume`` continues a run
+    in ``out_dir`` (refused if the model, configuration or seed differ). Under ``jax.distributed`` each
     process explains its length-balanced share with its local devices (default ``process_index`` /
     ``process_count`` from JAX). Unreadable or too short inputs are skipped and logged. ``map_dtype``
     "float16" halves the stored maps (see ``save_explanations``). Returns this process's ``Summary``.
@@ -168,6 +193,9 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
     cfg = config or SPESConfig.asr()
     if targets not in TARGETS:
         raise SpesError(f"targets must be one of {TARGETS}, got {targets!r}")
+    if shard_size < 1 or not commit_every > 0:
+        raise SpesError(f"the shard size must be >= 1 and the commit interval > 0 s, got {shard_size} and "
+                        f"{commit_every}")
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -197,10 +225,10 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
 
     t0 = time.perf_counter()
     known = rundir.stored_targets(out_dir)
-    new = _targets(model, todo, targets, known, errors, decode_batch)
-    if new:
-        write_json(os.path.join(mine, rundir.TARGETS_FILE),
-                   {**rundir._read_json(os.path.join(mine, rundir.TARGETS_FILE), {}), **new})
+    targets_path = os.path.join(mine, rundir.TARGETS_FILE)
+    stored_here = rundir._read_json(targets_path, {})
+    new = _targets(model, todo, targets, known, errors, decode_batch,
+                   lambda decoded: write_json(targets_path, {**stored_here, **decoded}), commit_every)
     tokens = {**known, **new}
     todo = [u for u in todo if u.id in tokens]
     summary.seconds["decode"] = time.perf_counter() - t0
@@ -234,6 +262,8 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
                 buffer = []
 
         t_sweep = time.perf_counter()
+        clock = _Clock(commit_every)
+        skipped_before = errors.count
         for u, (feats, seg, host_s) in _load_all(model, todo, errors, read):
             summary.seconds["read_slic"] += host_s
             toks = tokens[u.id]
@@ -247,15 +277,18 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
             summary.utterances += 1
             summary.masks += result.n_masks + result.n_token_masks
             summary.audio_seconds += T * FRAME_SHIFT_S
-            if len(buffer) >= shard_size:
+            if len(buffer) >= shard_size or clock.due():
                 flush()
+                clock.restart()
             if bar:
+                bar.total = len(todo) - (errors.count - skipped_before)  # skipped inputs leave the total
                 bar.set_postfix_str(f"{summary.masks / max(time.perf_counter() - t_sweep, 1e-9):.0f} masks/s")
                 bar.update(1)
         flush()
         if pending is not None:
             _wait_write(pending, summary)
     if bar:
+        bar.total = bar.n  # inputs skipped after the last explained one
         bar.close()
     summary.skipped = errors.count
     summary.wall = time.perf_counter() - t_start

@@ -1,0 +1,87 @@
+"""Progress counts masks the device has finished; Ctrl-C ends a command at once and writes nothing."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from spes_jax import SPESConfig, explain
+from spes_jax.core.pacing import DEPTH, StepQueue
+from support import save_tiny_model, synthetic_features
+
+
+def test_step_queue_reports_finished_steps_and_keeps_few_in_flight():
+    step = jax.jit(lambda x, i: jnp.tanh(x @ x) + i)
+    x = jnp.ones((512, 512), jnp.float32) / 512
+    outputs, reported = [], []
+
+    def progress(n):
+        assert outputs[len(reported)].is_ready()  # the step is finished when it is counted
+        reported.append(n)
+
+    queue = StepQueue(progress)
+    for i in range(8):
+        x = step(x, i)
+        outputs.append(x)
+        queue.push(x, i + 1)
+        # every step but the last DEPTH has finished (and been counted) before the next is dispatched
+        assert all(o.is_ready() for o in outputs[:-DEPTH]) and len(reported) == max(0, len(outputs) - DEPTH)
+    queue.drain()
+    assert reported == list(range(1, 9))
+
+
+def test_explain_progress_closes_at_the_masks_it_ran(tiny_model, capsys):
+    """With until_r the sweeps stop early: the bar's total drops to the masks run, so it ends full."""
+    cfg = SPESConfig.asr(n_segments=(40, 60), n_masks=1024, n_token_masks=256, batch_size=32, token_batch_size=64,
+                         until_r=0.3)
+    exps = explain(tiny_model, [synthetic_features(0.6, seed=3), synthetic_features(0.62, seed=4)], cfg,
+                   ids=["a", "b"], targets=[[5, 6, 7, 2]] * 2, progress=True)
+    err = capsys.readouterr().err
+    assert err.startswith("SPES: 2 utterance(s), 1024 spectrogram and 256 prefix masks each, on cpu\n")
+    ran = sum(e.n_masks + e.n_token_masks for e in exps)
+    assert ran < 2 * (1024 + 256)
+    assert re.findall(r"(\d+)/(\d+) \[", err)[-1] == (str(ran), str(ran))
+
+
+@pytest.fixture(scope="module")
+def explain_command(tiny_model, tmp_path_factory):
+    """``spes-jax explain`` of 1 s of noise with the tiny model and far more masks than a test can wait for."""
+    d = tmp_path_factory.mktemp("interrupt")
+    sf.write(d / "a.wav", 0.1 * np.random.default_rng(0).standard_normal(16000), 16000, subtype="PCM_16")
+    model = save_tiny_model(tiny_model, str(d))
+    return d, [sys.executable, "-m", "spes_jax.cli", "--no-compile-cache", "explain", str(d / "a.wav"), "--model",
+               model, "--masks", "300000", "--token-masks", "10", "--batch-size", "16", "--out", str(d / "x.h5")]
+
+
+@pytest.mark.parametrize("moment, ready", [
+    ("compiling the sweep", lambda err: "utterance(s)" in err),
+    ("sweeping", lambda err: re.search(r"\| *[1-9]\d*/\d+ \[", err) is not None),
+])
+def test_ctrl_c_ends_explain_within_2_s_and_writes_nothing(explain_command, moment, ready):
+    d, cmd = explain_command
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ,
+                                                                                          JAX_PLATFORMS="cpu"))
+    err = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: os.read(proc.stderr.fileno(), 4096), b"")))
+    reader.start()
+    deadline = time.monotonic() + 300
+    while not ready(b"".join(err).decode()):
+        assert proc.poll() is None and time.monotonic() < deadline, b"".join(err).decode()
+        time.sleep(0.05)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    latency = time.monotonic() - sent
+    reader.join()
+    assert proc.returncode == 130 and b"".join(err).decode().endswith("spes-jax: interrupted\n")
+    assert latency < 2.0, (moment, latency)
+    assert sorted(os.listdir(d)) == ["a.wav", "dict.txt", "model"]  # no output, no temporary file
