@@ -158,7 +158,8 @@ def perturbation_curve(model, explanations: Iterable[Explanation], audio: Mappin
     """Deletion (or insertion) curve of explanations of ``model``'s hypotheses.
 
     audio: id -> WAV path / waveform / raw fbank of every explained utterance; references: id ->
-    reference text. All levels of one utterance are decoded together in one batched beam search.
+    reference text. All levels of one utterance are decoded together in one batched beam search. A
+    deleted feature takes the model's occlusion value (``model.layout``), as in the sweep.
     """
     levels = percentages(step)
     hyps: dict[str, list[str]] = {}
@@ -170,7 +171,11 @@ def perturbation_curve(model, explanations: Iterable[Explanation], audio: Mappin
         if heat.shape != feats.shape:
             raise SpesError(f"{exp.id}: explanation covers {heat.shape} features but the audio gives "
                             f"{feats.shape}; was it explained from this audio?")
-        batch = np.where(zeroed_cells(heat, levels, metric), np.float32(0), feats[None])
+        # A deleted cell becomes what the sweep's occlusion makes of it (fairseq: 0, the CMVN mean;
+        # Whisper: the utterance's log-mel floor by default).
+        fill = model.layout(feats).fill
+        fill = np.float32(0) if fill is None else np.asarray(fill, np.float32)
+        batch = np.where(zeroed_cells(heat, levels, metric), fill, feats[None])
         hyps[exp.id] = [h[0].text if h else "" for h in model.decode(list(batch), search, batch_size=len(levels))]
         if progress:
             progress(1)
