@@ -60,6 +60,11 @@ MODEL_HELP = (f"an embedded model ({EMBEDDED_NAMES}), a converted FBK-fairseq mo
               "checkpoint (Hugging Face or CTranslate2 directory, OpenAI .pt)")
 
 
+def _task(value: str) -> str:
+    """--task: asr or st; Whisper's names transcribe and translate are the same tasks."""
+    return {"transcribe": "asr", "translate": "st"}.get(value, value)
+
+
 def _whisper_options(p: argparse.ArgumentParser, occlusion: bool = True) -> None:
     """Options of Whisper models (an error with other models)."""
     p.add_argument("--language", help="Whisper: the spoken language's code (e.g. en, de; required by multilingual "
@@ -89,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("transcribe", help="decode audio with beam search")
     t.add_argument("audio", nargs="+", help=AUDIO_HELP)
     t.add_argument("--model", help=f"{MODEL_HELP} (default: asr)")
-    t.add_argument("--task", choices=["asr", "st"], help="the embedded model of this task without --model; with "
+    t.add_argument("--task", type=_task, choices=["asr", "st"], help="the embedded model of this task without --model; with "
                    "a Whisper model, st translates into English")
     _whisper_options(t, occlusion=False)
     t.add_argument("--beam", type=int, default=None, help="beam size (default: the model's, 5 for the embedded models)")
@@ -104,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     e.add_argument("--model", help=f"{MODEL_HELP} (default: the embedded model of --task)")
     _whisper_options(e)
-    e.add_argument("--task", choices=["asr", "st"], help="SPES settings, asr: tau 7.5 s; st: tau 5 s; with a "
+    e.add_argument("--task", type=_task, choices=["asr", "st"], help="SPES settings, asr: tau 7.5 s; st: tau 5 s; with a "
                    "Whisper model st also translates into English "
                    "(default: the embedded --model's task, else asr)")
     e.add_argument("--targets", metavar="TEXT_OR_FILE", help="explain this transcript or translation instead "
@@ -131,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     x.add_argument("--model", help=f"{MODEL_HELP} (default: the embedded model of --task)")
     _whisper_options(x)
-    x.add_argument("--task", choices=["asr", "st"],
+    x.add_argument("--task", type=_task, choices=["asr", "st"],
                    help="SPES settings (default: the embedded --model's task, else asr)")
     _sweep_options(x, until_r=False)
     x.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -148,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", help=f"model that made the explanations: {MODEL_HELP} (default: the embedded one "
                    "of --task)")
     _whisper_options(v)
-    v.add_argument("--task", choices=["asr", "st"], help="default: as recorded in the file, else asr")
+    v.add_argument("--task", type=_task, choices=["asr", "st"], help="default: as recorded in the file, else asr")
     v.add_argument("--out-dir", help="write metrics.json and the curve plots here (default: print only)")
     v.add_argument("--overwrite", action="store_true", help="replace existing files in --out-dir")
     v.set_defaults(func=commands.evaluate_command)
@@ -157,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("manifest", nargs="+", help="TSV files with id, audio, reference (one per task)")
     m.add_argument("--out-dir", required=True, help="explanations, results.json, table.md and plots go here "
                    "(in one folder per task when there are several manifests)")
-    m.add_argument("--task", nargs="+", choices=["asr", "st"], help="the task of each manifest (default asr)")
+    m.add_argument("--task", nargs="+", type=_task, choices=["asr", "st"], help="the task of each manifest (default asr)")
     m.add_argument("--model", help=f"{MODEL_HELP} (default: the embedded model of --task)")
     _whisper_options(m)
     m.add_argument("--overwrite", action="store_true", help="replace existing results in --out-dir")
@@ -213,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timings", help="word timings: CTM, or JSON like the bundled samples' timings.json")
     r.add_argument("--metrics", help="metrics.json of 'spes-jax evaluate', for per-utterance deletion AUCs "
                    "(needs --audio as a manifest with references)")
-    r.add_argument("--task", choices=["asr", "st"], help="WER (asr) or BLEU (st) in the index; default: as recorded")
+    r.add_argument("--task", type=_task, choices=["asr", "st"], help="WER (asr) or BLEU (st) in the index; default: as recorded")
     r.add_argument("--title", help="page title")
     _clip_option(r)
     r.set_defaults(func=commands.report_command)
@@ -232,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, help="run directory (see docs/corpus.md)")
     k.add_argument("--model", help=f"{MODEL_HELP} (default: the embedded model of --task)")
     _whisper_options(k)
-    k.add_argument("--task", choices=["asr", "st"], default="asr", help="asr: tau 7.5 s; st: tau 5 s")
+    k.add_argument("--task", type=_task, choices=["asr", "st"], default="asr", help="asr: tau 7.5 s; st: tau 5 s")
     _sweep_options(k)
     k.add_argument("--targets", choices=["hypothesis", "reference"], default="hypothesis",
                    help="explain the model's beam output (decoded first, stored) or the manifest's text")
