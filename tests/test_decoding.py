@@ -3,8 +3,6 @@ FBK model against teacher-forced decoding and a plain-Python beam search; Whispe
 Hugging Face reference outputs."""
 
 import functools
-import importlib.util
-import json
 
 import jax
 import jax.numpy as jnp
@@ -181,34 +179,28 @@ def test_search_options_from_a_model_directory():
 
 
 CLIPS = ("goforward", "librivox_0880", "librivox_0920", "cards_005")
-needs_whisper_module = pytest.mark.skipif(importlib.util.find_spec("spes_jax.models.whisper") is None,
-                                          reason="spes_jax.models.whisper is not in this checkout")
 
 
 @pytest.fixture(scope="module")
 def whisper_search():
-    """Whisper tiny.en, its 4 clips' (3000, 80) features and Hugging Face's decoding rules as a
-    ``SearchConfig`` (generation_config.json; length penalty 1, no early stopping, 448 positions)."""
-    from spes_jax.models.whisper import WhisperModule, load_hf_dir
+    """Whisper tiny.en as ``load_model`` gives it (its decoding rules: generation_config.json), and its 4
+    clips' (3000, 80) reference features."""
+    from spes_jax.pipeline import load_model
 
-    model_dir = whisper_fixture_path("model", "whisper-tiny.en")
-    cfg, params, _ = load_hf_dir(model_dir)
-    gen = json.load(open(f"{model_dir}/generation_config.json"))
-    prompt = (gen["decoder_start_token_id"], *(t for _, t in sorted(gen["forced_decoder_ids"])))
-    search = SearchConfig(no_repeat_ngram_size=0, min_len=0, suppress=tuple(gen["suppress_tokens"]),
-                          begin_suppress=tuple(gen["begin_suppress_tokens"]), early_stopping=False)
-    # Hugging Face's max_length counts the prompt and the final token.
-    max_len = gen["max_length"] - len(prompt) - 1
+    model = load_model(whisper_fixture_path("model", "whisper-tiny.en"))
     refs = [np.load(whisper_fixture_path("reference", f"{clip}.npz")) for clip in CLIPS]
     feats = np.stack([r["input_features"].T for r in refs])
-    return WhisperModule(cfg), params, feats, prompt, search, max_len, refs
+    return model, feats, refs
 
 
 @requires_whisper
-@needs_whisper_module
 def test_whisper_greedy_and_beam_match_transformers(whisper_search):
-    module, params, feats, prompt, search, max_len, refs = whisper_search
+    model, feats, refs = whisper_search
+    module, params, prompt, search = model.module, model.params, model.prompt, model.search
     assert prompt == (50257, 50362)
+    # Hugging Face's max_length (448) counts the prompt and the final token.
+    max_len = model.max_new_tokens(feats.shape[1], search)
+    assert len(prompt) + max_len + 1 == 448
     lengths = np.full(len(CLIPS), feats.shape[1], np.int32)
     greedy = jax.device_get(greedy_search(module, params, feats, lengths, cfg=search, max_len=max_len,
                                           prompt=prompt))
