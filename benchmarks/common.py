@@ -43,14 +43,21 @@ def compiled_flops(jitted, *args, **kwargs) -> float:
     return float(cost.get("flops", float("nan")))
 
 
-def matmul_peak(dtype=jnp.float32, n: int | None = None) -> float:
-    """Achieved FLOP/s of a large square matmul on the default device, measured now."""
+def matmul_call(dtype=jnp.float32, n: int | None = None) -> tuple[Callable[[], jax.Array], float]:
+    """A large square matmul on the default device, compiled, ready to time; and its FLOPs."""
     if n is None:
         n = 2048 if jax.devices()[0].platform == "cpu" else 8192
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
     f = jax.jit(lambda x, y: x @ y)
-    return 2 * n ** 3 / time_call(lambda: f(a, b))
+    jax.block_until_ready(f(a, b))
+    return lambda: f(a, b), 2.0 * n ** 3
+
+
+def matmul_peak(dtype=jnp.float32, n: int | None = None) -> float:
+    """Achieved FLOP/s of a large square matmul on the default device, measured now."""
+    fn, flops = matmul_call(dtype, n)
+    return flops / time_call(fn)
 
 
 def write_results(name: str, rows: list[dict], meta: dict) -> str:
