@@ -7,6 +7,7 @@ import sys
 import warnings
 
 from . import __version__, commands
+from .analysis.plotting import CONTRASTIVE_NORMALIZER
 from .assets import EMBEDDED
 from .core.contrastive import NORMALIZERS, SCORERS as CONTRASTIVE_SCORERS, WORD_PROBABILITIES
 from .errors import SpesError, SpesNote, SpesWarning
@@ -105,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--scorer", choices=["wer", "wer_max", "wer_sentence_max", "bleu"],
                    help="default: wer_max for ASR, bleu for ST")
     v.add_argument("--step", type=int, default=5, help="percentage / threshold step (default 5)")
-    v.add_argument("--model", help="model that made the explanations: a converted model directory or an "
-                   f"embedded model, {EMBEDDED_NAMES} (default: the embedded one of --task)")
+    v.add_argument("--model", help="model to decode with: a converted model directory or an embedded model, "
+                   f"{EMBEDDED_NAMES} (default: the model the explanations were made with, as the file records it; "
+                   "the embedded model of --task for a file that records none)")
+    v.add_argument("--force-model", action="store_true", help="decode with --model even though the explanations "
+                   "were made with another model")
     v.add_argument("--task", choices=["asr", "st"], help="default: as recorded in the file, else asr")
     v.add_argument("--out-dir", help="write metrics.json and the curve plots here (default: print only)")
     v.add_argument("--overwrite", action="store_true", help="replace existing files in --out-dir")
@@ -118,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(in one folder per task when there are several manifests)")
     m.add_argument("--task", nargs="+", choices=["asr", "st"], help="the task of each manifest (default asr)")
     m.add_argument("--model", help=f"converted model directory, or an embedded model: {EMBEDDED_NAMES} "
-                   "(default: the embedded model of --task)")
+                   "(default: on a rerun the model of the explanations in --out-dir, else the embedded model of "
+                   "--task; explanations of another model are made anew, not reused)")
     m.add_argument("--overwrite", action="store_true", help="replace existing results in --out-dir")
     m.add_argument("--budget-scale", type=float, default=1.0,
                    help="multiply every method's mask budget (paper: N_X 20000, N_Y 2000, Bubble Noise 1000)")
@@ -161,18 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "one shared colour scale")
     g.add_argument("--timings", help="with --grid: word timings (CTM or JSON) drawn as word boundaries")
     g.add_argument("--columns", type=int, default=3, help="with --grid: panels per row (default 3)")
+    g.add_argument("--normalizer", choices=list(NORMALIZERS), help="contrastive explanations: the normalised map's "
+                   f"normaliser (default: the one recorded in the file, else {CONTRASTIVE_NORMALIZER})")
     g.set_defaults(func=commands.plot_command)
 
     r = sub.add_parser("report", help="one self-contained, offline HTML page to explore a run in a browser")
     r.add_argument("result", help="HDF5 explanation file (one or many utterances) or a folder of them")
     r.add_argument("--out", required=True, help="output HTML file")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     r.add_argument("--audio", help="to embed audio and spectrograms: a WAV file, a folder of <id>.wav files, "
-                   "or a manifest TSV (id, audio, optional reference)")
+                   "or a manifest TSV (id, audio, optional reference) (default: the audio files the result records, "
+                   "where they are still there and unchanged)")
     r.add_argument("--timings", help="word timings: CTM, or JSON like the bundled samples' timings.json")
     r.add_argument("--metrics", help="metrics.json of 'spes-jax evaluate', for per-utterance deletion AUCs "
                    "(needs --audio as a manifest with references)")
     r.add_argument("--task", choices=["asr", "st"], help="WER (asr) or BLEU (st) in the index; default: as recorded")
     r.add_argument("--title", help="page title")
+    r.add_argument("--normalizer", choices=list(NORMALIZERS), help="contrastive explanations: the normalised map's "
+                   f"normaliser (default: the one recorded, else {CONTRASTIVE_NORMALIZER})")
     r.set_defaults(func=commands.report_command)
 
     q = sub.add_parser("plausibility", help="time alignment, kurtosis ranking and positional saliency")

@@ -7,10 +7,9 @@ import dataclasses
 import json
 import os
 import sys
-import warnings
 
 from . import assets
-from .errors import SpesError, SpesWarning
+from .errors import SpesError
 
 
 def convert_command(args) -> None:
@@ -22,12 +21,29 @@ def convert_command(args) -> None:
     print(f"wrote {out}")
 
 
+def _say_model(line: str) -> None:
+    """The one line every command that runs a model prints: which model it is."""
+    print(f"spes-jax: model: {line}", file=sys.stderr)
+
+
+def _load_model(name: str):
+    """``load_model`` for the commands that make results: the model, named on stderr."""
+    from .pipeline import load_model
+    from .provenance import model_name
+
+    model = load_model(name)
+    _say_model(model_name(model.path))
+    return model
+
+
 def transcribe_command(args) -> None:
     from .pipeline import load_model
+    from .provenance import model_name
 
     model = load_model(args.model)
     for path in args.audio:  # read everything first so a bad file fails before any output
         model.features(path)
+    _say_model(model_name(model.path))
     hyps = model.transcribe(list(args.audio), beam=args.beam, batch_size=args.batch_size, greedy=args.greedy)
     for path, hyp in zip(args.audio, hyps):
         if args.json:
@@ -57,7 +73,6 @@ def explain_command(args) -> None:
     from .explainer import explain
     from .explanation import save_explanations
     from .inputs import read_targets
-    from .pipeline import load_model
     from .provenance import provenance
 
     if args.masks == 0 and args.token_masks == 0:
@@ -68,7 +83,7 @@ def explain_command(args) -> None:
     check_output(args.out, args.overwrite)
     task = args.task or assets.EMBEDDED.get(args.model, "asr")
     cfg = sweep_config(args, task)
-    model = load_model(args.model or task)
+    model = _load_model(args.model or task)
     targets = read_targets(model, args.targets, len(args.audio)) if args.targets else None
     if not args.quiet:
         print(f"spes-jax: explaining {len(args.audio)} utterance(s) with {cfg.masks_per_level * cfg.n_levels} "
@@ -86,11 +101,12 @@ def explain_command(args) -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
-def _model_for(args, path_attrs: dict | None = None):
-    from .pipeline import load_model
-
-    task = args.task or (path_attrs or {}).get("task") or "asr"
-    return load_model(args.model or task), task
+def _per_token_only(exps, source: str, what: str) -> None:
+    """Refuses contrastive explanations where ``what`` (a phrase ending in a verb) needs per-token ones."""
+    if any(e.contrastive for e in exps):
+        raise SpesError(f"{source} holds contrastive explanations (one word against a foil): {what} the per-token "
+                        "explanations of a hypothesis; look at contrastive ones with 'spes-jax plot' or "
+                        "'spes-jax report'")
 
 
 def _file_attrs(path: str) -> dict:
@@ -114,9 +130,11 @@ def evaluate_command(args) -> None:
     from .manifest import read_manifest
     from .analysis.metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
     from .analysis.plotting import plot_deletion_curves, plot_size_curves
+    from .provenance import result_model
 
     # Every input and output is checked before any work; files are written only at the end.
     exps = load_any(args.explanations)
+    _per_token_only(exps.values(), args.explanations, "deletion, insertion and size measure")
     curves = [m for m in args.metrics if m != "size"]
     entries = {}
     if curves:
@@ -138,6 +156,11 @@ def evaluate_command(args) -> None:
                 raise SpesError(f"--out-dir {args.out_dir}: {name} exists; pass --overwrite to replace it")
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.out_dir))):
             raise SpesError(f"--out-dir {args.out_dir}: its parent directory does not exist")
+    if curves:
+        attrs = _file_attrs(args.explanations)
+        task = args.task or attrs.get("task") or "asr"
+        model, line = result_model(attrs, args.explanations, args.model, args.force_model, default=task)
+        _say_model(line)
     results = {"explanations": os.path.abspath(args.explanations)}
     if "size" in args.metrics:
         size = size_curve(exps.values(), args.step)
@@ -146,7 +169,7 @@ def evaluate_command(args) -> None:
         print(f"size AUC\tspectrogram {size.auc:.2f}\tprefix {size.auc_prefix:.2f}\t(percentage of normalised "
               "features above each threshold, over thresholds 0..1, the paper's scale; lower is more compact)")
     if curves:
-        model, task = _model_for(args, _file_attrs(args.explanations))
+        results["model"] = model.path
         scorer = args.scorer or default_scorer(task)
         for metric in curves:
             c = perturbation_curve(model, exps.values(), {i: e.audio for i, e in entries.items()},
@@ -165,11 +188,24 @@ def evaluate_command(args) -> None:
         print(f"wrote {args.out_dir}/metrics.json and the curve plots", file=sys.stderr)
 
 
+def _compare_model(requested: str | None, out_dir: str, task: str):
+    """compare's model: --model; else, on a rerun, the model of the explanations already in
+    ``out_dir``; else the embedded model of ``task``. (Explanations of another model are not reused.)"""
+    from .analysis.compare import METHODS
+    from .provenance import result_model
+
+    made = [p for p in (os.path.join(out_dir, f"{stem}.h5") for stem, _ in METHODS.values()) if os.path.isfile(p)]
+    if requested or not made:
+        return _load_model(requested or task)
+    model, line = result_model(_file_attrs(made[0]), made[0], default=task)
+    _say_model(line)
+    return model
+
+
 def compare_command(args) -> None:
     from ._io import write_json, write_text
     from .analysis.compare import compare, paper_table, table
     from .manifest import read_manifest
-    from .pipeline import load_model
 
     tasks = args.task or ["asr"] * len(args.manifest)
     if len(tasks) != len(args.manifest):
@@ -185,7 +221,7 @@ def compare_command(args) -> None:
     payloads = []
     for entries, task in work:
         out = args.out_dir if len(work) == 1 else os.path.join(args.out_dir, task)
-        payloads.append(compare(load_model(args.model or task), entries, task, out, args.budget_scale,
+        payloads.append(compare(_compare_model(args.model, out, task), entries, task, out, args.budget_scale,
                                 args.methods, args.seed, progress=not args.quiet))
         print(table(payloads[-1]) + "\n")
     if len(payloads) > 1:
@@ -203,6 +239,7 @@ def aggregate_command(args) -> None:
         raise SpesError("nothing to do: give --words/--spans, --time-spans/--time-mean, --frequency or --sentence")
     check_output(args.out, args.overwrite)
     exps = load_explanations(args.explanations)
+    _per_token_only(exps.values(), args.explanations, "the aggregations average")
     spans = agg.read_spans(args.spans, "phrase-span") if args.spans else None
     times = (agg.time_spans_for(args.time_spans, {u: e.spectrogram_saliency.shape[1] for u, e in exps.items()})
              if args.time_spans else None)
@@ -249,21 +286,11 @@ def _token_index(exp, token: str) -> int:
     raise SpesError(f"--token {token!r}: not a token of {exp.id}'s hypothesis; its tokens are {' '.join(exp.tokens)}")
 
 
-def _recorded_audio(exp) -> str | None:
-    """The audio file an explanation records, if it is still there and unchanged (else a warning)."""
-    from .provenance import file_sha256
-
-    path = exp.meta.get("audio")
-    if not path:
-        return None
-    if not os.path.isfile(path):
-        warnings.warn(f"{exp.id}: the recorded audio {path} is not there; drawing the maps only (pass --audio)",
-                      SpesWarning)
-        return None
-    if exp.meta.get("audio_sha256") not in (None, file_sha256(path)):
-        warnings.warn(f"{exp.id}: {path} changed since it was explained; drawing the maps only", SpesWarning)
-        return None
-    return path
+def _check_normalizer_option(exps, normalizer: str | None, source: str) -> None:
+    """--normalizer chooses how contrastive maps are normalised; other explanations have one way."""
+    if normalizer and not any(e.contrastive for e in exps):
+        raise SpesError(f"--normalizer applies to contrastive explanations (explain-contrastive); {source} explains "
+                        "every token of a hypothesis, normalised as the paper does (per-token z-score, then min-max)")
 
 
 def plot_command(args) -> None:
@@ -272,6 +299,7 @@ def plot_command(args) -> None:
     from ._io import check_output
     from .audio import load_features
     from .explanation import load_explanations
+    from .provenance import recorded_audio
 
     suffix = os.path.splitext(args.out)[1][1:].lower()
     formats = Figure().canvas.get_supported_filetypes()
@@ -284,10 +312,18 @@ def plot_command(args) -> None:
     if uid not in exps:
         raise SpesError(f"no utterance {uid!r} in {args.explanations}; it has {list(exps)[:5]}")
     exp = exps[uid]
+    _check_normalizer_option([exp], args.normalizer, args.explanations)
+    if exp.contrastive and (args.grid or args.token is not None):
+        raise SpesError(f"--token and --grid apply to per-token explanations; {uid} is contrastive "
+                        f"({exp.contrastive['word']!r} rather than {exp.contrastive['foil_word']!r}): one map")
     token = _token_index(exp, args.token) if args.token is not None else None
-    audio = args.audio or _recorded_audio(exp)
+    audio = args.audio or recorded_audio(exp)
     feats = load_features(audio, exp.spectrogram_saliency.shape[2]) if audio else None
-    if args.grid:
+    if exp.contrastive:
+        from .analysis.plotting import plot_contrastive
+
+        plot_contrastive(exp, feats, args.normalizer, args.out)
+    elif args.grid:
         from .manifest import read_word_timings
         from .analysis.plotting import plot_token_grid
 
@@ -309,13 +345,17 @@ def _first_mismatch(exps, timings) -> str:
 
 
 def report_command(args) -> None:
+    from ._io import check_output
     from .report import load_result, utterances, write_report
 
+    check_output(args.out, args.overwrite)
     exps, attrs = load_result(args.result)
+    _check_normalizer_option(exps.values(), args.normalizer, args.result)
     items = utterances(exps, args.audio, args.timings, args.metrics)
     task = args.task or attrs.get("task") or "asr"
     write_report(args.out, items, title=args.title or f"SPES: {os.path.basename(os.path.normpath(args.result))}",
-                 task=task, source=f"{len(items)} utterance(s), {sum(u.audio is not None for u in items)} with audio")
+                 task=task, normalizer=args.normalizer,
+                 source=f"{len(items)} utterance(s), {sum(u.audio is not None for u in items)} with audio")
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", file=sys.stderr)
 
 
@@ -333,6 +373,7 @@ def plausibility_command(args) -> None:
     if args.out:
         check_output(args.out, args.overwrite)
     exps = list(load_any(args.explanations).values())
+    _per_token_only(exps, args.explanations, "time alignment, kurtosis and positional saliency analyse")
     out: dict = {}
     if args.timings:
         if _file_attrs(args.explanations).get("task") == "st":
@@ -387,11 +428,10 @@ def _distributed(args) -> None:
 
 def explain_corpus_command(args) -> None:
     from .corpus import explain_corpus
-    from .pipeline import load_model
 
     _distributed(args)
     cfg = sweep_config(args, args.task)
-    model = load_model(args.model or args.task)
+    model = _load_model(args.model or args.task)
     summary = explain_corpus(model, args.manifest, args.out, cfg, targets=args.targets, task=args.task,
                              resume=args.resume, limit=args.limit, shard_size=args.shard_size,
                              map_dtype=args.map_dtype, progress=not args.quiet)
@@ -412,7 +452,6 @@ def explain_contrastive_command(args) -> None:
     from ._io import check_output
     from .contrastive import explain_contrastive_manifest, read_contrastive_manifest, ManifestRow
     from .explanation import save_explanations
-    from .pipeline import load_model
     from .provenance import provenance
 
     if (args.manifest is None) == (args.audio is None):
@@ -436,7 +475,7 @@ def explain_contrastive_command(args) -> None:
                             args.word_start, args.word_end)]
     task = args.task or assets.EMBEDDED.get(args.model, "asr")
     cfg = sweep_config(args, task)
-    model = load_model(args.model or task)
+    model = _load_model(args.model or task)
     exps = explain_contrastive_manifest(model, rows, cfg, scorer=args.scorer, word_probability=args.word_probability,
                                         normalizer=args.normalizer, strict=not args.loose_span,
                                         progress=not args.quiet)
