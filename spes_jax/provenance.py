@@ -137,21 +137,24 @@ def _recorded_locations(recorded: str) -> list[str]:
 
 
 def result_model(attrs: dict, result: str, requested: str | None = None, force: bool = False,
-                 default: str = "asr"):
+                 default: str = "asr", load=None):
     """The model to run on a result (to score it, e.g. deletion), and one line saying which it is.
 
     attrs: the result's file attributes (``model_path``, ``model_sha256``). Without ``requested``:
     the model the result was made with (its recorded directory, or this installation's embedded
     model of the same name), identified by its parameter hash; the model ``default`` when the result
     records none. With ``requested`` (a model directory or an embedded name): that model, refused
-    when its parameters differ from the recorded ones unless ``force``. Returns (model, line).
+    when its parameters differ from the recorded ones unless ``force``. load: name or directory ->
+    model (default ``pipeline.load_model``), e.g. to pass further loading options. Returns
+    (model, line).
     """
-    from .pipeline import load_model
+    if load is None:
+        from .pipeline import load_model as load
 
     recorded, sha = attrs.get("model_path") or "", attrs.get("model_sha256") or ""
     made_with = f"{model_name(recorded)} (parameters sha256 {sha[:12]})"
     if requested is not None:
-        model = load_model(requested)
+        model = load(requested)
         name = model_name(model.path)
         if not sha:
             return model, f"{name} (--model; {result} records no model)"
@@ -163,10 +166,10 @@ def result_model(attrs: dict, result: str, requested: str | None = None, force: 
                             f"or add --force-model to run {requested} on it anyway")
         return model, f"{name}, by --force-model; {result} was made with {made_with}"
     if not sha:
-        model = load_model(default)
+        model = load(default)
         return model, f"{model_name(model.path)} (the default: {result} records no model; choose one with --model)"
     for path in _recorded_locations(recorded):
-        model = load_model(path)
+        model = load(path)
         if parameters_sha256(model.params) == sha:
             return model, f"{model_name(path)} (the one {result} was made with)"
     if not recorded:
