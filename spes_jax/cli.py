@@ -10,7 +10,7 @@ import warnings
 
 from . import __version__, commands
 from ._io import remove_partial_outputs
-from .analysis.plotting import CLIP_PERCENTILE
+from .analysis.plotting import CLIP_PERCENTILE, CONTRASTIVE_NORMALIZER
 from .assets import EMBEDDED
 from .core.contrastive import NORMALIZERS, SCORERS as CONTRASTIVE_SCORERS, WORD_PROBABILITIES
 from .errors import SpesError, SpesNote, SpesWarning
@@ -150,8 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--scorer", choices=["wer", "wer_max", "wer_sentence_max", "bleu"],
                    help="default: wer_max for ASR, bleu for ST")
     v.add_argument("--step", type=int, default=5, help="percentage / threshold step (default 5)")
-    v.add_argument("--model", help=f"model that made the explanations: {MODEL_HELP} (default: the embedded one "
-                   "of --task)")
+    v.add_argument("--model", help=f"model to decode with: {MODEL_HELP} (default: the model the explanations were "
+                   "made with, as the file records it; the embedded model of --task for a file that records none)")
+    v.add_argument("--force-model", action="store_true", help="decode with --model even though the explanations "
+                   "were made with another model")
     _whisper_options(v)
     v.add_argument("--task", type=_task, choices=["asr", "st"], help="default: as recorded in the file, else asr")
     v.add_argument("--out-dir", help="write metrics.json and the curve plots here (default: print only)")
@@ -163,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out-dir", required=True, help="explanations, results.json, table.md and plots go here "
                    "(in one folder per task when there are several manifests)")
     m.add_argument("--task", nargs="+", type=_task, choices=["asr", "st"], help="the task of each manifest (default asr)")
-    m.add_argument("--model", help=f"{MODEL_HELP} (default: the embedded model of --task)")
+    m.add_argument("--model", help=f"{MODEL_HELP} (default: on a rerun the model of the explanations in --out-dir, "
+                   "else the embedded model of --task; explanations of another model are made anew, not reused)")
     _whisper_options(m)
     m.add_argument("--overwrite", action="store_true", help="replace existing results in --out-dir")
     m.add_argument("--budget-scale", type=float, default=1.0,
@@ -208,19 +211,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--timings", help="word timings (CTM or JSON), drawn as labelled word boundaries")
     g.add_argument("--columns", type=int, default=3, help="with --grid: panels per row (default 3)")
     _clip_option(g)
+    g.add_argument("--normalizer", choices=list(NORMALIZERS), help="contrastive explanations: the normalised map's "
+                   f"normaliser (default: the one recorded in the file, else {CONTRASTIVE_NORMALIZER})")
     g.set_defaults(func=commands.plot_command)
 
     r = sub.add_parser("report", help="one self-contained, offline HTML page to explore a run in a browser")
     r.add_argument("result", help="HDF5 explanation file (one or many utterances) or a folder of them")
     r.add_argument("--out", required=True, help="output HTML file")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     r.add_argument("--audio", help="to embed audio and spectrograms: a WAV file, a folder of <id>.wav files, "
-                   "or a manifest TSV (id, audio, optional reference)")
+                   "or a manifest TSV (id, audio, optional reference) (default: the audio files the result records, "
+                   "where they are still there and unchanged)")
     r.add_argument("--timings", help="word timings: CTM, or JSON like the bundled samples' timings.json")
     r.add_argument("--metrics", help="metrics.json of 'spes-jax evaluate', for per-utterance deletion AUCs "
                    "(needs --audio as a manifest with references)")
     r.add_argument("--task", type=_task, choices=["asr", "st"], help="WER (asr) or BLEU (st) in the index; default: as recorded")
     r.add_argument("--title", help="page title")
     _clip_option(r)
+    r.add_argument("--normalizer", choices=list(NORMALIZERS), help="contrastive explanations: the normalised map's "
+                   f"normaliser (default: the one recorded, else {CONTRASTIVE_NORMALIZER})")
     r.set_defaults(func=commands.report_command)
 
     q = sub.add_parser("plausibility", help="time alignment, kurtosis ranking and positional saliency")

@@ -7,10 +7,9 @@ import dataclasses
 import json
 import os
 import sys
-import warnings
 
 from . import assets
-from .errors import SpesError, SpesWarning
+from .errors import SpesError
 
 
 def convert_command(args) -> None:
@@ -22,13 +21,28 @@ def convert_command(args) -> None:
     print(f"wrote {out}")
 
 
-def load_cli_model(args, task: str | None = None):
-    """--model (default: the embedded model of ``task``), with a Whisper model's --language and
-    --occlusion, and ``task`` "st" as Whisper's translation into English."""
+def _say_model(line: str) -> None:
+    """The one line every command that runs a model prints: which model it is."""
+    print(f"spes-jax: model: {line}", file=sys.stderr)
+
+
+def _loader(args, task: str | None):
+    """name or directory -> model, with a Whisper model's --language and --occlusion, and ``task`` "st"
+    as Whisper's translation into English."""
     from .pipeline import load_model
 
-    return load_model(args.model or task or "asr", language=getattr(args, "language", None),
-                      task="translate" if task == "st" else "transcribe", occlusion=getattr(args, "occlusion", None))
+    return lambda name: load_model(name, language=getattr(args, "language", None),
+                                   task="translate" if task == "st" else "transcribe",
+                                   occlusion=getattr(args, "occlusion", None))
+
+
+def load_cli_model(args, task: str | None = None):
+    """--model (default: the embedded model of ``task``) for the commands that make results, named on stderr."""
+    from .provenance import model_name
+
+    model = _loader(args, task)(args.model or task or "asr")
+    _say_model(model_name(model.path))
+    return model
 
 
 def transcribe_command(args) -> None:
@@ -90,9 +104,12 @@ def explain_command(args) -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
-def _model_for(args, path_attrs: dict | None = None):
-    task = args.task or (path_attrs or {}).get("task") or "asr"
-    return load_cli_model(args, task), task
+def _per_token_only(exps, source: str, what: str) -> None:
+    """Refuses contrastive explanations where ``what`` (a phrase ending in a verb) needs per-token ones."""
+    if any(e.contrastive for e in exps):
+        raise SpesError(f"{source} holds contrastive explanations (one word against a foil): {what} the per-token "
+                        "explanations of a hypothesis; look at contrastive ones with 'spes-jax plot' or "
+                        "'spes-jax report'")
 
 
 def _file_attrs(path: str) -> dict:
@@ -116,9 +133,11 @@ def evaluate_command(args) -> None:
     from .manifest import read_manifest
     from .analysis.metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
     from .analysis.plotting import plot_deletion_curves, plot_size_curves
+    from .provenance import result_model
 
     # Every input and output is checked before any work; files are written only at the end.
     exps = load_any(args.explanations)
+    _per_token_only(exps.values(), args.explanations, "deletion, insertion and size measure")
     curves = [m for m in args.metrics if m != "size"]
     entries = {}
     if curves:
@@ -140,6 +159,12 @@ def evaluate_command(args) -> None:
                 raise SpesError(f"--out-dir {args.out_dir}: {name} exists; pass --overwrite to replace it")
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.out_dir))):
             raise SpesError(f"--out-dir {args.out_dir}: its parent directory does not exist")
+    if curves:
+        attrs = _file_attrs(args.explanations)
+        task = args.task or attrs.get("task") or "asr"
+        model, line = result_model(attrs, args.explanations, args.model, args.force_model, default=task,
+                                   load=_loader(args, task))
+        _say_model(line)
     results = {"explanations": os.path.abspath(args.explanations)}
     if "size" in args.metrics:
         size = size_curve(exps.values(), args.step)
@@ -148,7 +173,7 @@ def evaluate_command(args) -> None:
         print(f"size AUC\tspectrogram {size.auc:.2f}\tprefix {size.auc_prefix:.2f}\t(percentage of normalised "
               "features above each threshold, over thresholds 0..1, the paper's scale; lower is more compact)")
     if curves:
-        model, task = _model_for(args, _file_attrs(args.explanations))
+        results["model"] = model.path
         scorer = args.scorer or default_scorer(task)
         for metric in curves:
             c = perturbation_curve(model, exps.values(), {i: e.audio for i, e in entries.items()},
@@ -165,6 +190,20 @@ def evaluate_command(args) -> None:
             plot(data, os.path.join(args.out_dir, name))
         write_json(os.path.join(args.out_dir, "metrics.json"), results)
         print(f"wrote {args.out_dir}/metrics.json and the curve plots", file=sys.stderr)
+
+
+def _compare_model(args, out_dir: str, task: str):
+    """compare's model: --model; else, on a rerun, the model of the explanations already in
+    ``out_dir``; else the embedded model of ``task``. (Explanations of another model are not reused.)"""
+    from .analysis.compare import METHODS
+    from .provenance import result_model
+
+    made = [p for p in (os.path.join(out_dir, f"{stem}.h5") for stem, _ in METHODS.values()) if os.path.isfile(p)]
+    if args.model or not made:
+        return load_cli_model(args, task)
+    model, line = result_model(_file_attrs(made[0]), made[0], default=task, load=_loader(args, task))
+    _say_model(line)
+    return model
 
 
 def compare_command(args) -> None:
@@ -186,7 +225,7 @@ def compare_command(args) -> None:
     payloads = []
     for entries, task in work:
         out = args.out_dir if len(work) == 1 else os.path.join(args.out_dir, task)
-        payloads.append(compare(load_cli_model(args, task), entries, task, out, args.budget_scale,
+        payloads.append(compare(_compare_model(args, out, task), entries, task, out, args.budget_scale,
                                 args.methods, args.seed, progress=not args.quiet))
         print(table(payloads[-1]) + "\n")
     if len(payloads) > 1:
@@ -204,6 +243,7 @@ def aggregate_command(args) -> None:
         raise SpesError("nothing to do: give --words/--spans, --time-spans/--time-mean, --frequency or --sentence")
     check_output(args.out, args.overwrite)
     exps = load_explanations(args.explanations)
+    _per_token_only(exps.values(), args.explanations, "the aggregations average")
     spans = agg.read_spans(args.spans, "phrase-span") if args.spans else None
     times = (agg.time_spans_for(args.time_spans, {u: e.spectrogram_saliency.shape[1] for u, e in exps.items()})
              if args.time_spans else None)
@@ -250,31 +290,21 @@ def _token_index(exp, token: str) -> int:
     raise SpesError(f"--token {token!r}: not a token of {exp.id}'s hypothesis; its tokens are {' '.join(exp.tokens)}")
 
 
-def _recorded_audio(exp) -> str | None:
-    """The audio file an explanation records, if it is still there and unchanged (else a warning)."""
-    from .provenance import file_sha256
-
-    path = exp.meta.get("audio")
-    if not path:
-        return None
-    if not os.path.isfile(path):
-        warnings.warn(f"{exp.id}: the recorded audio {path} is not there; drawing the maps only (pass --audio)",
-                      SpesWarning)
-        return None
-    if exp.meta.get("audio_sha256") not in (None, file_sha256(path)):
-        warnings.warn(f"{exp.id}: {path} changed since it was explained; drawing the maps only", SpesWarning)
-        return None
-    return path
+def _check_normalizer_option(exps, normalizer: str | None, source: str) -> None:
+    """--normalizer chooses how contrastive maps are normalised; other explanations have one way."""
+    if normalizer and not any(e.contrastive for e in exps):
+        raise SpesError(f"--normalizer applies to contrastive explanations (explain-contrastive); {source} explains "
+                        "every token of a hypothesis, normalised as the paper does (per-token z-score, then min-max)")
 
 
 def plot_command(args) -> None:
     from matplotlib.figure import Figure
 
     from ._io import check_output
-    from .analysis.plotting import plot_explanation, plot_token_grid
-    from .audio import load_features
+    from .analysis.plotting import plot_contrastive, plot_explanation, plot_token_grid
     from .explanation import load_explanations
     from .manifest import read_word_timings
+    from .provenance import display_features, recorded_audio
 
     suffix = os.path.splitext(args.out)[1][1:].lower()
     formats = Figure().canvas.get_supported_filetypes()
@@ -287,11 +317,18 @@ def plot_command(args) -> None:
     if uid not in exps:
         raise SpesError(f"no utterance {uid!r} in {args.explanations}; it has {list(exps)[:5]}")
     exp = exps[uid]
+    _check_normalizer_option([exp], args.normalizer, args.explanations)
+    if exp.contrastive and (args.grid or args.token is not None):
+        raise SpesError(f"--token and --grid apply to per-token explanations; {uid} is contrastive "
+                        f"({exp.contrastive['word']!r} rather than {exp.contrastive['foil_word']!r}): one map")
     token = _token_index(exp, args.token) if args.token is not None else None
-    audio = args.audio or _recorded_audio(exp)
-    feats = load_features(audio, exp.spectrogram_saliency.shape[2]) if audio else None
+    audio = args.audio or recorded_audio(exp)
+    n_bins = exp.spectrogram_saliency.shape[2]
+    feats = display_features(audio, _file_attrs(args.explanations), n_bins) if audio else None
     timings = read_word_timings(args.timings).get(uid) if args.timings else None
-    if args.grid:
+    if exp.contrastive:
+        plot_contrastive(exp, feats, args.normalizer, args.out)
+    elif args.grid:
         if token is not None:
             raise SpesError("--token and --grid exclude each other (the grid shows every token)")
         plot_token_grid(exp, feats, args.grid == "words", timings, args.columns, args.out,
@@ -310,14 +347,17 @@ def _first_mismatch(exps, timings) -> str:
 
 
 def report_command(args) -> None:
+    from ._io import check_output
     from .report import load_result, utterances, write_report
 
+    check_output(args.out, args.overwrite)
     exps, attrs = load_result(args.result)
+    _check_normalizer_option(exps.values(), args.normalizer, args.result)
     items = utterances(exps, args.audio, args.timings, args.metrics)
     task = args.task or attrs.get("task") or "asr"
     write_report(args.out, items, title=args.title or f"SPES: {os.path.basename(os.path.normpath(args.result))}",
                  task=task, source=f"{len(items)} utterance(s), {sum(u.audio is not None for u in items)} with audio",
-                 clip_percentile=args.clip_percentile)
+                 clip_percentile=args.clip_percentile, normalizer=args.normalizer, attrs=attrs)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", file=sys.stderr)
 
 
@@ -335,6 +375,7 @@ def plausibility_command(args) -> None:
     if args.out:
         check_output(args.out, args.overwrite)
     exps = list(load_any(args.explanations).values())
+    _per_token_only(exps, args.explanations, "time alignment, kurtosis and positional saliency analyse")
     out: dict = {}
     if args.timings:
         if _file_attrs(args.explanations).get("task") == "st":

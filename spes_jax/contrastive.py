@@ -27,7 +27,7 @@ from .explanation import Explanation
 from .inputs import input_features
 from .manifest import read_rows
 from .pipeline import SpeechToTextModel
-from .text import EOS, UNK, WORD_START
+from .text import EOS, UNK, WORD_START, pieces_text
 
 
 def token_ids(model: SpeechToTextModel, text_or_ids, name: str) -> list[int]:
@@ -66,10 +66,6 @@ def word_pair(model: SpeechToTextModel, target, foil, start: int | None = None, 
     return target_ids, foil_ids, contrastive_spans(pieces(target_ids), pieces(foil_ids), start, end, strict)
 
 
-def _word(pieces: Sequence[str]) -> str:
-    return "".join(pieces).replace(WORD_START, " ").strip()
-
-
 def sweep_utterance(model: SpeechToTextModel, features: np.ndarray, target_ids: list[int], foil_ids: list[int],
                     spans: tuple[int, int, int], segmentation: Segmentation, utt_id: str, config: SPESConfig,
                     plan: contrastive_sweep.ContrastivePlan, params, normalizer: str | None = None,
@@ -86,8 +82,8 @@ def sweep_utterance(model: SpeechToTextModel, features: np.ndarray, target_ids: 
     s, e, ef = spans
     K, T = len(target_ids), features.shape[0]
     target, foil = model.dictionary.pieces(target_ids), model.dictionary.pieces(foil_ids)
-    info = {"target": target, "foil": foil, "start": s, "end": e, "foil_end": ef, "word": _word(target[s:e + 1]),
-            "foil_word": _word(foil[s:ef + 1]), "scorer": plan.scorer, "word_probability": plan.word_probability,
+    info = {"target": target, "foil": foil, "start": s, "end": e, "foil_end": ef, "word": pieces_text(target[s:e + 1]),
+            "foil_word": pieces_text(foil[s:ef + 1]), "scorer": plan.scorer, "word_probability": plan.word_probability,
             "normalizer": normalizer, "p_orig": float(out["p_orig"]), "q_orig": float(out["q_orig"]),
             "nonfinite_scores": int(out["nonfinite"])}
     return Explanation(

@@ -96,13 +96,16 @@ class Explanation:
                 f"prefix_saliency {tuple(self.prefix_saliency.shape)}, n_masks={self.n_masks}, n_token_masks={self.n_token_masks}"
                 f"{', normalized' if self.is_normalized else ''})")
 
-    def normalized(self) -> "Explanation":
-        """Per-token z-score then paired min-max (the reference's ``single_mean_std paired_min_max``);
-        a contrastive explanation gets its recorded contrastive normaliser instead."""
+    def normalized(self, normalizer: str | None = None) -> "Explanation":
+        """Per-token z-score then paired min-max (the reference's ``single_mean_std paired_min_max``).
+        A contrastive explanation gets a contrastive normaliser instead (``core.contrastive.NORMALIZERS``):
+        ``normalizer``, else the one recorded when it was explained."""
         if self.aggregation:
             raise SpesError(f"{self.id}: normalise before aggregating (as the reference does)")
         if self.contrastive:
-            return self._normalized_contrastive()
+            return self._normalized_contrastive(normalizer or self.contrastive.get("normalizer"))
+        if normalizer is not None:
+            raise SpesError(f"{self.id}: a normaliser applies to contrastive explanations only")
         spec, prefix = paired_min_max(*single_mean_std(self.spectrogram_saliency, self.prefix_saliency))
         return dataclasses.replace(self, spectrogram_saliency=spec, prefix_saliency=prefix, is_normalized=True)
 
@@ -124,15 +127,14 @@ class Explanation:
         probabilities) and nonfinite_scores."""
         return self.meta.get("contrastive")
 
-    def _normalized_contrastive(self) -> "Explanation":
-        from .core.contrastive import normalize
+    def _normalized_contrastive(self, normalizer: str | None) -> "Explanation":
+        from .core.contrastive import NORMALIZERS, normalize
 
-        info = self.contrastive
-        if not info.get("normalizer"):
-            raise SpesError(f"{self.id}: this contrastive explanation records no normaliser "
-                            f"(explain_contrastive(..., normalizer=...))")
-        spec, prefix = normalize(info["normalizer"], self.spectrogram_saliency[0], self.prefix_saliency[0],
-                                 info["start"])
+        if not normalizer:
+            raise SpesError(f"{self.id}: this contrastive explanation records no normaliser; choose one of "
+                            f"{', '.join(NORMALIZERS)} (--normalizer on the command line, normalized(name) in Python)")
+        spec, prefix = normalize(normalizer, self.spectrogram_saliency[0], self.prefix_saliency[0],
+                                 self.contrastive["start"])
         return dataclasses.replace(self, spectrogram_saliency=np.asarray(spec)[None],
                                    prefix_saliency=np.asarray(prefix)[None], is_normalized=True)
 

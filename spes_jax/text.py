@@ -10,6 +10,11 @@ _SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 WORD_START = "\u2581"  # SentencePiece's word-start marker
 
 
+def pieces_text(pieces) -> str:
+    """SentencePiece pieces -> the text they spell (each word-start marker becomes a space)."""
+    return "".join(pieces).replace(WORD_START, " ").strip()
+
+
 class Dictionary:
     """A fairseq target dictionary: ids 0-3 are <s>, <pad>, </s>, <unk>; then the file's symbols."""
 
@@ -78,4 +83,4 @@ class Tokenizer:
         pieces = [p for i, p in zip(ids, self.dictionary.pieces(ids)) if int(i) not in (BOS, PAD, EOS)]
         if self._sp is None:
             return " ".join(pieces)
-        return "".join(pieces).replace(WORD_START, " ").strip()
+        return pieces_text(pieces)

@@ -183,6 +183,25 @@ def test_compare_writes_table_and_reuses_explanations(tmp_path, corpus):
     assert again["methods"][0]["deletion_auc"] == payload["methods"][0]["deletion_auc"]
 
 
+def test_compare_reruns_with_the_recorded_model_and_never_reuses_another_models(tmp_path, corpus, capsys):
+    import h5py
+
+    from spes_jax.provenance import parameters_sha256
+
+    d, _, _ = corpus
+    run = ["compare", str(d / "asr.tsv"), "--limit", "1", "--out-dir", str(tmp_path), "--budget-scale", "0.01",
+           "--methods", "SPES", "--quiet", "--overwrite"]
+    assert main(run) == 0
+    before = os.path.getmtime(tmp_path / "spes.h5")
+    capsys.readouterr()
+    assert main(run) == 0  # a rerun: the model the explanations were made with, and they are reused
+    assert f"model: embedded model asr (the one {tmp_path / 'spes.h5'} was made with)" in capsys.readouterr().err
+    assert os.path.getmtime(tmp_path / "spes.h5") == before
+    assert main(run + ["--model", "asr-robust"]) == 0  # another model: explained anew
+    with h5py.File(tmp_path / "spes.h5") as f:
+        assert f.attrs["model_sha256"] == parameters_sha256(load_model("asr-robust").params)
+
+
 def test_paper_table_layout(tmp_path, corpus, capsys):
     from spes_jax.analysis.compare import paper_table
 
@@ -227,3 +246,60 @@ def test_plot_finds_the_recorded_audio_and_tokens_by_piece(tmp_path, corpus, cap
     assert "moved.wav is not there; drawing the maps only" in capsys.readouterr().err
     height = lambda p: struct.unpack(">I", p.read_bytes()[20:24])[0]  # PNG header
     assert height(tmp_path / "a.png") > height(tmp_path / "b.png")  # spectrogram and overlay panels drawn
+
+
+def test_result_model_is_the_recorded_one(tmp_path, corpus):
+    import shutil
+
+    from spes_jax.assets import model_dir
+    from spes_jax.provenance import file_provenance, result_model
+
+    _, asr, _ = corpus
+    robust = load_model("asr-robust")
+    attrs = file_provenance(robust, SPESConfig.asr(), "asr")
+    model, line = result_model(attrs, "r.h5")
+    assert model.path == robust.path and line == "embedded model asr-robust (the one r.h5 was made with)"
+    assert result_model(attrs, "r.h5", "asr-robust")[0].path == robust.path
+    with pytest.raises(SpesError, match="r.h5 was made with embedded model asr-robust .parameters sha256 [0-9a-f]{12}., "
+                                        "not with --model asr: .* or add --force-model"):
+        result_model(attrs, "r.h5", "asr")
+    model, line = result_model(attrs, "r.h5", "asr", force=True)
+    assert model.path == asr.path and line.startswith("embedded model asr, by --force-model; r.h5 was made with")
+    # an embedded model recorded by another installation: this installation's model of that name
+    elsewhere = {**attrs, "model_path": "/elsewhere/spes_jax/assets/models/asr-robust"}
+    assert result_model(elsewhere, "r.h5")[0].path == robust.path
+    # a model directory that is gone, or that now holds other parameters: one error naming it
+    with pytest.raises(SpesError, match="made with /gone/model .*, which is not there any more; pass that model "
+                                        "with --model DIR"):
+        result_model({**attrs, "model_path": "/gone/model"}, "r.h5")
+    copy = shutil.copytree(model_dir("asr"), tmp_path / "m")
+    with pytest.raises(SpesError, match="whose parameters have changed since"):
+        result_model({**attrs, "model_path": str(copy)}, "r.h5")
+    # nothing recorded (e.g. the reference's files): the default, and the line says so
+    model, line = result_model({"task": "st"}, "ref.h5", default="st")
+    assert model.path.endswith("st") and "ref.h5 records no model" in line
+
+
+def test_evaluate_decodes_with_the_recorded_model(tmp_path, corpus, capsys):
+    from spes_jax.explanation import save_explanations
+    from spes_jax.provenance import provenance
+
+    d, _, exps = corpus
+    robust = load_model("asr-robust")
+    wav = samples()[IDS[0]]
+    attrs, recorded = provenance(robust, SPESConfig.asr(), "asr", exps[:1], [wav])
+    save_explanations(tmp_path / "r.h5", recorded, attrs)
+    run = ["evaluate", str(tmp_path / "r.h5"), "--manifest", str(d / "asr.tsv"), "--metrics", "deletion",
+           "--step", "50"]
+    capsys.readouterr()
+    assert main(run + ["--out-dir", str(tmp_path / "e")]) == 0
+    assert f"spes-jax: model: embedded model asr-robust (the one {tmp_path / 'r.h5'} was made with)\n" \
+        in capsys.readouterr().err
+    res = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert res["model"] == robust.path
+    assert res["deletion"]["hypotheses"][IDS[0]][0] == robust.transcribe(wav).text  # p = 0: the robust model's
+    assert main(run + ["--model", "asr"]) == 2
+    err = capsys.readouterr().err
+    assert "not with --model asr" in err and "--force-model" in err and err.count("\n") == 1
+    assert main(run + ["--model", "asr", "--force-model"]) == 0
+    assert "spes-jax: model: embedded model asr, by --force-model" in capsys.readouterr().err

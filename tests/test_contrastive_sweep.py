@@ -98,6 +98,11 @@ def test_file_roundtrip_and_normalisers(word_model, tmp_path):
     np.testing.assert_allclose(norm.spectrogram_saliency[0], spec)
     np.testing.assert_allclose(norm.prefix_saliency[0], prefix)
     assert norm.spectrogram_saliency.min() == 0 and norm.spectrogram_saliency.max() == 1
+    # what the sweep writes is what plot and report show (tests/test_report.py checks their content)
+    from spes_jax.cli import main
+
+    assert main(["plot", str(tmp_path / "c.h5"), "--out", str(tmp_path / "c.png")]) == 0
+    assert main(["report", str(tmp_path / "c.h5"), "--out", str(tmp_path / "c.html")]) == 0
 
 
 def test_bad_input(word_model):

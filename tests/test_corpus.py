@@ -247,3 +247,41 @@ def test_bad_manifests(tmp_path, tsv, message):
     with pytest.raises(SpesError, match=message):
         for u in read_corpus(path):
             read_zip_npy(u.source)
+
+
+def test_corpus_files_carry_what_explain_files_carry(tiny_model, arrays, zip_manifest, tmp_path, capsys):
+    """Shards and the merged file have the file attributes of 'spes-jax explain' and each utterance's
+    record (token ids; for audio files path and sha256), so plot and report find the audio."""
+    import h5py
+    import soundfile as sf
+
+    from spes_jax.cli import main
+    from spes_jax.provenance import file_provenance, file_sha256
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(0)
+    sf.write(audio / "a.wav", 0.1 * rng.standard_normal(12000), 16000, subtype="PCM_16")
+    (audio / "m.tsv").write_text("id\taudio\treference\na\ta.wav\tw1 w2\n")
+    cfg = CFG.replace(n_token_masks=0)
+    for source, run in ((audio / "m.tsv", tmp_path / "run"), (zip_manifest, tmp_path / "zrun")):
+        explain_corpus(tiny_model, source, run, cfg, targets="reference")
+        assert merge(run, tmp_path / f"{run.name}.h5") >= 1
+    expected = file_provenance(tiny_model, cfg, "asr", targets="reference")
+    shard = tmp_path / "run" / "proc-00000" / "shard-00000.h5"
+    for path in (shard, tmp_path / "run.h5"):
+        with h5py.File(path) as f:
+            assert {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()} == expected
+            g = f["a"]
+            assert g.attrs["audio"] == str(audio / "a.wav") and g.attrs["audio_sha256"] == file_sha256(audio / "a.wav")
+            tokens = [t.decode() for t in g["tokens"][()]]
+            assert list(g.attrs["token_ids"]) == [tiny_model.dictionary.index(t) for t in tokens]
+    with h5py.File(tmp_path / "zrun.h5") as f:  # features from a zip: token ids, no audio to record
+        assert f.attrs["model_sha256"] == expected["model_sha256"]
+        assert all("token_ids" in f[u].attrs and "audio" not in f[u].attrs for u in f)
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "run.h5"), "--out", str(tmp_path / "r.html")]) == 0
+    assert '"source":"1 utterance(s), 1 with audio"' in (tmp_path / "r.html").read_text()
+    assert main(["plot", str(tmp_path / "run.h5"), "--out", str(tmp_path / "p.png")]) == 0
+    lines = capsys.readouterr().err.splitlines()  # no "recorded audio is not there" warning
+    assert len(lines) == 2 and lines[1] == f"wrote {tmp_path / 'p.png'}"

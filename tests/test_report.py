@@ -143,7 +143,8 @@ def test_report_command(tmp_path, capsys):
     assert rows[0]["deletion AUC"] == pytest.approx(np.trapezoid(wer, [0, 0.5, 1]), abs=0.01)
     assert script_json(page, "spes-u0")["timings"] == [["w0", 0.1, 0.3]] and e0.id == rows[0]["id"]
     # a WAV named after one utterance goes to that one only
-    assert main(["report", str(tmp_path / "run.h5"), "--out", str(out), "--audio", str(tmp_path / "u1.wav")]) == 0
+    assert main(["report", str(tmp_path / "run.h5"), "--out", str(out), "--audio", str(tmp_path / "u1.wav"),
+                 "--overwrite"]) == 0
     assert [script_json(out.read_text(), f"spes-u{i}")["audio"] is None for i in (0, 1)] == [True, False]
     # the audio of another utterance: one clear error, no output file
     (tmp_path / "swap.tsv").write_text("id\taudio\nu0\tu1.wav\n")
@@ -272,3 +273,92 @@ def test_report_colour_ranges(tmp_path):
     assert script_json(page, "spes-meta")["clip"] is None
     assert script_json(page, "spes-u0")["limits"]["raw"] == pytest.approx(
         [exp.spectrogram_saliency.min(), exp.spectrogram_saliency.max()])
+
+
+def contrastive(uid: str = "c", T: int = 90, seed: int = 0) -> Explanation:
+    """A contrastive explanation as ``explain_contrastive`` makes it ('she' rather than 'he', P_o / Q_o
+    recorded, no normaliser), with signed maps of the size of real contrastive scores (~1e-4)."""
+    rng = np.random.default_rng(seed)
+    target = [f"{SPACE}the", f"{SPACE}nurse", f"{SPACE}said", f"{SPACE}she", f"{SPACE}left", "</s>"]
+    foil = target[:3] + [f"{SPACE}he"] + target[4:]
+    prefix = np.where(np.arange(6) <= 3, rng.normal(0, 1e-4, 6), 0.0)[None].astype(np.float32)
+    info = {"target": target, "foil": foil, "start": 3, "end": 3, "foil_end": 3, "word": "she", "foil_word": "he",
+            "scorer": "contrastive_parity_ratio", "word_probability": "word_boundary", "normalizer": None,
+            "p_orig": 0.8312, "q_orig": 2.4e-4, "nonfinite_scores": 0}
+    spec = (rng.normal(0, 1e-4, (1, T, 80)) + 5e-5).astype(np.float32)
+    return Explanation(uid, ["she"], spec, prefix, ["</s>"] + target[:-1], "the nurse said she left",
+                       n_masks=60, n_token_masks=12, meta={"contrastive": info})
+
+
+def test_contrastive_report_shows_target_foil_and_both_maps_centred_on_zero():
+    from spes_jax.core.contrastive import normalize
+
+    exp = contrastive()
+    _, x = synthetic("c", 3, 90)
+    for normalizer in (None, "single_min_max"):
+        page = build_report([Utterance(exp, x)], normalizer=normalizer)
+        meta, view = script_json(page, "spes-meta"), script_json(page, "spes-u0")
+        assert meta["rows"] == [{"id": "c", "duration": 0.9, "hypothesis": "the nurse said she left", "reference": "",
+                                 "word": "she", "foil": "he", "P_o": 0.8312, "Q_o": 0.00024}]  # no size AUC
+        assert len(meta["diverging"]) == 3 * 256 and view["features"] is not None
+        name = normalizer or "single_mean_std"  # nothing recorded: the reference's gender normaliser
+        assert view["contrastive"] == {"word": "she", "foil_word": "he", "start": 3, "end": 3,
+                                       "scorer": "contrastive_parity_ratio", "word_probability": "word_boundary",
+                                       "foil": "the nurse said he left", "normalizer": name, "p": 0.8312,
+                                       "q": 0.00024}
+        assert view["tokens"] == exp.contrastive["target"] and view["K"] == 1
+        spec, prefix = normalize(name, exp.spectrogram_saliency[0], exp.prefix_saliency[0], 3)
+        q = unpack(view["maps"]).astype(np.float64)
+        for kind, target in (("raw", exp.spectrogram_saliency[0]), ("norm", np.asarray(spec))):
+            lo, hi = view[kind][0][0], view[kind][1][0]
+            assert np.all(np.abs(lo + q / 255 * (hi - lo) - target.ravel()) <= (hi - lo) / 255 * 0.5 + 1e-6 * abs(hi))
+        np.testing.assert_allclose(view["prefixRaw"][0], exp.prefix_saliency[0], rtol=1e-5)  # ~1e-4 values kept
+        np.testing.assert_allclose(view["prefixNorm"][0], prefix, atol=1e-4)
+
+
+def test_contrastive_plot_and_cli(tmp_path, capsys):
+    from spes_jax.analysis.plotting import plot_contrastive
+    from spes_jax.provenance import file_sha256
+
+    exp = contrastive()
+    _, x = synthetic("c", 3, 90)
+    write_wav(tmp_path / "c.wav", x)
+    exp = Explanation(**{**exp.__dict__, "meta": {**exp.meta, "audio": str(tmp_path / "c.wav"),
+                                                 "audio_sha256": file_sha256(tmp_path / "c.wav")}})
+    fig = plot_contrastive(exp)
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 2  # raw and normalised, each on a scale centred on 0
+    for im in images:
+        lo, hi = im.get_clim()
+        assert lo == -hi and hi >= np.abs(im.get_array()).max() and im.get_cmap().name == "RdBu_r"
+    assert "why 'she' rather than 'he'?" in fig._suptitle.get_text() and "Q_o 0.00024" in fig._suptitle.get_text()
+    exp.save(tmp_path / "c.h5")
+    plain, _ = synthetic("p", 4, 90)
+    plain.save(tmp_path / "p.h5")
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "c.h5"), "--out", str(tmp_path / "c.png")]) == 0
+    assert main(["plot", str(tmp_path / "c.h5"), "--normalizer", "paired_min_max", "--overwrite",
+                 "--out", str(tmp_path / "c.png")]) == 0
+    assert capsys.readouterr().err.count("wrote") == 2
+    assert main(["report", str(tmp_path / "c.h5"), "--out", str(tmp_path / "c.html")]) == 0
+    assert '"source":"1 utterance(s), 1 with audio"' in (tmp_path / "c.html").read_text()  # the recorded audio
+    # bad use: one error line each, naming the command-line option
+    for args, message in ((["plot", str(tmp_path / "c.h5"), "--token", "0", "--out", str(tmp_path / "t.png")],
+                           "--token and --grid apply to per-token explanations; c is contrastive"),
+                          (["plot", str(tmp_path / "p.h5"), "--normalizer", "single_min_max", "--out",
+                            str(tmp_path / "n.png")], "--normalizer applies to contrastive explanations"),
+                          (["report", str(tmp_path / "c.h5"), "--out", str(tmp_path / "c.html")],
+                           "exists; pass --overwrite to replace it"),
+                          (["evaluate", str(tmp_path / "c.h5"), "--metrics", "size"], "holds contrastive explanations"),
+                          (["plausibility", str(tmp_path / "c.h5")], "kurtosis and positional saliency analyse"),
+                          (["aggregate", str(tmp_path / "c.h5"), "--words", "--out", str(tmp_path / "a.h5")],
+                           "the aggregations average the per-token explanations")):
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "t.png").exists() and not (tmp_path / "n.png").exists()
+    with pytest.raises(SpesError, match=r"records no normaliser; choose one of .* \(--normalizer on the command line"):
+        exp.normalized()
+    with pytest.raises(SpesError, match="contrastive explanations only"):
+        plain.normalized("single_mean_std")

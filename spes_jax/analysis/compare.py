@@ -3,7 +3,8 @@
 Every method explains the same hypotheses (the model's beam search output, decoded once) with the
 paper's relative budgets: N_X 20,000 and N_Y 2,000, Bubble Noise N_X 1,000. ``budget_scale``
 multiplies all of them by one factor so the comparison fits smaller machines. Each method's
-explanations are written to ``<out_dir>/<method>.h5``; a rerun with the same settings reuses them.
+explanations are written to ``<out_dir>/<method>.h5``; a rerun with the same model and settings
+reuses them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..errors import SpesError
 from ..explanation import load_explanations, save_explanations
 from ..manifest import Entry
 from .metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
-from ..provenance import provenance
+from ..provenance import parameters_sha256, provenance
 
 # name -> (file stem, how the method's config derives from SPES's)
 METHODS: dict[str, tuple[str, Callable[[SPESConfig], SPESConfig]]] = {
@@ -81,6 +82,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
     ids = [e.id for e in entries]
     audio = {e.id: e.audio for e in entries}
     refs = {e.id: e.reference for e in entries}
+    model_sha256 = parameters_sha256(model.params)
     features = [model.features(e.audio) for e in entries]
     _log(f"decoding {len(entries)} utterances")
     targets = [list(h[0].tokens) for h in model.decode(features)]
@@ -89,7 +91,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
     for name in names:
         cfg = configs[name]
         path = os.path.join(out_dir, METHODS[name][0] + ".h5")
-        exps, seconds = _cached(path, cfg, ids)
+        exps, seconds = _cached(path, cfg, ids, model_sha256)
         if exps is None:
             _log(f"{name}: explaining with N_X {cfg.n_masks}, N_Y {cfg.n_token_masks}")
             start = time.perf_counter()
@@ -117,14 +119,15 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
     return payload
 
 
-def _cached(path: str, cfg: SPESConfig, ids: list[str]):
-    """Explanations already in ``path`` for this exact configuration and utterance set, else None."""
+def _cached(path: str, cfg: SPESConfig, ids: list[str], model_sha256: str):
+    """Explanations already in ``path`` for this exact model, configuration and utterance set, else None."""
     import h5py
 
     if not os.path.isfile(path):
         return None, 0.0
     with h5py.File(path, "r") as f:
-        same = f.attrs.get("config") == cfg.to_json() and sorted(f.keys()) == sorted(ids)
+        same = (f.attrs.get("config") == cfg.to_json() and f.attrs.get("model_sha256") == model_sha256
+                and sorted(f.keys()) == sorted(ids))
         seconds = float(f.attrs.get("seconds", 0.0))
     if not same:
         return None, 0.0

@@ -17,6 +17,7 @@ import numpy as np
 from .._io import atomic_output
 from ..audio import FRAME_SHIFT_S
 from ..errors import SpesError
+from ..text import pieces_text
 
 if TYPE_CHECKING:  # annotations only (explanation.py imports the analysis modules lazily)
     from ..explanation import Explanation
@@ -100,8 +101,8 @@ def _spectrogram(ax, features: np.ndarray, pale: bool = False):
               vmax=lo + (hi - lo) / (OVERLAY_PALE if pale else 1.0), extent=_extent(features), interpolation="nearest")
 
 
-def _saliency(ax, saliency: np.ndarray, limits: tuple[float, float]):
-    return ax.imshow(saliency.T, origin="lower", aspect="auto", cmap="inferno", vmin=limits[0], vmax=limits[1],
+def _saliency(ax, saliency: np.ndarray, limits: tuple[float, float], cmap: str = "inferno"):
+    return ax.imshow(saliency.T, origin="lower", aspect="auto", cmap=cmap, vmin=limits[0], vmax=limits[1],
                      extent=_extent(saliency), interpolation="nearest")
 
 
@@ -342,3 +343,81 @@ def plot_size_curves(curves: Mapping[str, object], path: str | os.PathLike | Non
         ax.set_title(f"size ({what})")
         ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+# Contrastive explanations (one word against a foil): their maps are signed, so they are drawn on a
+# diverging colour scale centred on 0 (red positive, blue negative), not on the 0..1 scale above.
+DIVERGING = "RdBu_r"
+# What plot and report show when a file records no normaliser: the reference's gender normaliser.
+CONTRASTIVE_NORMALIZER = "single_mean_std"
+
+
+def contrastive_normalizer(exp: Explanation, normalizer: str | None = None) -> str:
+    """The normaliser a contrastive figure shows: ``normalizer``, else the recorded one, else
+    ``CONTRASTIVE_NORMALIZER``."""
+    return normalizer or exp.contrastive.get("normalizer") or CONTRASTIVE_NORMALIZER
+
+
+def symmetric_limit(x: np.ndarray) -> float:
+    """Half-width of a colour scale centred on 0 that holds every finite value of ``x`` (1 if all are 0)."""
+    finite = np.abs(np.asarray(x, np.float64)[np.isfinite(x)])
+    return float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+
+
+def plot_contrastive(exp: Explanation, features: np.ndarray | None = None, normalizer: str | None = None,
+                     path: str | os.PathLike | None = None):
+    """Why the model produced the target word rather than the foil: the raw (Eq. 3) and the
+    normalised spectrogram map, each on a diverging colour scale centred on 0 (red: occluding these
+    cells lowers the target word's score against the foil; blue: the opposite), and the normalised
+    prefix saliency over the decoder inputs before the word. The title gives target and foil, and
+    P_o / Q_o, the word probabilities on the unperturbed input.
+
+    features: the (T, C) model input, drawn above the maps; normalizer: see ``contrastive_normalizer``.
+    Returns the matplotlib Figure; writes it to ``path`` (PNG, PDF, SVG) when given.
+    """
+    from matplotlib.figure import Figure
+
+    info = exp.contrastive
+    name = contrastive_normalizer(exp, normalizer)
+    norm = exp.normalized(name)
+    T, C = exp.spectrogram_saliency.shape[1:]
+    if features is not None and features.shape != (T, C):
+        raise SpesError(f"{exp.id}: features of shape {features.shape} do not match the explanation's {(T, C)}")
+    maps = [(exp.spectrogram_saliency[0], f"raw map (Eq. 3, {info['scorer']} score)"),
+            (norm.spectrogram_saliency[0], f"normalised map ({name})")]
+    rows = len(maps) + 1 + (features is not None)
+    fig = Figure(figsize=(9, 2.3 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, 1, gridspec_kw={"height_ratios": [1] * (rows - 1) + [1.2]})
+    if features is not None:
+        _spectrogram(axes[0], features)
+        axes[0].set_title("spectrogram (CMVN log-mel)", fontsize=9)
+    for ax, (data, title) in zip(axes[rows - 1 - len(maps):], maps):
+        limit = symmetric_limit(data)
+        fig.colorbar(_saliency(ax, data, (-limit, limit), DIVERGING), ax=ax, fraction=0.03, label="saliency")
+        ax.set_title(f"{title}: red favours the target word, blue the foil", fontsize=9)
+    for ax in axes[:-1]:
+        ax.set_ylabel("mel channel")
+    axes[-2].set_xlabel("time (s)")
+    _contrastive_prefix_panel(axes[-1], norm, name)
+    fig.suptitle(f"{exp.id}: why {info['word']!r} rather than {info['foil_word']!r}?  P_o {info['p_orig']:.3g} "
+                 f"(target word), Q_o {info['q_orig']:.3g} (foil word)\ntarget: {exp.text}\n"
+                 f"foil: {pieces_text(info['foil'][:-1])}", fontsize=9)
+    return _save(fig, path)
+
+
+def _contrastive_prefix_panel(ax, norm: Explanation, normalizer: str) -> None:
+    """Bars of the normalised prefix saliency over the decoder inputs the word may use (0..start)."""
+    from matplotlib import colormaps
+
+    start = norm.contrastive["start"]
+    values = norm.prefix_saliency[0, : start + 1]
+    limit = symmetric_limit(values)
+    ax.bar(range(start + 1), values, color=colormaps[DIVERGING](0.5 + 0.5 * values / limit), edgecolor="#555",
+           linewidth=0.5)
+    ax.axhline(0, color="#555", lw=0.6)
+    labels = norm.prefix_tokens[: start + 1] or [str(j) for j in range(start + 1)]
+    ax.set_xticks(range(start + 1), [t.replace("</s>", "<s>") for t in labels], rotation=90, fontsize=7)
+    ax.set_xlim(-0.6, max(start, 4) + 0.6)
+    ax.set_xlabel("decoder input before the word (position 0 = start token)")
+    ax.set_ylabel("saliency")
+    ax.set_title(f"prefix saliency, normalised ({normalizer})", fontsize=9)

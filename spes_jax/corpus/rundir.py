@@ -2,7 +2,8 @@
 
     RUN_DIR/
       proc-00000/                    one folder per process (one process per host)
-        run.json                     model fingerprint, configuration, seed, targets, task, process count
+        run.json                     model hash, configuration, seed, targets, task, the files' attributes,
+                                     process count
         targets.json                 the explained token ids per utterance (decoded once, before the sweep)
         shard-00000.h5 ...           explanations in the reference HDF5 layout, each committed atomically
         index.json                   the committed shards and their ids (replaced atomically after a shard)
@@ -47,7 +48,7 @@ def _read_json(path: str, default=None):
 
 def identity_mismatch(recorded: dict, current: dict) -> str | None:
     """Why a recorded run identity differs from the current one (None when compatible)."""
-    for key in ("model", "seed", "targets", "task", "map_dtype"):
+    for key in ("model", "model_config", "seed", "targets", "task", "map_dtype"):
         if recorded.get(key, "float32" if key == "map_dtype" else None) != current.get(key):
             return f"{key} differs (run: {recorded.get(key)!r}, now: {current.get(key)!r})"
     a, b = json.loads(recorded["config"]), json.loads(current["config"])
@@ -142,11 +143,9 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Explanation]:
 
 
 def file_attrs(identity: dict) -> dict:
-    """The HDF5 file attributes of a run's shards and merged file, as ``spes-jax explain`` writes them
-    (``model`` is the model's info) plus the fingerprint and the targets."""
-    return {"config": identity["config"], "seed": identity["seed"], "library": identity["library"],
-            "model": identity["model_info"], "model_fingerprint": identity["model"], "task": identity["task"],
-            "targets": identity["targets"]}
+    """The HDF5 file attributes of a run's shards and merged file: those ``spes-jax explain`` writes
+    (``provenance.file_provenance``) plus the run's ``targets``."""
+    return identity.get("attrs") or {}  # empty for runs of spes-jax versions that did not record them
 
 
 def merge(run_dir: str | os.PathLike, out: str | os.PathLike) -> int:

@@ -11,7 +11,6 @@ kill loses at most about that much work (or one utterance's sweep, if that takes
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -31,19 +30,11 @@ from ..core.segmentation import prefetch, segment
 from ..errors import SpesError
 from ..explainer import MIN_FRAMES, compute_params, explanation
 from ..explanation import Explanation
+from ..provenance import file_provenance, record_utterance
 from . import rundir
 from .sources import Utterance, load_source, read_corpus
 
 TARGETS = ("hypothesis", "reference")
-
-
-def model_fingerprint(model) -> str:
-    """sha256 of the model's configuration and every parameter (what resume compares)."""
-    h = hashlib.sha256(repr(model.cfg).encode())
-    for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(model.params)[0], key=lambda x: str(x[0])):
-        h.update(str(path).encode())
-        h.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
-    return h.hexdigest()[:16]
 
 
 def assign(utterances: Sequence[Utterance], n_processes: int) -> list[list[Utterance]]:
@@ -187,8 +178,6 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
     ``process_count`` from JAX). Unreadable or too short inputs are skipped and logged. ``map_dtype``
     "float16" halves the stored maps (see ``save_explanations``). Returns this process's ``Summary``.
     """
-    from .. import __version__
-
     t_start = time.perf_counter()
     cfg = config or SPESConfig.asr()
     if targets not in TARGETS:
@@ -201,9 +190,9 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
     out_dir = os.path.abspath(os.fspath(out_dir))
     utterances = read_corpus(manifest)[:limit]
 
-    identity = {"model": model_fingerprint(model), "config": cfg.to_json(), "seed": cfg.seed, "targets": targets,
-                "task": task, "map_dtype": map_dtype, "library": f"spes-jax {__version__}",
-                "model_info": json.dumps(model.info or {})}
+    attrs = file_provenance(model, cfg, task, targets=targets)
+    identity = {"model": attrs["model_sha256"], "model_config": repr(model.module.cfg), "config": cfg.to_json(),
+                "seed": cfg.seed, "targets": targets, "task": task, "map_dtype": map_dtype, "attrs": attrs}
     mine = rundir.proc_dir(out_dir, process_index)
     if os.path.isdir(out_dir) and not resume:
         if os.path.isfile(os.path.join(mine, rundir.RUN_FILE)):
@@ -249,7 +238,7 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
         seg = segment(feats, cfg)
         return feats, seg, time.perf_counter() - t
 
-    buffer: list[Explanation] = []
+    buffer: list[tuple[Explanation, str]] = []  # and its source, recorded when the shard is written
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
 
@@ -258,7 +247,7 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
             if pending is not None:
                 _wait_write(pending, summary)
             if buffer:
-                pending = pool.submit(_timed_commit, writer, buffer)
+                pending = pool.submit(_timed_commit, writer, model, buffer)
                 buffer = []
 
         t_sweep = time.perf_counter()
@@ -271,7 +260,7 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
             inputs = sweep.prepare(feats, toks, seg, u.id, cfg, plan, layout=model.layout(feats))
             state = sweep.init(params, inputs, plan=plan)
             result = sweep.run(state, plan, cfg)
-            buffer.append(explanation(model, u.id, toks, feats.shape[0], seg, cfg, result))
+            buffer.append((explanation(model, u.id, toks, feats.shape[0], seg, cfg, result), u.source))
             summary.seconds["sweep"] += time.perf_counter() - t
             T = feats.shape[0]
             summary.utterances += 1
@@ -295,9 +284,10 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
     return summary
 
 
-def _timed_commit(writer: rundir.ShardWriter, explanations: list[Explanation]) -> float:
+def _timed_commit(writer: rundir.ShardWriter, model, explained: list[tuple[Explanation, str]]) -> float:
+    """Writes one shard, each explanation with its record (token ids; audio path and sha256)."""
     t = time.perf_counter()
-    writer.commit(explanations)
+    writer.commit([record_utterance(model, exp, source) for exp, source in explained])
     return time.perf_counter() - t
 
 

@@ -25,8 +25,9 @@ from .._io import write_text
 from ..analysis.plausibility import token_words
 from ..analysis.plotting import (CLIP_PERCENTILE, OVERLAY_ALPHA, OVERLAY_GAMMA, OVERLAY_PALE, OVERLAY_RGB,
                                  color_limits, word_groups)
-from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, load_features, read_audio
+from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, read_audio
 from ..errors import SpesError
+from ..text import pieces_text
 
 if TYPE_CHECKING:  # annotations only: explanation.py imports this package
     from ..explanation import Explanation
@@ -126,9 +127,11 @@ def _utterance_scores(curves: dict, uid: str, reference: str) -> dict:
 def utterances(explanations: dict[str, Explanation], audio: str | os.PathLike | None = None,
                timings: str | os.PathLike | None = None, metrics: str | os.PathLike | None = None
                ) -> list[Utterance]:
-    """Joins a run with ``--audio`` (file, folder or manifest), ``--timings`` (CTM or JSON) and
-    ``--metrics`` (the metrics.json of ``spes-jax evaluate``; needs references from a manifest)."""
+    """Joins a run with ``--audio`` (file, folder or manifest; else the audio file each explanation
+    records, where it is still there and unchanged), ``--timings`` (CTM or JSON) and ``--metrics``
+    (the metrics.json of ``spes-jax evaluate``; needs references from a manifest)."""
     from ..manifest import read_word_timings
+    from ..provenance import recorded_audio
 
     ids = list(explanations)
     paths, refs = resolve_audio(audio, ids)
@@ -142,7 +145,7 @@ def utterances(explanations: dict[str, Explanation], audio: str | os.PathLike | 
             raise SpesError(f"--metrics {metrics}: not a metrics.json of 'spes-jax evaluate' ({e})") from None
         if not refs:
             raise SpesError("--metrics needs the references: give --audio as a manifest with a reference column")
-    return [Utterance(exp, paths.get(uid), spans.get(uid), refs.get(uid, ""),
+    return [Utterance(exp, paths.get(uid) or recorded_audio(exp), spans.get(uid), refs.get(uid, ""),
                       _utterance_scores(curves, uid, refs.get(uid, ""))) for uid, exp in explanations.items()]
 
 
@@ -180,38 +183,43 @@ def _limits(exp: Explanation, norm: Explanation, percentile: float | None) -> di
             "sentence": color_limits(norm.sentence_level(), percentile)}
 
 
-def _payload(u: Utterance, task: str, clip_percentile: float | None) -> tuple[dict, dict]:
-    """(index row, view data) of one utterance."""
-    from ..analysis.metrics import corpus_score, size_curve
+def _significant(x: np.ndarray, digits: int = 6) -> list:
+    """Like ``_round`` but to significant digits: raw maps may be tiny (contrastive scores ~1e-5)."""
+    a = np.nan_to_num(np.asarray(x, np.float64))
+    return np.array([float(f"{v:.{digits}g}") for v in a.ravel()]).reshape(a.shape).tolist()
 
-    exp = u.explanation
-    K, T, C = exp.spectrogram_saliency.shape
+
+def _maps(exp: Explanation, norm: Explanation) -> dict:
+    """The spectrogram maps, quantised once between each row's raw minimum and maximum, and the
+    per-row raw and normalised ranges that recover both (the normalisation is affine per row)."""
+    K = exp.spectrogram_saliency.shape[0]
     raw = np.asarray(exp.spectrogram_saliency, np.float64).reshape(K, -1)
     finite = np.isfinite(raw)
     rlo = np.where(finite, raw, np.inf).min(1)
     rhi = np.where(finite, raw, -np.inf).max(1)
     rlo, rhi = np.where(np.isfinite(rlo), rlo, 0.0), np.where(np.isfinite(rhi), rhi, 0.0)
-    norm = exp.normalized()
     nflat = norm.spectrogram_saliency.reshape(K, -1)
+    return {"maps": _pack(_quantise(np.where(finite, raw, rlo[:, None]), rlo[:, None], rhi[:, None])),
+            "raw": [_significant(rlo), _significant(rhi)], "norm": [_round(nflat.min(1), 6), _round(nflat.max(1), 6)]}
+
+
+def _payload(u: Utterance, task: str, clip_percentile: float | None, normalizer: str | None,
+             attrs: dict) -> tuple[dict, dict]:
+    """(index row, view data) of one utterance."""
+    from ..analysis.metrics import corpus_score, size_curve
+
+    exp = u.explanation
+    if exp.contrastive:
+        return _contrastive_payload(u, normalizer, attrs)
+    K, T, C = exp.spectrogram_saliency.shape
+    norm = exp.normalized()
     view = {
         "id": exp.id, "K": K, "T": T, "C": C, "shift": FRAME_SHIFT_S, "tokens": exp.tokens,
-        "words": token_words(exp.tokens), "text": exp.text, "reference": u.reference,
-        "maps": _pack(_quantise(np.where(finite, raw, rlo[:, None]), rlo[:, None], rhi[:, None])),
-        "raw": [_round(rlo, 6), _round(rhi, 6)], "norm": [_round(nflat.min(1), 6), _round(nflat.max(1), 6)],
+        "words": token_words(exp.tokens), "text": exp.text, "reference": u.reference, **_maps(exp, norm),
         "prefixRaw": _round(np.tril(exp.prefix_saliency), 6), "prefixNorm": _round(norm.prefix_saliency),
         "limits": _limits(exp, norm, clip_percentile),
-        "features": None, "audio": None, "timings": [list(s) for s in u.timings] if u.timings else None,
+        "timings": [list(s) for s in u.timings] if u.timings else None, **_audio(u, exp, attrs),
     }
-    if u.audio is not None:
-        wave = read_audio(u.audio) if isinstance(u.audio, (str, os.PathLike)) else np.asarray(u.audio, np.float32)
-        feats = load_features(wave, C)
-        if feats.shape[0] != T:
-            where = u.audio if isinstance(u.audio, (str, os.PathLike)) else "the audio"
-            raise SpesError(f"{where}: gives {feats.shape[0]} frames but explanation {exp.id!r} has {T}; "
-                            f"is it the explained utterance?")
-        lo, hi = np.percentile(feats, [1, 99.5])
-        view["features"] = _pack(_quantise(feats, lo, hi))
-        view["audio"] = {"rate": SAMPLE_RATE, "n": int(wave.size), "data": _pack(_mu_law(wave))}
     row = {"id": exp.id, "duration": round(T * FRAME_SHIFT_S, 2), "tokens": K, "hypothesis": exp.text,
            "reference": u.reference, "size AUC": round(size_curve([norm]).auc, 2)}
     if u.reference:
@@ -219,6 +227,50 @@ def _payload(u: Utterance, task: str, clip_percentile: float | None) -> tuple[di
         row[name] = round(corpus_score(name.lower(), [u.reference], [exp.text]), 2)
     row.update({k: round(float(v), 2) for k, v in u.scores.items()})
     return row, view
+
+
+def _contrastive_payload(u: Utterance, normalizer: str | None, attrs: dict) -> tuple[dict, dict]:
+    """(index row, view data) of a contrastive explanation: its one map (raw and normalised, both
+    shown on a scale centred on 0), target and foil, and P_o / Q_o. The per-token metrics (WER of
+    the hypothesis, size AUC, deletion) do not apply."""
+    from ..analysis.plotting import contrastive_normalizer
+
+    exp, info = u.explanation, u.explanation.contrastive
+    name = contrastive_normalizer(exp, normalizer)
+    norm = exp.normalized(name)
+    T, C = exp.spectrogram_saliency.shape[1:]
+    view = {
+        "id": exp.id, "K": 1, "T": T, "C": C, "shift": FRAME_SHIFT_S, "tokens": info["target"],
+        "words": token_words(info["target"]), "text": exp.text, "reference": u.reference,
+        **_maps(exp, norm), "prefixRaw": _significant(exp.prefix_saliency), "prefixNorm": _round(norm.prefix_saliency),
+        "timings": [list(s) for s in u.timings] if u.timings else None, **_audio(u, exp, attrs),
+        "contrastive": {**{k: info[k] for k in ("word", "foil_word", "start", "end", "scorer", "word_probability")},
+                        "foil": pieces_text(info["foil"][:-1]), "normalizer": name,
+                        "p": float(f"{info['p_orig']:.4g}"), "q": float(f"{info['q_orig']:.4g}")},
+    }
+    row = {"id": exp.id, "duration": round(T * FRAME_SHIFT_S, 2), "hypothesis": view["text"],
+           "reference": u.reference, "word": info["word"], "foil": info["foil_word"], "P_o": view["contrastive"]["p"],
+           "Q_o": view["contrastive"]["q"]}
+    return row, view
+
+
+def _audio(u: Utterance, exp: Explanation, attrs: dict) -> dict:
+    """The view's spectrogram (computed by the model ``attrs`` record) and audio (None without audio)."""
+    from ..provenance import display_features
+
+    T, C = exp.spectrogram_saliency.shape[1:]
+    view = {"features": None, "audio": None}
+    if u.audio is not None:
+        wave = read_audio(u.audio) if isinstance(u.audio, (str, os.PathLike)) else np.asarray(u.audio, np.float32)
+        feats = display_features(wave, attrs, C)
+        if feats.shape[0] != T:
+            where = u.audio if isinstance(u.audio, (str, os.PathLike)) else "the audio"
+            raise SpesError(f"{where}: gives {feats.shape[0]} frames but explanation {exp.id!r} has {T}; "
+                            f"is it the explained utterance?")
+        lo, hi = np.percentile(feats, [1, 99.5])
+        view["features"] = _pack(_quantise(feats, lo, hi))
+        view["audio"] = {"rate": SAMPLE_RATE, "n": int(wave.size), "data": _pack(_mu_law(wave))}
+    return view
 
 
 def _colormap(name: str) -> list[int]:
@@ -235,21 +287,30 @@ def _script_json(payload, element_id: str) -> str:
 
 
 def build_report(items: list[Utterance], title: str = "SPES explanations", task: str = "asr",
-                 source: str = "", clip_percentile: float | None = CLIP_PERCENTILE) -> str:
+                 source: str = "", clip_percentile: float | None = CLIP_PERCENTILE, normalizer: str | None = None,
+                 attrs: dict | None = None) -> str:
     """The page as one HTML string: a sortable index of the utterances and, per utterance, the
     interactive view (token strip, maps over the spectrogram, prefix bars, audio).
 
-    clip_percentile: the colour range of every map, as in the figures (``plotting.color_limits``);
-    None: min-max."""
+    clip_percentile: the colour range of every per-token map, as in the figures
+    (``plotting.color_limits``); None: min-max. normalizer: for contrastive explanations, the
+    normalised map's normaliser (default: the recorded one, else
+    ``analysis.plotting.CONTRASTIVE_NORMALIZER``); their maps use a diverging scale centred on 0.
+    attrs: the result's file attributes; the model they record computes the spectrogram shown
+    (``provenance.display_features``)."""
+    from ..analysis.plotting import DIVERGING
+
     if not items:
         raise SpesError("no explanations to report")
     if clip_percentile is not None and clip_percentile >= 100:
         clip_percentile = None
-    rows, views = zip(*(_payload(u, task, clip_percentile) for u in items))
+    rows, views = zip(*(_payload(u, task, clip_percentile, normalizer, attrs or {}) for u in items))
     overlay = {"rgb": [round(255 * c) for c in OVERLAY_RGB], "alpha": OVERLAY_ALPHA, "gamma": OVERLAY_GAMMA,
                "pale": OVERLAY_PALE}
     meta = {"title": title, "source": source, "task": task, "colormap": _colormap("inferno"), "overlay": overlay,
             "clip": clip_percentile, "rows": list(rows)}
+    if any(u.explanation.contrastive for u in items):
+        meta["diverging"] = _colormap(DIVERGING)
     files = resources.files(__package__)
     page = files.joinpath("template.html").read_text("utf-8")
     data = "\n".join([_script_json(meta, "spes-meta")] + [_script_json(v, f"spes-u{i}") for i, v in enumerate(views)])

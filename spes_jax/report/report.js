@@ -7,6 +7,7 @@
   const META = JSON.parse($("spes-meta").textContent);
   const LUT = META.colormap; // 256 RGB triples, flattened
   const OVERLAY = META.overlay; // the overlay's hue, opacity curve and grey (as in the figures: plotting.py)
+  const DIVERGING = META.diverging; // the same for signed (contrastive) maps, centred on 0; absent without them
   const SPACE = "\u2581";
   const state = { u: -1, d: null, k: 0, hover: -1, mode: "norm", layer: "overlay", sel: null, playing: false };
   const report = { firstViewMs: null, state }; // read by the browser test
@@ -59,6 +60,7 @@
 
   // What the current mode shows for token k: the map, its colour range, the prefix bars, a caption.
   function current(d, k) {
+    if (d.contrastive) return contrastiveCurrent(d);
     const tok = `<b>${escapeHtml(pieceText(d.tokens[k]))}</b>`;
     if (state.mode === "raw") {
       return { map: tokenMap(d, k, "raw"), lim: d.limits.raw, bars: d.prefixRaw[k].map((v) => v / d.prefixMax),
@@ -78,6 +80,22 @@
     if (!d.sentence) d.sentence = meanMap(d, d.tokens.map((_, i) => i));
     return { map: d.sentence, lim: d.limits.sentence, bars: meanRows(d.prefixNorm, d.tokens.map((_, i) => i)),
              rows: d.tokens.map((_, i) => i), caption: `Sentence level: mean of all ${d.K} normalised token maps.` };
+  }
+
+  // A contrastive explanation has one signed map, the word's, raw or normalised: a diverging colour
+  // scale centred on 0 and prefix bars over the decoder inputs before the word (signed, |v| as height).
+  function contrastiveCurrent(d) {
+    const c = d.contrastive, kind = state.mode === "raw" ? "raw" : "norm";
+    const half = Math.max(Math.abs(d[kind][0][0]), Math.abs(d[kind][1][0])) || 1;
+    const prefix = kind === "raw" ? d.prefixRaw[0] : d.prefixNorm[0];
+    const pmax = prefix.reduce((a, v) => Math.max(a, Math.abs(v)), 0) || 1;
+    const rows = [];
+    for (let k = c.start; k <= c.end; k++) rows.push(k);
+    const what = kind === "raw" ? `Raw map (Eq. 3, ${escapeHtml(c.scorer)} score)` : `Normalised map (${escapeHtml(c.normalizer)})`;
+    return { map: tokenMap(d, 0, kind), lim: [-half, half], lut: DIVERGING, signed: true, bars: prefix.map((v) => v / pmax),
+             barMax: pmax, rows,
+             caption: `Why <b>${escapeHtml(c.word)}</b> rather than <b>${escapeHtml(c.foil_word)}</b>? ${what}; colour scale ` +
+                      "centred on 0: red cells favour the target word (occluding them lowers its score against the foil), blue cells the foil." };
   }
 
   function escapeHtml(s) {
@@ -102,9 +120,9 @@
     return g;
   }
 
-  function rgb(s) {
+  function rgb(s, lut = LUT) {
     const i = 3 * Math.max(0, Math.min(255, Math.round(s * 255)));
-    return [LUT[i], LUT[i + 1], LUT[i + 2]];
+    return [lut[i], lut[i + 1], lut[i + 2]];
   }
 
   // Opacity of the overlay's hue at s (0..1) in the colour range: 0 at the map's background level.
@@ -120,8 +138,16 @@
         const grey = features ? 255 - (layer === "overlay" ? OVERLAY.pale : 1) * features[i] : 0;
         let r = grey, g = grey, b = grey;
         if (layer !== "spectrogram") {
-          const s = Math.max(0, Math.min(1, (cur.map[i] - lo) / (hi - lo)));
-          const col = layer === "overlay" ? OVERLAY.rgb : rgb(s), a = layer === "overlay" ? overlayAlpha(s) : 1;
+          const s = Math.max(0, Math.min(1, (cur.map[i] - lo) / (hi - lo || 1)));
+          let col = rgb(s), a = 1;
+          if (cur.signed) {
+            // Signed maps keep their diverging colours; under the overlay they grow opaque with |saliency|.
+            col = rgb(s, cur.lut);
+            if (layer === "overlay") a = overlayAlpha(Math.abs(2 * s - 1));
+          } else if (layer === "overlay") {
+            col = OVERLAY.rgb;
+            a = overlayAlpha(s);
+          }
           r = grey * (1 - a) + col[0] * a; g = grey * (1 - a) + col[1] * a; b = grey * (1 - a) + col[2] * a;
         }
         px[o] = r; px[o + 1] = g; px[o + 2] = b; px[o + 3] = 255;
@@ -178,11 +204,11 @@
     if (d.timings) drawWords(g, d, cur, G);
     drawTopP(g, d, cur, G);
 
-    // colour bar: the layer's colours (the overlay's hue over light grey, else the colour map)
+    // colour bar: the layer's colours (the overlay's hue over light grey, else the colour map; signed maps: diverging)
     const cx = M.l + G.pw + 18, cw = 12, overlay = d.features && state.layer === "overlay", [lo, hi] = cur.lim;
     for (let y = 0; y < M.plot; y++) {
       const s = 1 - y / (M.plot - 1), a = overlayAlpha(s);
-      const c = overlay ? OVERLAY.rgb.map((v) => 230 * (1 - a) + v * a) : rgb(s);
+      const c = cur.signed ? rgb(s, cur.lut) : overlay ? OVERLAY.rgb.map((v) => 230 * (1 - a) + v * a) : rgb(s);
       g.fillStyle = `rgb(${c[0]},${c[1]},${c[2]})`;
       g.fillRect(cx, M.t + y, cw, 1);
     }
@@ -192,7 +218,7 @@
     g.save(); g.translate(cx + cw + 48, M.t + M.plot / 2); g.rotate(Math.PI / 2);
     g.textAlign = "center"; g.fillText(state.mode === "raw" ? "saliency (raw)" : "saliency", 0, 0); g.restore();
 
-    const range = META.clip === null ? "minimum to maximum"
+    const range = cur.signed ? "centred on 0, to \u00b1 the largest |saliency|" : META.clip === null ? "minimum to maximum"
       : `median to the ${META.clip}th percentile of the cells above it`;
     $("caption").innerHTML = `${cur.caption} Colours: ${range}. Bars: saliency of the previous tokens.`;
     drawStrip(d, k, cur);
@@ -281,7 +307,9 @@
       const pos = Number(el.dataset.pos); // prefix position: 0 = start, j = token j - 1
       const tk = pos - 1;
       const prev = all || pos <= Math.max(...cur.rows);
-      el.querySelector(".bar i").style.height = prev ? `${Math.max(0, Math.min(1, bars[pos] || 0)) * 100}%` : "0";
+      const v = bars[pos] || 0;
+      el.querySelector(".bar i").style.height = prev ? `${Math.max(0, Math.min(1, cur.signed ? Math.abs(v) : v)) * 100}%` : "0";
+      el.querySelector(".bar i").classList.toggle("neg", !!cur.signed && v < 0);
       el.classList.toggle("after", !all && tk > Math.max(...cur.rows));
       el.classList.toggle("sel", tk === state.k && !all);
       el.classList.toggle("inword", tk >= 0 && cur.rows.includes(tk) && !all && tk !== state.k);
@@ -342,7 +370,7 @@
 
   // ---- interaction --------------------------------------------------------------------------------
   function select(k) {
-    if (!state.d) return;
+    if (!state.d || state.d.contrastive) return; // one map: the word's
     state.k = Math.max(0, Math.min(state.d.K - 1, k));
     state.hover = -1;
     draw();
@@ -465,8 +493,9 @@
   const ROW_H = 35;
   const rows = META.rows.map((r, i) => ({ ...r, _i: i }));
   let shown = rows.slice(), sortKey = null, sortDir = 1;
-  const NUMERIC = new Set(["duration", "tokens", "WER", "BLEU", "deletion AUC", "insertion AUC", "size AUC"]);
-  const columns = ["id", "duration", "tokens", "hypothesis", "reference", "WER", "BLEU", "deletion AUC", "insertion AUC", "size AUC"]
+  const NUMERIC = new Set(["duration", "tokens", "WER", "BLEU", "deletion AUC", "insertion AUC", "size AUC", "P_o", "Q_o"]);
+  const columns = ["id", "duration", "tokens", "hypothesis", "reference", "word", "foil", "P_o", "Q_o", "WER", "BLEU",
+    "deletion AUC", "insertion AUC", "size AUC"]
     .filter((c) => rows.some((r) => r[c] !== undefined && r[c] !== ""));
   const WIDTH = { id: 150, duration: 124, tokens: 76, hypothesis: null, reference: null, "deletion AUC": 132, "insertion AUC": 140 };
 
@@ -544,8 +573,11 @@
     $("uid").textContent = d.id;
     const lines = [["hypothesis", d.text], ["reference", d.reference]].filter((l) => l[1]);
     const score = ["WER", "BLEU", "deletion AUC", "size AUC"].filter((c) => row[c] !== undefined).map((c) => `${c} ${row[c]}`);
-    $("utext").innerHTML = lines.map(([k, v]) => `<div><b>${k}</b>${escapeHtml(v)}</div>`).join("") +
+    $("utext").innerHTML = d.contrastive ? contrastiveHead(d) : lines.map(([k, v]) => `<div><b>${k}</b>${escapeHtml(v)}</div>`).join("") +
       `<div><b>duration</b>${(d.T * d.shift).toFixed(2)} s &middot; ${d.K} tokens${score.length ? " &middot; " + score.join(" &middot; ") : ""}</div>`;
+    // word and sentence modes average token maps; a contrastive explanation has the word's map only
+    document.querySelectorAll("#modes button").forEach((b) => (b.disabled = !!d.contrastive && !["raw", "norm"].includes(b.dataset.mode)));
+    if (d.contrastive) { state.k = d.contrastive.start; if (!["raw", "norm"].includes(state.mode)) setMode("norm"); }
     const pos = shown.findIndex((r) => r._i === row._i), nav = (el, r) => {
       el.classList.toggle("off", !r);
       el.href = r ? `#u=${encodeURIComponent(r.id)}` : "#";
@@ -558,6 +590,14 @@
     updateButtons();
     if (report.firstViewMs === null) report.firstViewMs = performance.now();
     $("strip").focus({ preventScroll: true });
+  }
+
+  function contrastiveHead(d) {
+    const c = d.contrastive, e = escapeHtml;
+    return `<div><b>target</b>${e(d.text)}</div><div><b>foil</b>${e(c.foil)}</div>` +
+      (d.reference ? `<div><b>reference</b>${e(d.reference)}</div>` : "") +
+      `<div><b>word</b>${e(c.word)} rather than ${e(c.foil_word)} &middot; P<sub>o</sub> ${c.p} (target word) &middot; ` +
+      `Q<sub>o</sub> ${c.q} (foil word) &middot; ${e(c.scorer)}, ${e(c.word_probability)} &middot; duration ${(d.T * d.shift).toFixed(2)} s</div>`;
   }
 
   // ---- start --------------------------------------------------------------------------------------
