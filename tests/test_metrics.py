@@ -196,6 +196,11 @@ class _ToyModel:
     def features(self, x):
         return np.asarray(x, np.float32)
 
+    def layout(self, features):
+        from spes_jax.core.sweep import InputLayout
+
+        return InputLayout()
+
     def decode(self, feats, search=None, batch_size=8):
         from spes_jax.pipeline import Hypothesis
 

@@ -3,9 +3,11 @@
 Definitions follow FBK-fairseq's ``xai_metrics`` scripts:
 
 - deletion / insertion: the sentence-level map (mean of the normalised token maps) ranks the T x C
-  features; at p = 0, 5, ..., 100 % the ``T * C * p // 100`` most salient features are zeroed
+  features; at p = 0, 5, ..., 100 % the ``T * C * p // 100`` most salient features are deleted
   (deletion) or all but them (insertion), the model decodes again with beam search, the whole set is
-  scored against the references, and the AUC is the trapezoid rule over p (0..100 x score);
+  scored against the references, and the AUC is the trapezoid rule over p (0..100 x score). A deleted
+  feature becomes what the model occludes with (``model.layout(features).fill``): 0 for FBK's
+  utterance-normalised features, as the reference; Whisper's occlusion option (docs/spes.md);
 - size: for thresholds 0, 0.05, ..., 0.95, 1 the percentage of normalised features >= the threshold
   (spectrogram: all K x T x C cells; prefix: the causal cells), averaged over utterances; AUC over
   the thresholds (0..1 x percentage).
@@ -158,8 +160,9 @@ def perturbation_curve(model, explanations: Iterable[Explanation], audio: Mappin
     """Deletion (or insertion) curve of explanations of ``model``'s hypotheses.
 
     audio: id -> WAV path / waveform / raw fbank of every explained utterance; references: id ->
-    reference text. All levels of one utterance are decoded together in one batched beam search. A
-    deleted feature takes the model's occlusion value (``model.layout``), as in the sweep.
+    reference text. Deleted features take the model's occlusion value (``layout(features).fill``,
+    0 when the layout gives none). All levels of one utterance are decoded together in one batched
+    beam search.
     """
     levels = percentages(step)
     hyps: dict[str, list[str]] = {}
@@ -171,8 +174,6 @@ def perturbation_curve(model, explanations: Iterable[Explanation], audio: Mappin
         if heat.shape != feats.shape:
             raise SpesError(f"{exp.id}: explanation covers {heat.shape} features but the audio gives "
                             f"{feats.shape}; was it explained from this audio?")
-        # A deleted cell becomes what the sweep's occlusion makes of it (fairseq: 0, the CMVN mean;
-        # Whisper: the utterance's log-mel floor by default).
         fill = model.layout(feats).fill
         fill = np.float32(0) if fill is None else np.asarray(fill, np.float32)
         batch = np.where(zeroed_cells(heat, levels, metric), fill, feats[None])

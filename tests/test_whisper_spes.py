@@ -1,0 +1,102 @@
+"""SPES on Whisper tiny.en (docs/spes.md, "Whisper"): only the utterance's frames are segmented,
+perturbed and shown; occluded cells become the log-mel floor by default; the forced prompt's last token
+is the start column of the prefix map."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from support import requires_whisper, whisper_fixture_path
+
+from spes_jax import SPESConfig, load_explanations, load_model
+from spes_jax.cli import main
+from spes_jax.core import SegmentMasks, requested_segments, segment, sweep
+from spes_jax.explainer import compute_params, explanation
+from spes_jax.whisper.features import silence_floor
+
+pytestmark = requires_whisper
+CLIP = "goforward"
+CONFIG = SPESConfig.asr(n_masks=6, n_token_masks=4, batch_size=6, token_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    return load_model(whisper_fixture_path("model", "whisper-tiny.en"))
+
+
+@pytest.fixture(scope="module")
+def clip(whisper):
+    """(features (T, 80), the fixture's beam-5 ids without the prompt) of the clip."""
+    with open(whisper_fixture_path("reference", "index.json")) as f:
+        ids = json.load(f)["clips"][CLIP]["beam5_ids"]
+    return whisper.features(whisper_fixture_path("audio", f"{CLIP}.wav")), ids[len(whisper.prompt):]
+
+
+def _prepared(model, feats, tokens):
+    seg = segment(feats, CONFIG)
+    plan = sweep.make_plan(model.module, CONFIG)
+    return seg, plan, sweep.prepare(feats, tokens, seg, CLIP, CONFIG, plan, layout=model.layout(feats))
+
+
+def test_only_the_utterance_is_segmented_and_the_padding_is_silence(whisper, clip):
+    feats, tokens = clip
+    T = feats.shape[0]
+    seg, _, inputs = _prepared(whisper, feats, tokens)
+    assert T == 280 and inputs.features.shape == (3000, 80)
+    # k adapts to the utterance's 2.8 s, not to the 30 s the encoder reads.
+    assert seg.requested == requested_segments(T, CONFIG) == (1120, 1400, 1680)
+    labels = np.asarray(inputs.labels)
+    assert (labels[:, :T] > 0).all() and (labels[:, T:] == 0).all()
+    padded = np.asarray(inputs.features)
+    np.testing.assert_array_equal(padded[:T], feats)
+    np.testing.assert_array_equal(padded[T:], silence_floor(feats))
+    # ... which is what Hugging Face's extractor gives the zero samples after the utterance.
+    hf = np.load(whisper_fixture_path("reference", f"{CLIP}.npz"))["input_features"].T
+    np.testing.assert_allclose(padded[T:], hf[T:], atol=1e-5)
+
+
+@pytest.mark.parametrize("occlusion", ["floor", "zero", "mean"])
+def test_occluded_cells_take_the_chosen_value(whisper, clip, occlusion):
+    feats, tokens = clip
+    model = whisper if occlusion == "floor" else whisper.configured(occlusion=occlusion)
+    seg, _, inputs = _prepared(model, feats, tokens)
+    want = {"floor": np.full(80, silence_floor(feats)), "zero": np.zeros(80), "mean": feats.mean(0)}[occlusion]
+    T = feats.shape[0]
+    for g in range(3):  # one mask of each level
+        perturbed, occluded = map(np.asarray, SegmentMasks()(inputs, jax.numpy.int32(g)))
+        cells = occluded[seg.labels[g % 3]] > 0  # (T, 80): the cells of this mask's occluded segments
+        assert 0.3 < cells.mean() < 0.7
+        np.testing.assert_allclose(perturbed[:T][cells], np.broadcast_to(want, (T, 80))[cells], rtol=1e-6)
+        np.testing.assert_array_equal(perturbed[:T][~cells], feats[~cells])
+        np.testing.assert_array_equal(perturbed[T:], np.asarray(inputs.features)[T:])  # padding untouched
+
+
+@pytest.mark.slow
+def test_sweep_maps_cover_the_utterance_and_start_at_notimestamps(whisper, clip):
+    feats, tokens = clip
+    T, K = feats.shape[0], len(tokens)
+    seg, plan, inputs = _prepared(whisper, feats, tokens)
+    assert inputs.prompt == whisper.prompt == (50257, 50362) and int(inputs.prev[0]) == 50362
+    result = sweep.run(sweep.init(compute_params(whisper, plan), inputs, plan=plan), plan, CONFIG)
+    spec, prefix = map(np.asarray, (result.spectrogram, result.prefix))
+    assert spec.shape == (16, 3000, 80) and np.abs(spec[:K, :T]).max() > 0
+    assert not spec[:, T:].any()  # padding frames are never perturbed, so never credited
+    assert np.abs(prefix[:K, 0]).max() > 0  # <|notimestamps|> is occluded like any previous token
+    exp = explanation(whisper, CLIP, tokens, T, seg, CONFIG, result)
+    assert exp.spectrogram_saliency.shape == (K, T, 80)
+    assert exp.prefix_tokens == ["<|notimestamps|>", "▁go", "▁forward", "▁10", "▁meters", "."]
+    assert exp.tokens[-1] == "</s>" and exp.text == "go forward 10 meters."
+
+
+@pytest.mark.slow
+def test_cli_explains_a_real_clip(tmp_path):
+    out = tmp_path / "x.h5"
+    wav = whisper_fixture_path("audio", f"{CLIP}.wav")
+    assert main(["--no-compile-cache", "explain", "--model", whisper_fixture_path("model", "whisper-tiny.en"),
+                 wav, "--masks", "60", "--token-masks", "20", "--quiet", "--out", str(out)]) == 0
+    (exp,) = load_explanations(out).values()
+    assert exp.id == CLIP and exp.n_masks == 60 and exp.n_token_masks == 20
+    assert exp.spectrogram_saliency.shape == (len(exp.tokens), 280, 80)
+    assert exp.prefix_tokens[0] == "<|notimestamps|>" and exp.text == "go forward 10 meters."
+    assert np.isfinite(exp.spectrogram_saliency).all() and np.abs(exp.spectrogram_saliency).max() > 0
