@@ -314,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         from ._compile_cache import enable
 
         enable()
+    commands.MODEL_LINES.clear()
     outcome: list[BaseException | None] = []
     worker = threading.Thread(target=lambda: outcome.append(_run(args)), name="spes-jax command", daemon=True)
     worker.start()
@@ -331,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if error is not None:
         raise error
+    for line in commands.MODEL_LINES:
+        print(line, file=sys.stderr)
     return 0
 
 

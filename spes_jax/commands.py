@@ -21,9 +21,13 @@ def convert_command(args) -> None:
     print(f"wrote {out}")
 
 
+MODEL_LINES: list[str] = []
+
+
 def _say_model(line: str) -> None:
-    """The one line every command that runs a model prints: which model it is."""
-    print(f"spes-jax: model: {line}", file=sys.stderr)
+    """The one line every command that runs a model prints, which model it used: printed when the
+    command succeeds (``cli.main``), so that an error stays the only line."""
+    MODEL_LINES.append(f"spes-jax: model: {line}")
 
 
 def _loader(args, task: str | None):

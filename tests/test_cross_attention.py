@@ -9,7 +9,7 @@ import pytest
 from support import synthetic_features
 from spes_jax.analysis.cross_attention import correlations, encoder_stride, pearson, pool_saliency
 from spes_jax.errors import SpesError
-from spes_jax.pipeline import pad_batch
+from spes_jax.pipeline import FairseqModel, pad_batch
 
 
 def test_cross_attention_weights(tiny_model):
@@ -67,4 +67,4 @@ def test_correlations(tiny_model):
     assert encoder_stride(tiny_model) == 4
     compressed = dataclasses.replace(tiny_model.cfg, ctc_compress_strategy="avg")
     with pytest.raises(SpesError, match="CTC-compressed"):
-        encoder_stride(type("M", (), {"cfg": compressed})())
+        encoder_stride(FairseqModel(compressed, tiny_model.params, tiny_model.tokenizer))

@@ -355,9 +355,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, StateDict, str | Non
             return (*_read_ct2(path), path)
         if os.path.isfile(os.path.join(path, "config.json")):
             return (*read_hf_dir(path), path)
-        raise SpesError(f"{path}: not a model directory (expected a spes-jax model's config.json, see 'spes-jax "
-                        "convert', or a Whisper checkpoint: config.json with model.safetensors or pytorch_model.bin, "
-                        "or a CTranslate2 model.bin)")
+        raise SpesError(f"{path}: not a model directory: no config.json (a spes-jax model directory from "
+                        "'spes-jax convert' has one, and so does a Whisper checkpoint, with model.safetensors or "
+                        "pytorch_model.bin; a CTranslate2 one has model.bin)")
     if not os.path.isfile(path):
         raise SpesError(f"Whisper checkpoint not found: {path}")
     ckpt = load_checkpoint(path)
