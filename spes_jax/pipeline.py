@@ -276,8 +276,9 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, language: str |
                             f"directory (see 'spes-jax convert')")
         path = embedded
     elif not os.path.exists(path):
-        raise SpesError(f"model not found: {path} is neither a model directory, a Whisper checkpoint nor an "
-                        f"embedded model ({', '.join(assets.EMBEDDED)})")
+        raise SpesError(f"model not found: {path} is neither a model directory nor an embedded model "
+                        f"({', '.join(assets.EMBEDDED)}); a model directory is a converted FBK-fairseq model or a "
+                        "Whisper checkpoint")
     if not _is_spes_dir(path):
         from .whisper.model import load_whisper
 
