@@ -4,13 +4,15 @@ write, same masks, same process, same device, timed alternately (A B A B).
     python benchmarks/whisper_sweep.py                    # tiny.en (real weights) and base (random), CPU
     python benchmarks/whisper_sweep.py --quick            # CI-size: tiny.en, batch 2, one timed step
     python benchmarks/whisper_sweep.py --models large-v3-turbo --seconds 5 10 30 --precision bfloat16 \
-        --batch 64 --token-batch 256 --full-sweep --no-baseline       # on an accelerator
+        --batch 64 --token-batch 256 --no-baseline       # on an accelerator (the baseline is CPU-only)
 
 For each model: spectrogram and prefix masks/s of spes-jax's compiled steps (median over ``--steps``
-steps after compilation), FLOPs per mask from XLA's cost analysis, and FLOP/s as a fraction of a
-float32 2048^2 matmul's rate, timed between the steps (each step against the matmul next to it: the
-machine may be shared); and the same for the baseline, a batched loop over
-transformers' ``WhisperForConditionalGeneration`` (eval, no_grad, float32, default attention):
+steps after compilation), FLOPs per mask from XLA's cost analysis, FLOP/s as a fraction of the rate
+of a square matmul in the sweep's precision, timed between the steps (each step against the matmul
+next to it: the machine may be shared), and the time N_X 20,000 + N_Y 2,000 masks take at these
+rates (``--full-sweep`` also times one whole explanation); and the same for the baseline, a batched
+loop over transformers' ``WhisperForConditionalGeneration`` (eval, no_grad, float32, default
+attention, on the CPU):
 
 - spectrogram masks: the utterance's log-mel occluded per segment of spes-jax's own segmentation
   (keep bits from a numpy RNG: the cost does not depend on which masks), padded to 30 s with the
@@ -22,10 +24,11 @@ transformers' ``WhisperForConditionalGeneration`` (eval, no_grad, float32, defau
 
 FLOPs of the baseline are counted by ``torch.utils.flop_counter`` (matmuls, convolutions,
 attention; counted with eager attention, whose arithmetic the timed fused kernel shares), over
-torch's own matmul peak. ``--breakdown`` also times each side's encoder alone on
-the same batch, to show where a spectrogram mask's time goes.
+torch's own matmul rate. ``--breakdown`` also times each side's encoder alone on the same batch, to
+show where a spectrogram mask's time goes.
 
-tiny.en is the Whisper fixture (``$SPES_WHISPER_FIXTURES``, default ``../shared/fixtures/whisper``),
+tiny.en is the Whisper fixture (``$SPES_WHISPER_FIXTURES``, default ``../shared/fixtures/whisper``
+beside the repository),
 loaded by spes-jax and by transformers' ``from_pretrained`` from the same safetensors; base and
 large-v3-turbo have random weights (spes-jax's init; transformers' own init, which costs the same).
 The utterance is the fixture clip ``librivox_0920`` (6.05 s, its 22 greedy tokens), or with
@@ -46,7 +49,6 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import time
 from typing import Callable
 
@@ -66,6 +68,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.environ.get("SPES_WHISPER_FIXTURES", os.path.join(REPO, "..", "shared", "fixtures", "whisper"))
 CLIP = "librivox_0920"
 TINY_DIR = ("model", "whisper-tiny.en")
+PAPER_MASKS = (20000, 2000)  # N_X spectrogram + N_Y prefix masks of one explanation (SPES's budget)
 
 # Hugging Face config shapes of the random-weight models (vocabularies as published; their special
 # ids only need to be valid ids, the tokens being explained are the clip's).
@@ -147,7 +150,7 @@ class JaxSweep:
     def full_sweep(self) -> float:
         """Seconds to explain the utterance at N_X 20,000 + N_Y 2,000 (host SLIC, the compiled sweep,
         maps back on the host; compilation excluded: the steps are compiled already)."""
-        cfg = self.cfg.replace(n_masks=20000, n_token_masks=2000)
+        cfg = self.cfg.replace(n_masks=PAPER_MASKS[0], n_token_masks=PAPER_MASKS[1])
         jax.block_until_ready(core.finalize(self.state, plan=self.plan))
         t = time.perf_counter()
         inputs = core.prepare(self.feats, self.tokens, core.segment(self.feats, cfg), "bench", cfg, self.plan,
@@ -212,7 +215,8 @@ class TorchLoop:
             kept = kept.reshape(B, *self.feats.shape).astype(np.float32)
             x = np.broadcast_to(self.padded, (B,) + self.padded.shape).copy()
             x[:, :, :self.T] = self.feats * kept + self.fill * (1.0 - kept)
-            r = self._scores(self.hf(input_features=torch.from_numpy(x), decoder_input_ids=self.ids.expand(B, -1)).logits)
+            logits = self.hf(input_features=torch.from_numpy(x), decoder_input_ids=self.ids.expand(B, -1)).logits
+            r = self._scores(logits)
             occluded = torch.from_numpy(1.0 - keep.astype(np.float32))
             lv = torch.from_numpy(level)
             self.spec_num.index_add_(0, lv, occluded[:, :, None] * r[:, None, :])
@@ -247,6 +251,7 @@ class TorchLoop:
         return counts[0], counts[1]
 
     def encoder_only(self) -> Callable[[], object]:
+        """The encoder alone on a batch of the unperturbed input, warmed up."""
         x = self.torch.from_numpy(np.broadcast_to(self.padded, (self.batch,) + self.padded.shape).copy())
 
         def run():
@@ -281,11 +286,13 @@ def summary(times: dict[str, np.ndarray], side: str, flops: tuple[float, float],
             mm_flops: float) -> dict:
     """One side's masks/s (median) and fraction of its own matmul peak (median over reps, each rep
     against the peak measured next to it)."""
-    row = {}
-    for kind, f, n in zip(("spec", "prefix"), flops, batches):
+    row, paper_s = {}, 0.0
+    for kind, f, n, n_paper in zip(("spec", "prefix"), flops, batches, PAPER_MASKS):
         t = times[f"{side}_{kind}"]
         row |= {f"{kind}_masks_per_s": n / float(np.median(t)), f"gflop_per_{kind}_mask": f / n / 1e9,
                 f"{kind}_frac_of_peak": float(np.median((f / t) / (mm_flops / times[f"{side}_matmul"])))}
+        paper_s += n_paper / row[f"{kind}_masks_per_s"]
+    row["paper_sweep_s_at_these_rates"] = paper_s
     if f"{side}_encoder" in times:
         row["encoder_share"] = float(np.median(times[f"{side}_encoder"] / times[f"{side}_spec"]))
     return row
@@ -337,7 +344,7 @@ def main():
     if skipped:
         print(skipped)
     print(f"device: {device_name()}", flush=True)
-    jax_matmul = matmul_call()
+    jax_matmul = matmul_call(jnp.bfloat16 if args.precision == "bfloat16" else jnp.float32)
     rows = []
     for name in args.models:
         model = load_model(name)
@@ -367,6 +374,9 @@ def main():
                     row["setup_s"] = setup_s
                 rows.append(row)
             if not skipped:  # per-rep ratios of neighbouring steps; equal batches on both sides
+                if name == "tiny.en":  # same weights, same input: the unperturbed distributions agree
+                    diff = np.abs(np.asarray(jx.state.log_p[:len(tokens)]) - sides["transformers"].log_p.numpy())
+                    rows[-2]["log_p_max_diff"] = float(diff.max())
                 for kind in ("spec", "prefix"):
                     rows[-2][f"{kind}_speedup"] = float(np.median(times[f"transformers_{kind}"] /
                                                                   times[f"spes-jax_{kind}"]))
