@@ -39,6 +39,12 @@ TASKS = {"asr": "transcribe", "transcribe": "transcribe", "st": "translate", "tr
 END = "</s>"  # how every model family's end token appears in explanations (analysis reads it)
 
 
+def _check_occlusion(name: str) -> str:
+    if name not in OCCLUSIONS:
+        raise SpesError(f"unknown occlusion {name!r}; choose from {', '.join(OCCLUSIONS)}")
+    return name
+
+
 class Vocabulary:
     """Whisper's tokens in the piece convention of explanations: a leading space becomes "▁" (a word
     start, as SentencePiece writes it) and <|endoftext|> is "</s>"; control tokens keep their names.
@@ -97,8 +103,7 @@ class WhisperModel(SpeechToTextModel):
                  feature_settings: FeatureSettings, *, path: str | None = None, info: dict | None = None,
                  language: str | None = None, task: str = "transcribe", occlusion: str = "floor",
                  search: SearchConfig | None = None):
-        if occlusion not in OCCLUSIONS:
-            raise SpesError(f"unknown occlusion {occlusion!r}; choose from {', '.join(OCCLUSIONS)}")
+        _check_occlusion(occlusion)
         self.cfg = cfg
         self.module = WhisperModule(cfg)
         self.params = jax.tree_util.tree_map(jnp.asarray, params)
@@ -126,14 +131,13 @@ class WhisperModel(SpeechToTextModel):
         """The same weights with another language, task or occlusion (shares the parameters)."""
         other = copy.copy(self)
         if occlusion is not None:
-            if occlusion not in OCCLUSIONS:
-                raise SpesError(f"unknown occlusion {occlusion!r}; choose from {', '.join(OCCLUSIONS)}")
-            other.occlusion = occlusion
+            other.occlusion = _check_occlusion(occlusion)
         if language is not None or task is not None:
             other.language = language if language is not None else self.language
             other.task = TASKS.get(task, task) if task is not None else self.task
             other._prompt = self.tokenizer.whisper.prompt(other.language, other.task)
-            other.search = dataclasses.replace(self.search, max_len_b=self.cfg.max_target_positions - len(other._prompt) - 1)
+            # Keep the caller's search options; only the length limit depends on the prompt.
+            other.search = dataclasses.replace(self.search, max_len_b=other._generate_settings().max_len_b)
         return other
 
     @property
