@@ -1,21 +1,23 @@
 """Whisper: what an occluded log-mel cell becomes, decided by deletion AUC on real speech.
 
-    python benchmarks/whisper_occlusion.py [--masks 60] [--clips A.wav ...] [--out results.json] [--save-maps x.h5]
+    python benchmarks/whisper_occlusion.py [--masks 60] [--clips A.wav ...] [--maps DIR] [--out results.json]
 
 Every clip is explained once per occlusion value ("floor", "zero", "mean") with the same seed, hence the
 same SLIC segments and the same masks: only what the occluded cells become differs. The hypothesis
 explained is Whisper's own beam-5 output, decoded once. Each set of explanations (and a random ranking
 of the cells, the control) is then scored by deletion curves under each ``--deletions`` value: a row
 of the table compares rankings under one deletion, and a map's margin over the random ranking of its
-row says how much it knows beyond how destructive that deletion is. Deletion AUC is
-over the fraction deleted (0..1 x WER, higher = more faithful); size AUC over the thresholds (lower =
-more compact).
+row says how much it knows beyond how destructive that deletion is. Deletion AUC is over the fraction
+deleted (0..1 x WER, higher = more faithful); size AUC over the thresholds (lower = more compact).
+Before that, the outputs on the sweep's first ``--masked`` masked inputs show how destructive a single
+SPES mask (half of the segments occluded) is with each value.
 
-References: the deletion curve measures how far the output moves from the explained hypothesis, so
-the reference of each clip is that hypothesis, and both sides are compared word by word after
-NFKC case-folding with only letters and digits kept (``plausibility.normalize_word``): Whisper writes
-case, punctuation and digits ("10" for "ten"), which would otherwise count as errors before anything
-is deleted. The human transcripts' WER of the unperturbed output is reported beside.
+References: the deletion curve measures how far the output moves from what the model says on the
+undeleted input, so each clip's reference is that output (with the curves' own greedy search, so
+p = 0 scores 0), and both sides are compared word by word after NFKC case-folding with only letters
+and digits kept (``plausibility.normalize_word``): Whisper writes case, punctuation and digits ("10"
+for "ten"), which would otherwise count as errors before anything is deleted. The WER of the explained
+output against the human transcripts is reported beside.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import json
 import os
 import time
 
+import jax.numpy as jnp
 import numpy as np
 
 from common import device_name
 from spes_jax import SPESConfig, explain, load_model
 from spes_jax.analysis.metrics import auc, corpus_score, perturbation_curve, size_curve
 from spes_jax.analysis.plausibility import normalize_word
+from spes_jax.core import segment, sweep
 from spes_jax._compile_cache import enable as enable_compile_cache
 from spes_jax.explanation import Explanation, load_explanations, save_explanations
 from spes_jax.whisper.model import OCCLUSIONS
@@ -59,6 +63,17 @@ def random_ranking(exp: Explanation, seed: int) -> Explanation:
     return Explanation(id=exp.id, tokens=exp.tokens, spectrogram_saliency=rng.random(
         exp.spectrogram_saliency.shape, np.float32), prefix_saliency=np.zeros_like(exp.prefix_saliency),
         prefix_tokens=exp.prefix_tokens, text=exp.text)
+
+
+def masked_outputs(model, feats: dict, targets: list, cfg: SPESConfig, search, n: int) -> dict[str, list[str]]:
+    """What ``model`` says (``search``) on the first ``n`` spectrogram masks of each clip's sweep."""
+    plan = sweep.make_plan(model.module, cfg)
+    out = {}
+    for (utt, f), tokens in zip(feats.items(), targets):
+        inputs = sweep.prepare(f, tokens, segment(f, cfg), utt, cfg, plan, layout=model.layout(f))
+        masked = [np.asarray(plan.spectrogram_masks(inputs, jnp.int32(g))[0])[:f.shape[0]] for g in range(n)]
+        out[utt] = [h[0].text if h else "" for h in model.decode(masked, search, batch_size=n)]
+    return out
 
 
 def segments(exp: Explanation) -> list[int]:
@@ -119,8 +134,9 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=40,
                     help="decoding limit of the deletion curves: heavily deleted inputs make Whisper hallucinate "
                          "(\"Thank you for watching.\" repeated) up to this length")
-    ap.add_argument("--deletions", nargs="+", choices=OCCLUSIONS, default=["floor", "zero"],
-                    help="what deleted cells become in the deletion curves")
+    ap.add_argument("--deletions", nargs="*", choices=OCCLUSIONS, default=["floor", "zero"],
+                    help="what deleted cells become in the deletion curves (none: skip them)")
+    ap.add_argument("--masked", type=int, default=6, help="masks per clip whose decoded output is reported")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="whisper_occlusion.json")
     ap.add_argument("--maps", help="directory keeping each option's explanations (<occlusion>.h5): a rerun "
@@ -158,6 +174,18 @@ def main():
                               corpus_score("wer", [normalized(human)], [normalized(h[0].text)])}
     print(f"{device_name()}; {len(ids)} clips, {args.masks} masks each; decoded in {result['decode_s']:.1f} s",
           flush=True)
+
+    # How destructive one SPES mask is: WER of the outputs on the sweep's first masked inputs.
+    result["masked"] = {}
+    for occlusion in OCCLUSIONS:
+        texts = masked_outputs(base.configured(occlusion=occlusion), feats, targets, cfg, greedy, args.masked)
+        result["masked"][occlusion] = {"wer": corpus_score("wer", [normalized(references[i]) for i in ids
+                                                                   for _ in texts[i]],
+                                                           [normalized(t) for i in ids for t in texts[i]]),
+                                       "outputs": texts}
+        print(f"{args.masked} masks per clip occluded with {occlusion!r}: WER {result['masked'][occlusion]['wer']:.1f}",
+              flush=True)
+    save()
 
     explanations = {}
     for occlusion in OCCLUSIONS:  # the first also compiles the sweep (one program serves all three)

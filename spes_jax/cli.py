@@ -71,7 +71,7 @@ def _whisper_options(p: argparse.ArgumentParser, occlusion: bool = True) -> None
                    "models); --task st translates it into English")
     if occlusion:
         p.add_argument("--occlusion", choices=["floor", "zero", "mean"], help="Whisper: what an occluded "
-                       "spectrogram cell becomes (default floor: the utterance's log-mel floor, i.e. silence)")
+                       "spectrogram cell becomes (default mean: the utterance's per-channel mean; floor: silence)")
 
 
 def build_parser() -> argparse.ArgumentParser:

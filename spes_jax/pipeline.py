@@ -280,9 +280,10 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, language: str |
                         f"({', '.join(assets.EMBEDDED)}); a model directory is a converted FBK-fairseq model or a "
                         "Whisper checkpoint")
     if not _is_spes_dir(path):
-        from .whisper.model import load_whisper
+        from .whisper.model import DEFAULT_OCCLUSION, load_whisper
 
-        return load_whisper(path, language=language, task=task or "transcribe", occlusion=occlusion or "floor")
+        return load_whisper(path, language=language, task=task or "transcribe",
+                            occlusion=occlusion or DEFAULT_OCCLUSION)
     if language is not None or occlusion is not None:
         raise SpesError(f"{path}: --language and --occlusion are options of Whisper models (an FBK model's "
                         "language and task are those it was trained for)")

@@ -1,5 +1,5 @@
 """SPES on Whisper tiny.en (docs/spes.md, "Whisper"): only the utterance's frames are segmented,
-perturbed and shown; occluded cells become the log-mel floor by default; the forced prompt's last token
+perturbed and shown; occluded cells become the utterance's channel mean by default; the forced prompt's last token
 is the start column of the prefix map."""
 
 import json
@@ -59,7 +59,7 @@ def test_only_the_utterance_is_segmented_and_the_padding_is_silence(whisper, cli
 @pytest.mark.parametrize("occlusion", ["floor", "zero", "mean"])
 def test_occluded_cells_take_the_chosen_value(whisper, clip, occlusion):
     feats, tokens = clip
-    model = whisper if occlusion == "floor" else whisper.configured(occlusion=occlusion)
+    model = whisper if occlusion == "mean" else whisper.configured(occlusion=occlusion)  # mean: the default
     seg, _, inputs = _prepared(model, feats, tokens)
     want = {"floor": np.full(80, silence_floor(feats)), "zero": np.zeros(80), "mean": feats.mean(0)}[occlusion]
     T = feats.shape[0]
@@ -72,7 +72,6 @@ def test_occluded_cells_take_the_chosen_value(whisper, clip, occlusion):
         np.testing.assert_array_equal(perturbed[T:], np.asarray(inputs.features)[T:])  # padding untouched
 
 
-@pytest.mark.slow
 def test_sweep_maps_cover_the_utterance_and_start_at_notimestamps(whisper, clip):
     feats, tokens = clip
     T, K = feats.shape[0], len(tokens)

@@ -6,9 +6,12 @@ What SPES needs to know about Whisper, decided here once (docs/spes.md, "Whisper
   analysis window touches the audio - are returned by ``features``, segmented, perturbed and shown;
   the rest of the 30 s is digital silence, whose log-mel value is exactly the utterance's floor
   ``max(max - 2, -1.5)``, and is passed to the encoder unperturbed.
-- An occluded cell becomes that floor by default (``occlusion="floor"``: the cell is silenced).
-  0 in Whisper's scaled log-mel is a loud cell, not silence; "zero" and "mean" (the utterance's
-  per-channel mean) are kept as options.
+- An occluded cell becomes the utterance's per-channel mean by default (``occlusion="mean"``), the
+  value an occluded cell takes in FBK's per-utterance normalised features. "floor" (silence: the
+  cell's energy removed) and "zero" (0 of the scaled log-mel, a mid-level energy, not silence) are
+  options. Measured on real speech: a SPES mask silencing half of the segments turns Whisper's
+  output into unrelated text for almost every mask, so floor-occluded sweeps saturate; mean-occluded ones
+  keep part of the words, and their maps score higher by deletion AUC (docs/spes.md, "Whisper").
 - The forced prompt (<|startoftranscript|> [language task] <|notimestamps|>) is fixed; its last
   token is the start column of the prefix map, occluded like any previous token.
 """
@@ -35,6 +38,7 @@ from .features import FeatureSettings, silence_floor
 from .tokenizer import GenerationSettings, WhisperTokenizer
 
 OCCLUSIONS = ("floor", "zero", "mean")
+DEFAULT_OCCLUSION = "mean"
 TASKS = {"asr": "transcribe", "transcribe": "transcribe", "st": "translate", "translate": "translate"}
 END = "</s>"  # how every model family's end token appears in explanations (analysis reads it)
 
@@ -94,14 +98,14 @@ class WhisperModel(SpeechToTextModel):
 
     language: the spoken language's code for multilingual models (required there), None for
     English-only ones; task: "transcribe" or "translate"; occlusion: what an occluded feature becomes
-    ("floor", "zero" or "mean", see the module docstring).
+    ("mean", the default, "floor" or "zero"; see the module docstring).
     """
 
     family = "whisper"
 
     def __init__(self, cfg: WhisperConfig, params, tokenizer: WhisperTokenizer, generation: GenerationSettings,
                  feature_settings: FeatureSettings, *, path: str | None = None, info: dict | None = None,
-                 language: str | None = None, task: str = "transcribe", occlusion: str = "floor",
+                 language: str | None = None, task: str = "transcribe", occlusion: str = DEFAULT_OCCLUSION,
                  search: SearchConfig | None = None):
         _check_occlusion(occlusion)
         self.cfg = cfg
@@ -191,7 +195,7 @@ class WhisperModel(SpeechToTextModel):
 
 
 def load_whisper(path: str | os.PathLike, *, language: str | None = None, task: str = "transcribe",
-                 occlusion: str = "floor") -> WhisperModel:
+                 occlusion: str = DEFAULT_OCCLUSION) -> WhisperModel:
     """A Whisper checkpoint from disk: a Hugging Face directory (safetensors, sharded or
     ``pytorch_model.bin``), a CTranslate2 / faster-whisper directory, or OpenAI's ``.pt`` beside a
     ``tokenizer.json``. Nothing in the files is executed."""
