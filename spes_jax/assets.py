@@ -10,14 +10,27 @@ SAMPLES = os.path.join(ROOT, "samples")
 MODELS = os.path.join(ROOT, "models")
 
 
-# name -> task. The -robust models were trained on continuous speech, new voices, noise and silence as well
-# (docs/models.md); asr and st stay the defaults until robust models also get the bundled samples exactly.
-EMBEDDED = {"asr": "asr", "st": "st", "asr-robust": "asr", "st-robust": "st"}
+# name -> task. asr and st were trained on continuous speech, new voices, noise and silence as well as on
+# single spliced sentences; asr-spliced and st-spliced on the spliced sentences only (docs/models.md).
+EMBEDDED = {"asr": "asr", "st": "st", "asr-spliced": "asr", "st-spliced": "st"}
+# What asr and st were called before they became the defaults (2026-12-03); still accepted.
+FORMER_NAMES = {"asr-robust": "asr", "st-robust": "st"}
+
+
+def embedded_name(name: str) -> str | None:
+    """The embedded model ``name`` refers to (a name of ``EMBEDDED`` or a former name), else None."""
+    name = FORMER_NAMES.get(name, name)
+    return name if name in EMBEDDED else None
 
 
 def model_dir(name: str) -> str:
-    """Directory of an embedded model (a name of ``EMBEDDED``)."""
-    return os.path.join(MODELS, name)
+    """Directory of an embedded model (a name of ``EMBEDDED`` or ``FORMER_NAMES``)."""
+    return os.path.join(MODELS, FORMER_NAMES.get(name, name))
+
+
+def task(name: str, default: str = "asr") -> str:
+    """The task of embedded model ``name``; ``default`` for anything else (a model directory)."""
+    return EMBEDDED.get(embedded_name(name) or "", default)
 
 
 def samples() -> dict[str, str]:

@@ -165,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out-dir", required=True, help="explanations, results.json, table.md and plots go here "
                    "(in one folder per task when there are several manifests)")
     m.add_argument("--task", nargs="+", type=_task, choices=["asr", "st"], help="the task of each manifest (default asr)")
-    m.add_argument("--model", help=f"{MODEL_HELP} (default: on a rerun the model of the explanations in --out-dir, "
-                   "else the embedded model of --task; explanations of another model are made anew, not reused)")
+    m.add_argument("--model", nargs="+", help=f"one per manifest: {MODEL_HELP} (default: on a rerun the model of the "
+                   "explanations in --out-dir, else the embedded model of --task; explanations of another model are "
+                   "made anew, not reused)")
     _whisper_options(m)
     m.add_argument("--overwrite", action="store_true", help="replace existing results in --out-dir")
     m.add_argument("--budget-scale", type=float, default=1.0,

@@ -91,7 +91,7 @@ def explain_command(args) -> None:
         raise SpesError(f"--out {args.out}: explanations are written as HDF5; name the file with one of "
                         f"{', '.join(HDF5_SUFFIXES)}")
     check_output(args.out, args.overwrite)
-    task = args.task or assets.EMBEDDED.get(args.model, "asr")
+    task = args.task or assets.task(args.model)
     cfg = sweep_config(args, task)
     model = load_cli_model(args, task)
     targets = read_targets(model, args.targets, len(args.audio)) if args.targets else None
@@ -196,15 +196,18 @@ def evaluate_command(args) -> None:
         print(f"wrote {args.out_dir}/metrics.json and the curve plots", file=sys.stderr)
 
 
-def _compare_model(args, out_dir: str, task: str):
-    """compare's model: --model; else, on a rerun, the model of the explanations already in
-    ``out_dir``; else the embedded model of ``task``. (Explanations of another model are not reused.)"""
+def _compare_model(args, requested: str | None, out_dir: str, task: str):
+    """compare's model for one manifest: ``requested`` (its --model); else, on a rerun, the model of the
+    explanations already in ``out_dir``; else the embedded model of ``task``. (Explanations of another
+    model are not reused.)"""
     from .analysis.compare import METHODS
-    from .provenance import result_model
+    from .provenance import model_name, result_model
 
     made = [p for p in (os.path.join(out_dir, f"{stem}.h5") for stem, _ in METHODS.values()) if os.path.isfile(p)]
-    if args.model or not made:
-        return load_cli_model(args, task)
+    if requested or not made:
+        model = _loader(args, task)(requested or task)
+        _say_model(model_name(model.path))
+        return model
     model, line = result_model(_file_attrs(made[0]), made[0], default=task, load=_loader(args, task))
     _say_model(line)
     return model
@@ -218,8 +221,9 @@ def compare_command(args) -> None:
     tasks = args.task or ["asr"] * len(args.manifest)
     if len(tasks) != len(args.manifest):
         raise SpesError(f"--task needs one value per manifest ({len(args.manifest)}), got {len(tasks)}")
-    if args.model and len(args.manifest) > 1:
-        raise SpesError("--model applies to a single manifest; without it each task uses its embedded model")
+    models = args.model or [None] * len(args.manifest)
+    if len(models) != len(args.manifest):
+        raise SpesError(f"--model needs one value per manifest ({len(args.manifest)}), got {len(models)}")
     work = [(read_manifest(m)[: args.limit], t) for m, t in zip(args.manifest, tasks)]  # check all inputs first
     dirs = [args.out_dir] if len(work) == 1 else [args.out_dir] + [os.path.join(args.out_dir, t) for t in tasks]
     done = [os.path.join(d, "results.json") for d in dirs if os.path.exists(os.path.join(d, "results.json"))]
@@ -227,9 +231,9 @@ def compare_command(args) -> None:
         raise SpesError(f"--out-dir {args.out_dir}: {done[0]} exists; pass --overwrite to replace the results "
                         "(explanations made with the same settings are reused)")
     payloads = []
-    for entries, task in work:
+    for (entries, task), requested in zip(work, models):
         out = args.out_dir if len(work) == 1 else os.path.join(args.out_dir, task)
-        payloads.append(compare(_compare_model(args, out, task), entries, task, out, args.budget_scale,
+        payloads.append(compare(_compare_model(args, requested, out, task), entries, task, out, args.budget_scale,
                                 args.methods, args.seed, progress=not args.quiet))
         print(table(payloads[-1]) + "\n")
     if len(payloads) > 1:
@@ -482,7 +486,7 @@ def explain_contrastive_command(args) -> None:
             raise SpesError(f"audio file not found: {args.audio}")
         rows = [ManifestRow(os.path.splitext(os.path.basename(args.audio))[0], args.audio, args.target, args.foil,
                             args.word_start, args.word_end)]
-    task = args.task or assets.EMBEDDED.get(args.model, "asr")
+    task = args.task or assets.task(args.model)
     cfg = sweep_config(args, task)
     model = load_cli_model(args, task)
     exps = explain_contrastive_manifest(model, rows, cfg, scorer=args.scorer, word_probability=args.word_probability,

@@ -269,7 +269,7 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, language: str |
     FBK model's task is the one it was trained for.
     """
     path = os.fspath(name_or_path) if name_or_path is not None else "asr"
-    if path in assets.EMBEDDED and not os.path.exists(path):
+    if assets.embedded_name(path) and not os.path.exists(path):
         embedded = assets.model_dir(path)
         if not os.path.isdir(embedded):
             raise SpesError(f"this installation has no embedded '{path}' model; pass a converted model "

@@ -113,7 +113,7 @@ def recorded_audio(explanation: Explanation) -> str | None:
 
 
 def model_name(path: str | os.PathLike | None) -> str:
-    """How messages name a model: 'embedded model asr-robust', else its directory."""
+    """How messages name a model: 'embedded model asr', else its directory."""
     from . import assets
 
     if not path:
@@ -126,15 +126,17 @@ def model_name(path: str | os.PathLike | None) -> str:
 
 def _recorded_locations(recorded: str) -> list[str]:
     """Where a recorded model directory may be now: the directory itself, and for an embedded model
-    recorded by another installation of spes-jax this installation's embedded model of that name."""
+    (recorded by this or another installation, under its name then or now) this installation's
+    embedded models, the one of that name first: the parameter hash decides which it was."""
     from . import assets
 
     out = [os.path.abspath(recorded)] if os.path.isdir(recorded) else []
-    name = os.path.basename(os.path.normpath(recorded))
-    embedded = os.path.abspath(assets.model_dir(name))
-    if (name in assets.EMBEDDED and os.path.basename(os.path.dirname(os.path.normpath(recorded))) == "models"
-            and os.path.isdir(embedded) and embedded not in out):
-        out.append(embedded)
+    name = assets.embedded_name(os.path.basename(os.path.normpath(recorded)))
+    if name and os.path.basename(os.path.dirname(os.path.normpath(recorded))) == "models":
+        for other in [name, *(n for n in assets.EMBEDDED if n != name)]:
+            embedded = os.path.abspath(assets.model_dir(other))
+            if os.path.isdir(embedded) and embedded not in out:
+                out.append(embedded)
     return out
 
 

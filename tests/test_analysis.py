@@ -197,9 +197,9 @@ def test_compare_reruns_with_the_recorded_model_and_never_reuses_another_models(
     assert main(run) == 0  # a rerun: the model the explanations were made with, and they are reused
     assert f"model: embedded model asr (the one {tmp_path / 'spes.h5'} was made with)" in capsys.readouterr().err
     assert os.path.getmtime(tmp_path / "spes.h5") == before
-    assert main(run + ["--model", "asr-robust"]) == 0  # another model: explained anew
+    assert main(run + ["--model", "asr-spliced"]) == 0  # another model: explained anew
     with h5py.File(tmp_path / "spes.h5") as f:
-        assert f.attrs["model_sha256"] == parameters_sha256(load_model("asr-robust").params)
+        assert f.attrs["model_sha256"] == parameters_sha256(load_model("asr-spliced").params)
 
 
 def test_paper_table_layout(tmp_path, corpus, capsys):
@@ -218,6 +218,9 @@ def test_paper_table_layout(tmp_path, corpus, capsys):
     assert main(["compare", str(d / "asr.tsv"), str(d / "asr.tsv"), "--task", "asr",
                  "--out-dir", str(tmp_path)]) == 2
     assert "one value per manifest" in capsys.readouterr().err
+    assert main(["compare", str(d / "asr.tsv"), str(d / "asr.tsv"), "--task", "asr", "asr", "--model", "asr",
+                 "--out-dir", str(tmp_path)]) == 2
+    assert "--model needs one value per manifest (2), got 1" in capsys.readouterr().err
 
 
 def test_plot_finds_the_recorded_audio_and_tokens_by_piece(tmp_path, corpus, capsys):
@@ -255,19 +258,22 @@ def test_result_model_is_the_recorded_one(tmp_path, corpus):
     from spes_jax.provenance import file_provenance, result_model
 
     _, asr, _ = corpus
-    robust = load_model("asr-robust")
-    attrs = file_provenance(robust, SPESConfig.asr(), "asr")
+    spliced = load_model("asr-spliced")
+    attrs = file_provenance(spliced, SPESConfig.asr(), "asr")
     model, line = result_model(attrs, "r.h5")
-    assert model.path == robust.path and line == "embedded model asr-robust (the one r.h5 was made with)"
-    assert result_model(attrs, "r.h5", "asr-robust")[0].path == robust.path
-    with pytest.raises(SpesError, match="r.h5 was made with embedded model asr-robust .parameters sha256 [0-9a-f]{12}., "
+    assert model.path == spliced.path and line == "embedded model asr-spliced (the one r.h5 was made with)"
+    assert result_model(attrs, "r.h5", "asr-spliced")[0].path == spliced.path
+    with pytest.raises(SpesError, match="r.h5 was made with embedded model asr-spliced .parameters sha256 [0-9a-f]{12}., "
                                         "not with --model asr: .* or add --force-model"):
         result_model(attrs, "r.h5", "asr")
     model, line = result_model(attrs, "r.h5", "asr", force=True)
     assert model.path == asr.path and line.startswith("embedded model asr, by --force-model; r.h5 was made with")
     # an embedded model recorded by another installation: this installation's model of that name
-    elsewhere = {**attrs, "model_path": "/elsewhere/spes_jax/assets/models/asr-robust"}
-    assert result_model(elsewhere, "r.h5")[0].path == robust.path
+    elsewhere = {**attrs, "model_path": "/elsewhere/spes_jax/assets/models/asr-spliced"}
+    assert result_model(elsewhere, "r.h5")[0].path == spliced.path
+    # made before the robust models became asr and st: recorded as "asr", found by its parameters
+    assert result_model({**attrs, "model_path": "/old/spes_jax/assets/models/asr"}, "r.h5")[0].path == spliced.path
+    assert result_model({**attrs, "model_path": asr.path}, "r.h5")[0].path == spliced.path
     # a model directory that is gone, or that now holds other parameters: one error naming it
     with pytest.raises(SpesError, match="made with /gone/model .*, which is not there any more; pass that model "
                                         "with --model DIR"):
@@ -285,19 +291,19 @@ def test_evaluate_decodes_with_the_recorded_model(tmp_path, corpus, capsys):
     from spes_jax.provenance import provenance
 
     d, _, exps = corpus
-    robust = load_model("asr-robust")
+    spliced = load_model("asr-spliced")
     wav = samples()[IDS[0]]
-    attrs, recorded = provenance(robust, SPESConfig.asr(), "asr", exps[:1], [wav])
+    attrs, recorded = provenance(spliced, SPESConfig.asr(), "asr", exps[:1], [wav])
     save_explanations(tmp_path / "r.h5", recorded, attrs)
     run = ["evaluate", str(tmp_path / "r.h5"), "--manifest", str(d / "asr.tsv"), "--metrics", "deletion",
            "--step", "50"]
     capsys.readouterr()
     assert main(run + ["--out-dir", str(tmp_path / "e")]) == 0
-    assert f"spes-jax: model: embedded model asr-robust (the one {tmp_path / 'r.h5'} was made with)\n" \
+    assert f"spes-jax: model: embedded model asr-spliced (the one {tmp_path / 'r.h5'} was made with)\n" \
         in capsys.readouterr().err
     res = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    assert res["model"] == robust.path
-    assert res["deletion"]["hypotheses"][IDS[0]][0] == robust.transcribe(wav).text  # p = 0: the robust model's
+    assert res["model"] == spliced.path
+    assert res["deletion"]["hypotheses"][IDS[0]][0] == spliced.transcribe(wav).text  # p = 0: the spliced model's
     assert main(run + ["--model", "asr"]) == 2
     err = capsys.readouterr().err
     assert "not with --model asr" in err and "--force-model" in err and err.count("\n") == 1

@@ -149,5 +149,5 @@ def test_bad_model_directory(tmp_path):
     with pytest.raises(SpesError, match="no config.json"):
         load_model(str(tmp_path))
     with pytest.raises(SpesError,
-                       match=r"neither a model directory nor an embedded model \(asr, st, asr-robust, st-robust\)"):
-        load_model("asr-robustt")  # a misspelt name
+                       match=r"neither a model directory nor an embedded model \(asr, st, asr-spliced, st-spliced\)"):
+        load_model("asr-splicedd")  # a misspelt name

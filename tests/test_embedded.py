@@ -27,18 +27,25 @@ def test_default_model_transcribes_the_bundled_samples():
         assert hyp.text == timings[name]["text"]
 
 
-def test_robust_model_transcribes_the_bundled_samples():
-    """`asr-robust` keeps the default model's transcripts of the bundled (spliced) samples."""
+def test_spliced_models_and_former_names():
+    """The spliced-only models keep the bundled samples' transcripts and translations; the defaults' former
+    names still load them."""
     timings = assets.sample_timings()
-    hyps = load_model("asr-robust").transcribe(list(assets.samples().values()))
-    assert [h.text for h in hyps] == [timings[name]["text"] for name in assets.samples()]
+    paths = list(assets.samples().values())
+    assert [h.text for h in load_model("asr-spliced").transcribe(paths)] == [t["text"] for t in timings.values()]
+    assert [h.text for h in load_model("st-spliced").transcribe(paths)] == [t["translation"] for t in timings.values()]
+    assert load_model("asr-robust").path == load_model("asr").path == assets.model_dir("asr")
+    assert assets.task("st-robust") == "st" and assets.task("some/dir") == "asr"
 
 
-def test_embedded_st_model_translates_the_bundled_samples():
-    model = load_model("st")
-    timings = assets.sample_timings()
-    for name, path in assets.samples().items():
-        assert model.transcribe(path).text == timings[name]["translation"]
+def test_default_st_model_on_the_bundled_samples():
+    """st hears every sample's sentence frame; two of the four content nouns are wrong (measured
+    2026-12-03: Bild -> Schüssel, Boot -> Bürste, Hund -> Ente; docs/models.md), so only the frame is
+    checked."""
+    hyps = load_model("st").transcribe(list(assets.samples().values()))
+    frames = ["Der Stuhl ist hinter der Blume.", "Ich weiß, dass der Lehrer ", "Sieht der Junge die rote Lampe?",
+              "Die blaue "]
+    assert all(h.text.startswith(f) for h, f in zip(hyps, frames))
 
 
 # The first eight sentences of held-out set (b) (never in training) with their German references.
@@ -68,10 +75,10 @@ def _espeak_and_silence(model, sentences: list[str], tmp_path) -> tuple[list[str
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_robust_model_on_raw_espeak_speech_and_silence(tmp_path):
     """What issue 12 found, on inputs made outside the training pipeline: espeak-ng's own WAVs (22.05 kHz,
-    speech from the first sample) and 3 s of digital silence, on which the default model answers with
+    speech from the first sample) and 3 s of digital silence, on which asr-spliced answers with
     fluent sentences. Four held-out sentences of set (b) (never in training) and the issue's sentence,
     which no template of the grammar makes."""
-    model = load_model("asr-robust")
+    model = load_model("asr")
     assert model.search.min_len == 0
     held_out = [HELD_OUT_B[i][0] for i in (1, 2, 5, 6)]
     issue = "my sister finds the green bottle under the table"
@@ -80,7 +87,7 @@ def test_robust_model_on_raw_espeak_speech_and_silence(tmp_path):
     # one sentence each (a model trained before --edge gave five for the issue's sentence)
     assert all(h.count(".") + h.count("?") == 1 for h in [*speech, outside])
     assert wer(held_out, speech) <= 15  # measured: 0 % (raw espeak-ng, en-us, 8 sentences: 1.5 %)
-    # outside the templates the model keeps the frame it heard (the default model: "what colour is the table?")
+    # outside the templates the model keeps the frame it heard (asr-spliced: "what colour is the table?")
     assert outside.startswith("my sister finds the green ")
 
 
@@ -90,8 +97,8 @@ def test_robust_st_model_on_raw_espeak_speech_and_silence(tmp_path):
     training, in a voice and recording the training pipeline did not make) and on 3 s of digital silence."""
     import sacrebleu
 
-    model = load_model("st-robust")
-    assert model.search.min_len == 0 and assets.EMBEDDED["st-robust"] == "st"
+    model = load_model("st")
+    assert model.search.min_len == 0 and assets.EMBEDDED["st"] == "st"
     # spoken without the final punctuation, as measured
     speech, silence = _espeak_and_silence(model, [en.rstrip(".?") for en, _ in HELD_OUT_B], tmp_path)
     assert silence == ""

@@ -263,22 +263,22 @@ def test_embedded_run_continues_at_the_first_unfinished_stage(tmp_path, capsys):
     """A stage is skipped only when its marker holds the same arguments and its model is still there."""
     from spes_jax.training.embedded import main, stages
 
-    out = str(tmp_path / "st-robust")
-    (stage, argv, marker), (last, _, _) = stages("st-robust", out)
+    out = str(tmp_path / "st")
+    (stage, argv, marker), (last, _, _) = stages("st", out)
     model = argv[argv.index("--out") + 1]
-    main(["st-robust", "--out", out, "--dry-run"])
+    main(["st", "--out", out, "--dry-run"])
     assert f"{stage}: to run" in capsys.readouterr().out
 
     os.makedirs(model)
     open(os.path.join(model, "config.json"), "w").write("{}")
     open(marker, "w").write(json.dumps({"argv": argv, "seconds": 1}))
-    main(["st-robust", "--out", out, "--dry-run"])
+    main(["st", "--out", out, "--dry-run"])
     printed = capsys.readouterr().out
     assert f"{stage}: done" in printed and f"{last}: to run" in printed
     open(marker, "w").write(json.dumps({"argv": argv[:-1] + ["elsewhere"], "seconds": 1}))
-    main(["st-robust", "--out", out, "--dry-run"])
+    main(["st", "--out", out, "--dry-run"])
     assert f"{stage}: to run" in capsys.readouterr().out
     # an OUT this command did not write is never replaced without --overwrite
     os.makedirs(out)
     with pytest.raises(SpesError, match="output exists"):
-        main(["st-robust", "--out", out])
+        main(["st", "--out", out])

@@ -1,7 +1,7 @@
 """One command per embedded model: the training runs that made it, in order, each one started from the
 model the one before wrote (``--init-from``).
 
-    python -m spes_jax.training.train embedded st-robust --out models/st-robust
+    python -m spes_jax.training.train embedded st --out models/st
 
 Every stage is an ordinary ``train`` run with a fixed seed. Stages before the last write their model
 directory, curve and held-out scores under ``<out>.stages/``; the last writes ``<out>``. A finished stage
@@ -26,15 +26,15 @@ _SPLICED_ASR = ("spliced", ("--task", "asr", "--lr", "1e-3"))
 # name -> ((stage, train arguments), ...). --init-from of every stage after the first is added here.
 STAGES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     # Inputs up to 7 s: the longest of their 6,000 training examples is 6.95 s (docs/models.md).
-    "asr": (("spliced", ("--task", "asr", "--max-seconds", "7")),),
-    "st": (("spliced", ("--task", "st", "--max-seconds", "7")),),
-    "asr-robust": (
+    "asr-spliced": (("spliced", ("--task", "asr", "--max-seconds", "7")),),
+    "st-spliced": (("spliced", ("--task", "st", "--max-seconds", "7")),),
+    "asr": (
         _SPLICED_ASR,
         ("robust", ("--task", "asr", "--data", "robust", "--train-sentences", "30000", "--steps", "8000",
                     "--cooldown", "3000", "--edge", "0.3", "--frame-bucket", "256", "--max-seconds", "12")),
     ),
     # As FBK's ST recipes: the encoder from an ASR model, the CTC loss on the English transcript.
-    "st-robust": (
+    "st": (
         _SPLICED_ASR,
         ("robust", ("--task", "st", "--data", "robust", "--ctc-text", "source", "--train-sentences", "24000",
                     "--steps", "6000", "--cooldown", "2400", "--edge", "0.3", "--frame-bucket", "256",

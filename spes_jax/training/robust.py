@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import assets
 from ..assets import EMBEDDED
 from ..audio import SAMPLE_RATE, fbank, utterance_cmvn
 from ..errors import SpesError
@@ -412,7 +413,7 @@ def evaluate_main(argv=None) -> None:
     from .._io import write_text
     from ..pipeline import load_model
 
-    task = args.task or EMBEDDED.get(args.model, "asr")
+    task = args.task or assets.task(args.model)
     t0 = time.time()
     sets = eval_sets(args.n, args.long, args.seed, args.sets)
     print(f"sets {', '.join(f'{k}: {len(v)}' for k, v in sets.items())} built in {time.time() - t0:.0f} s",
