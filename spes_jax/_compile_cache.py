@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache for the command line: a second run reuses compiled executables."""
+"""JAX's persistent compilation cache: a second run (command line or Python) reuses compiled executables."""
 
 from __future__ import annotations
 
@@ -27,3 +27,14 @@ def enable(path: str | None = None) -> str | None:
     # Cache every executable that took noticeable time: the sweep's steps and the beam search.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     return path
+
+
+def enable_default() -> None:
+    """Turns the cache on at ``default_dir()`` unless JAX's cache is configured already: a directory set
+    (``jax_compilation_cache_dir``) or the cache turned off (``jax_enable_compilation_cache`` False, what
+    ``spes-jax --no-compile-cache`` does). ``load_model`` calls it, so Python sessions share the command
+    line's executables."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None and jax.config.jax_enable_compilation_cache:
+        enable()

@@ -311,10 +311,14 @@ def main(argv: list[str] | None = None) -> int:
     are removed (every output is written under a temporary name and renamed when complete).
     """
     args = build_parser().parse_args(argv)
-    if not args.no_compile_cache:
-        from ._compile_cache import enable
+    if args.no_compile_cache:
+        import jax
 
-        enable()
+        jax.config.update("jax_enable_compilation_cache", False)
+    else:
+        from ._compile_cache import enable_default
+
+        enable_default()
     commands.MODEL_LINES.clear()
     outcome: list[BaseException | None] = []
     worker = threading.Thread(target=lambda: outcome.append(_run(args)), name="spes-jax command", daemon=True)

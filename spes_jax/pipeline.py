@@ -267,7 +267,13 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, language: str |
 
     language, task ("transcribe" / "translate"), occlusion: Whisper's options (``WhisperModel``); an
     FBK model's task is the one it was trained for.
+
+    Also turns on JAX's persistent compilation cache (``_compile_cache.enable_default``: the command
+    line's directory, unless JAX's cache is configured already), so a new session reuses executables.
     """
+    from ._compile_cache import enable_default
+
+    enable_default()
     path = os.fspath(name_or_path) if name_or_path is not None else "asr"
     if assets.embedded_name(path) and not os.path.exists(path):
         embedded = assets.model_dir(path)

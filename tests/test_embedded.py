@@ -159,3 +159,17 @@ def test_time_plausibility_on_bundled_samples():
         pairs.append((exp, spans))
     res = time_alignment(pairs)
     assert res.n_words >= 20 and res.p < 0.01 and res.inside.mean() > res.outside.mean()
+
+
+def test_load_model_keeps_compiled_code_on_disk(tmp_path):
+    """The Python API uses the command line's persistent compilation cache, unless JAX's is configured."""
+    cache, wav = tmp_path / "xla", next(iter(assets.samples().values()))
+    env = {**os.environ, "SPES_JAX_CACHE_DIR": str(cache)}
+    run = "import jax, spes_jax; spes_jax.load_model().transcribe({!r}); print(jax.config.jax_compilation_cache_dir)"
+    r = subprocess.run([sys.executable, "-c", run.format(wav)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(cache)] and os.listdir(cache)  # the beam search's executable
+    off = "import jax; jax.config.update('jax_enable_compilation_cache', False); " + run.format(wav)
+    r = subprocess.run([sys.executable, "-c", off], env={**env, "SPES_JAX_CACHE_DIR": str(tmp_path / "unused")},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.split() == ["None"] and not os.path.exists(tmp_path / "unused"), r.stderr
