@@ -119,9 +119,11 @@ class SpeechToTextModel:
                             f"most {limit:g} s, e.g. at pauses")
         return feats
 
-    def batch(self, features: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(T_i, C) utterances -> the (B, T_in, C) model input laid out as ``layout`` says, and (B,) T_i."""
-        layouts = [self.layout(f) for f in features]
+    def batch(self, features: Sequence[np.ndarray], layout: InputLayout | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """(T_i, C) utterances -> the (B, T_in, C) model input laid out as ``layout`` says (default: each
+        utterance's own ``self.layout``), and (B,) T_i."""
+        layouts = [layout or self.layout(f) for f in features]
         frames = max(l.frames or bucket(f.shape[0]) for l, f in zip(layouts, features))
         out = np.stack([np.full((frames, f.shape[1]), l.pad_value, np.float32) for l, f in zip(layouts, features)])
         for row, f in zip(out, features):
@@ -138,14 +140,17 @@ class SpeechToTextModel:
         return self.decode([self.features(a) for a in audios], search, batch_size, greedy)
 
     def decode(self, feats: Sequence[np.ndarray], search: SearchConfig | None = None,
-               batch_size: int = 8, greedy: bool = False) -> list[list[Hypothesis]]:
-        """``generate`` on the (T_i, C) frames ``features`` returns (e.g. perturbed ones)."""
+               batch_size: int = 8, greedy: bool = False, layout: InputLayout | None = None
+               ) -> list[list[Hypothesis]]:
+        """``generate`` on the (T_i, C) frames ``features`` returns. Perturbed copies of one utterance
+        pass its ``layout``, so that they are padded as the sweep pads them (with the original's value,
+        not one computed from the copy)."""
         search = search or self.search
         order = sorted(range(len(feats)), key=lambda i: -feats[i].shape[0])
         results: list[list[Hypothesis]] = [[] for _ in feats]
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            batch, lengths = self.batch([feats[i] for i in idx])
+            batch, lengths = self.batch([feats[i] for i in idx], layout)
             fn = greedy_search if greedy else beam_search
             res = jax.device_get(fn(self.module, self.params, batch, lengths, cfg=search, prompt=self.prompt,
                                     max_len=self.max_new_tokens(int(lengths.max()), search)))

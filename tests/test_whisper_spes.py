@@ -56,6 +56,19 @@ def test_only_the_utterance_is_segmented_and_the_padding_is_silence(whisper, cli
     np.testing.assert_allclose(padded[T:], hf[T:], atol=1e-5)
 
 
+def test_deleted_copies_are_padded_like_the_original(whisper, clip):
+    """Deletion curves decode copies with the loudest cells deleted: padded with the original's floor,
+    as the sweep pads, not with the copy's lower one."""
+    feats, _ = clip
+    deleted = np.where(feats > np.quantile(feats, 0.8), feats.mean(0), feats).astype(np.float32)
+    assert silence_floor(deleted) < silence_floor(feats)
+    T = feats.shape[0]
+    batch, lengths = whisper.batch([deleted], whisper.layout(feats))
+    assert batch.shape == (1, 3000, 80) and lengths.tolist() == [T]
+    np.testing.assert_array_equal(batch[0, T:], silence_floor(feats))
+    np.testing.assert_array_equal(whisper.batch([deleted])[0][0, T:], silence_floor(deleted))
+
+
 @pytest.mark.parametrize("occlusion", ["floor", "zero", "mean"])
 def test_occluded_cells_take_the_chosen_value(whisper, clip, occlusion):
     feats, tokens = clip

@@ -174,10 +174,11 @@ def perturbation_curve(model, explanations: Iterable[Explanation], audio: Mappin
         if heat.shape != feats.shape:
             raise SpesError(f"{exp.id}: explanation covers {heat.shape} features but the audio gives "
                             f"{feats.shape}; was it explained from this audio?")
-        fill = model.layout(feats).fill
-        fill = np.float32(0) if fill is None else np.asarray(fill, np.float32)
+        layout = model.layout(feats)
+        fill = np.float32(0) if layout.fill is None else np.asarray(layout.fill, np.float32)
         batch = np.where(zeroed_cells(heat, levels, metric), fill, feats[None])
-        hyps[exp.id] = [h[0].text if h else "" for h in model.decode(list(batch), search, batch_size=len(levels))]
+        hyps[exp.id] = [h[0].text if h else "" for h in model.decode(list(batch), search, batch_size=len(levels),
+                                                                       layout=layout)]
         if progress:
             progress(1)
     if not hyps:

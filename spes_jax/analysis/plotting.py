@@ -179,7 +179,7 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
     axes = fig.subplots(maps + 2, 1, gridspec_kw={"height_ratios": [1] * maps + [0.75, 1.6]})
     if features is not None:
         _spectrogram(axes[0], features)
-        axes[0].set_title(f"{exp.id}: spectrogram (CMVN log-mel)", fontsize=9)
+        axes[0].set_title(f"{exp.id}: spectrogram (the model's input features)", fontsize=9)
     clip = "colours {} to {}".format(*_clip_ends(clip_percentile))
     ax = axes[1 if features is not None else 0]
     fig.colorbar(_saliency(ax, saliency, limits), ax=ax, fraction=0.03, label="saliency", pad=0.01)
@@ -390,7 +390,7 @@ def plot_contrastive(exp: Explanation, features: np.ndarray | None = None, norma
     axes = fig.subplots(rows, 1, gridspec_kw={"height_ratios": [1] * (rows - 1) + [1.2]})
     if features is not None:
         _spectrogram(axes[0], features)
-        axes[0].set_title("spectrogram (CMVN log-mel)", fontsize=9)
+        axes[0].set_title("spectrogram (the model's input features)", fontsize=9)
     for ax, (data, title) in zip(axes[rows - 1 - len(maps):], maps):
         limit = symmetric_limit(data)
         fig.colorbar(_saliency(ax, data, (-limit, limit), DIVERGING), ax=ax, fraction=0.03, label="saliency")
