@@ -56,6 +56,8 @@ def _clip_option(p: argparse.ArgumentParser) -> None:
                    f"(default {CLIP_PERCENTILE:g}); 100 or 'none': min-max")
 
 
+RESULT_HELP = ("a result: an HDF5 explanation file (one or many utterances; ours or the reference's), a folder of "
+               "them, or an explain-corpus run directory")
 MODEL_HELP = (f"an embedded model ({EMBEDDED_NAMES}), a converted FBK-fairseq model directory, or a Whisper "
               "checkpoint (Hugging Face or CTranslate2 directory, OpenAI .pt)")
 
@@ -143,8 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=commands.explain_contrastive_command)
 
     v = sub.add_parser("evaluate", help="deletion, insertion and size of an explanation file")
-    v.add_argument("explanations", help="HDF5 file written by 'spes-jax explain' (or the reference), or a "
-                   "run directory of 'spes-jax explain-corpus'")
+    v.add_argument("explanations", help=RESULT_HELP)
     v.add_argument("--manifest", help="TSV with id, audio, reference (needed for deletion/insertion)")
     v.add_argument("--metrics", nargs="+", choices=["deletion", "insertion", "size"], default=["deletion", "size"])
     v.add_argument("--scorer", choices=["wer", "wer_max", "wer_sentence_max", "bleu"],
@@ -182,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("aggregate", help="word/phrase, time-span, frequency and sentence aggregation of explanations",
                        description="Steps run in this order: words, time, frequency, sentence. Spans are "
                        "inclusive; see docs/aggregation.md for the index conventions.")
-    a.add_argument("explanations", help="HDF5 explanation file")
+    a.add_argument("explanations", help=RESULT_HELP)
     a.add_argument("--out", required=True, help="HDF5 file for the aggregated explanations")
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     a.add_argument("--normalize", action="store_true",
@@ -199,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=commands.aggregate_command)
 
     g = sub.add_parser("plot", help="spectrogram, saliency map, overlay and prefix matrix of one utterance")
-    g.add_argument("explanations", help="HDF5 explanation file")
+    g.add_argument("explanations", help=RESULT_HELP)
     g.add_argument("--out", required=True, help="image file (.png, .pdf, .svg)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     g.add_argument("--id", help="utterance id (default: the first in the file)")
@@ -217,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=commands.plot_command)
 
     r = sub.add_parser("report", help="one self-contained, offline HTML page to explore a run in a browser")
-    r.add_argument("result", help="HDF5 explanation file (one or many utterances) or a folder of them")
+    r.add_argument("result", help=RESULT_HELP)
     r.add_argument("--out", required=True, help="output HTML file")
     r.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     r.add_argument("--audio", help="to embed audio and spectrograms: a WAV file, a folder of <id>.wav files, "
@@ -234,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=commands.report_command)
 
     q = sub.add_parser("plausibility", help="time alignment, kurtosis ranking and positional saliency")
-    q.add_argument("explanations", help="HDF5 explanation file or an explain-corpus run directory")
+    q.add_argument("explanations", help=RESULT_HELP)
     q.add_argument("--timings", help="word timings: CTM, or JSON like the bundled samples' timings.json")
     q.add_argument("--min-count", type=int, default=1, help="kurtosis: only tokens seen this often (paper: 100)")
     q.add_argument("--out", help="JSON file for the results")

@@ -116,31 +116,16 @@ def _per_token_only(exps, source: str, what: str) -> None:
                         "'spes-jax report'")
 
 
-def _file_attrs(path: str) -> dict:
-    import h5py
-
-    if os.path.isdir(path):
-        from .corpus.rundir import file_attrs, read_identity
-
-        identity = read_identity(path)
-        return file_attrs(identity) if identity else {}
-    try:
-        with h5py.File(path, "r") as f:
-            return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    except OSError:
-        return {}
-
-
 def evaluate_command(args) -> None:
     from ._io import write_json
-    from .corpus import load_any
     from .manifest import read_manifest
     from .analysis.metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
     from .analysis.plotting import plot_deletion_curves, plot_size_curves
     from .provenance import result_model
+    from .results import load_result
 
     # Every input and output is checked before any work; files are written only at the end.
-    exps = load_any(args.explanations)
+    exps, attrs = load_result(args.explanations)
     _per_token_only(exps.values(), args.explanations, "deletion, insertion and size measure")
     curves = [m for m in args.metrics if m != "size"]
     entries = {}
@@ -164,7 +149,6 @@ def evaluate_command(args) -> None:
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.out_dir))):
             raise SpesError(f"--out-dir {args.out_dir}: its parent directory does not exist")
     if curves:
-        attrs = _file_attrs(args.explanations)
         task = args.task or attrs.get("task") or "asr"
         model, line = result_model(attrs, args.explanations, args.model, args.force_model, default=task,
                                    load=_loader(args, task))
@@ -202,13 +186,14 @@ def _compare_model(args, requested: str | None, out_dir: str, task: str):
     model are not reused.)"""
     from .analysis.compare import METHODS
     from .provenance import model_name, result_model
+    from .results import result_attrs
 
     made = [p for p in (os.path.join(out_dir, f"{stem}.h5") for stem, _ in METHODS.values()) if os.path.isfile(p)]
     if requested or not made:
         model = _loader(args, task)(requested or task)
         _say_model(model_name(model.path))
         return model
-    model, line = result_model(_file_attrs(made[0]), made[0], default=task, load=_loader(args, task))
+    model, line = result_model(result_attrs(made[0]), made[0], default=task, load=_loader(args, task))
     _say_model(line)
     return model
 
@@ -245,12 +230,13 @@ def compare_command(args) -> None:
 def aggregate_command(args) -> None:
     from .analysis import aggregation as agg
     from ._io import check_output
-    from .explanation import load_explanations, save_explanations
+    from .explanation import save_explanations
+    from .results import load_result
 
     if not (args.words or args.spans or args.time_spans or args.time_mean or args.frequency or args.sentence):
         raise SpesError("nothing to do: give --words/--spans, --time-spans/--time-mean, --frequency or --sentence")
     check_output(args.out, args.overwrite)
-    exps = load_explanations(args.explanations)
+    exps, attrs = load_result(args.explanations)
     _per_token_only(exps.values(), args.explanations, "the aggregations average")
     spans = agg.read_spans(args.spans, "phrase-span") if args.spans else None
     times = (agg.time_spans_for(args.time_spans, {u: e.spectrogram_saliency.shape[1] for u, e in exps.items()})
@@ -280,7 +266,7 @@ def aggregate_command(args) -> None:
         except SpesError as e:
             raise SpesError(f"{args.explanations}: utterance {uid!r}: {e}") from None
         out.append(exp)
-    attrs = {**_file_attrs(args.explanations), "source": os.path.abspath(args.explanations),
+    attrs = {**attrs, "source": os.path.abspath(args.explanations),
              "aggregation": [s["op"] for s in out[0].aggregation] if out else [], "normalized": int(args.normalize)}
     save_explanations(args.out, out, attrs)
     print(f"wrote {args.out} ({len(out)} utterances)", file=sys.stderr)
@@ -310,9 +296,9 @@ def plot_command(args) -> None:
 
     from ._io import check_output
     from .analysis.plotting import plot_contrastive, plot_explanation, plot_token_grid
-    from .explanation import load_explanations
     from .manifest import read_word_timings
     from .provenance import display_features, recorded_audio
+    from .results import load_result
 
     suffix = os.path.splitext(args.out)[1][1:].lower()
     formats = Figure().canvas.get_supported_filetypes()
@@ -320,7 +306,7 @@ def plot_command(args) -> None:
         raise SpesError(f"--out {args.out}: not an image format matplotlib writes; use one of "
                         f"{', '.join('.' + f for f in sorted(formats))}")
     check_output(args.out, args.overwrite)
-    exps = load_explanations(args.explanations)
+    exps, attrs = load_result(args.explanations)
     uid = args.id or next(iter(exps), None)
     if uid not in exps:
         raise SpesError(f"no utterance {uid!r} in {args.explanations}; it has {list(exps)[:5]}")
@@ -332,7 +318,7 @@ def plot_command(args) -> None:
     token = _token_index(exp, args.token) if args.token is not None else None
     audio = args.audio or recorded_audio(exp)
     n_bins = exp.spectrogram_saliency.shape[2]
-    feats = display_features(audio, _file_attrs(args.explanations), n_bins) if audio else None
+    feats = display_features(audio, attrs, n_bins) if audio else None
     timings = read_word_timings(args.timings).get(uid) if args.timings else None
     if exp.contrastive:
         plot_contrastive(exp, feats, args.normalizer, args.out)
@@ -356,7 +342,8 @@ def _first_mismatch(exps, timings) -> str:
 
 def report_command(args) -> None:
     from ._io import check_output
-    from .report import load_result, utterances, write_report
+    from .report import utterances, write_report
+    from .results import load_result
 
     check_output(args.out, args.overwrite)
     exps, attrs = load_result(args.result)
@@ -371,8 +358,8 @@ def report_command(args) -> None:
 
 def plausibility_command(args) -> None:
     from ._io import check_output, write_json
-    from .corpus import load_any
     from .manifest import read_word_timings
+    from .results import load_result
     from .analysis.plausibility import (
         kurtosis_ranking,
         match_timings,
@@ -382,11 +369,12 @@ def plausibility_command(args) -> None:
 
     if args.out:
         check_output(args.out, args.overwrite)
-    exps = list(load_any(args.explanations).values())
+    loaded, attrs = load_result(args.explanations)
+    exps = list(loaded.values())
     _per_token_only(exps, args.explanations, "time alignment, kurtosis and positional saliency analyse")
     out: dict = {}
     if args.timings:
-        if _file_attrs(args.explanations).get("task") == "st":
+        if attrs.get("task") == "st":
             raise SpesError(f"{args.explanations} explains translations (task st): time alignment pairs each "
                             "hypothesis word with the span where it is spoken, and a translation's words are "
                             "not spoken in the source audio")
@@ -418,7 +406,7 @@ def plausibility_command(args) -> None:
     print(f"positional saliency (mean): start {pos.start.mean():.3f}, latest {pos.latest.mean():.3f}, "
           f"intermediate {pos.intermediate.mean() if pos.intermediate.size else float('nan'):.3f}; " +
           "; ".join(f"{k}: t = {t:.2f}, p = {p:.1e}" for k, (t, p) in pos.tests.items()))
-    if not args.timings and _file_attrs(args.explanations).get("task") != "st":
+    if not args.timings and attrs.get("task") != "st":
         print("spes-jax: note: time alignment skipped: it needs word timings (--timings: a CTM, or JSON like the "
               "bundled samples' timings.json)", file=sys.stderr)
     if args.out:

@@ -46,7 +46,7 @@ def files(tmp_path_factory):
     (d / "timings.json").write_text('{"u1": {"words": [' + ", ".join(
         f'{{"word": "{w}", "start": {a}, "end": {b}}}' for w, a, b in ENGLISH) + "]}}")
     sf.write(d / "a.wav", 0.1 * np.random.default_rng(0).standard_normal(16000), 16000, subtype="PCM_16")
-    sf.write(d / "long.wav", 0.1 * np.random.default_rng(1).standard_normal(8 * 16000), 16000, subtype="PCM_16")
+    sf.write(d / "long.wav", 0.1 * np.random.default_rng(1).standard_normal(13 * 16000), 16000, subtype="PCM_16")
     sf.write(d / "stereo.wav", 0.1 * np.random.default_rng(2).standard_normal((16000, 2)), 16000, subtype="PCM_16")
     (d / "m.tsv").write_text("id\taudio\treference\nother\ta.wav\tthe chair\n")
     (d / "dir.h5").mkdir()
@@ -90,8 +90,9 @@ BAD = [
     ("plausibility st.h5 --timings timings.json", "explains translations (task st)"),
     # item 5: a directory as audio (loads the embedded model first)
     ("transcribe audio_dir", "audio_dir: is a directory"),
-    # every embedded model states and enforces its longest input (asr: 7 s)
-    ("transcribe stereo.wav long.wav", "long.wav: audio is 8.0 s long; this model handles at most 7 s"),
+    # every embedded model states and enforces its longest input (asr: 12 s, asr-spliced: 7 s)
+    ("transcribe stereo.wav long.wav", "long.wav: audio is 13.0 s long; this model handles at most 12 s"),
+    ("transcribe --model asr-spliced a.wav long.wav", "long.wav: audio is 13.0 s long; this model handles at most 7 s"),
 ]
 
 

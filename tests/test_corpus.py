@@ -87,10 +87,16 @@ def test_corpus_run_equals_single_explanations_and_merges(tiny_model, arrays, zi
     assert main(["--no-compile-cache", "evaluate", str(run), "--metrics", "size",
                  "--out-dir", str(tmp_path / "ev")]) == 0
     assert main(["--no-compile-cache", "merge", str(tmp_path), "--out", str(tmp_path / "x.h5")]) == 2
-    from spes_jax.report._build import load_result
+    assert main(["plot", str(run), "--id", sorted(got)[0], "--out", str(tmp_path / "m.png")]) == 0
+    assert main(["aggregate", str(run), "--sentence", "--out", str(tmp_path / "s.h5")]) == 0
+    assert sorted(load_explanations(tmp_path / "s.h5")) == sorted(got)
+    from spes_jax.results import load_result, result_attrs
 
     exps, attrs = load_result(run)
     assert sorted(exps) == sorted(got) and attrs["targets"] == "reference"
+    # the merged file carries the run's provenance
+    scalars = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
+    assert scalars and scalars.items() <= result_attrs(merged).items()
 
 
 def test_float16_maps_halve_the_size_and_keep_three_digits(tiny_model, zip_manifest, tmp_path):

@@ -1,7 +1,7 @@
 """Corpus-scale explanation: streamed, resumable, sharded runs (``explain_corpus``), run directories
 (``load_run``, ``merge``) and corpus inputs (``read_corpus``). See docs/corpus.md."""
 
-from .rundir import load_any, load_run, merge
+from .rundir import load_run, merge
 from .runner import Summary, assign, explain_corpus
 from .sources import Utterance, read_corpus, read_zip_npy
 
@@ -10,7 +10,6 @@ __all__ = [
            "Utterance",
            "assign",
            "explain_corpus",
-           "load_any",
            "load_run",
            "merge",
            "read_corpus",

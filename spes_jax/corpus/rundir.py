@@ -170,8 +170,3 @@ def merge(run_dir: str | os.PathLike, out: str | os.PathLike) -> int:
                 for uid in sorted(ids):
                     src.copy(src[uid], dst, name=uid)
     return len(done)
-
-
-def load_any(path: str | os.PathLike) -> dict[str, Explanation]:
-    """An explanation HDF5 file or a corpus run directory -> {id: Explanation}."""
-    return load_run(path) if os.path.isdir(os.fspath(path)) else load_explanations(path)

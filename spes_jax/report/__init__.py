@@ -1,11 +1,12 @@
 """Self-contained HTML explorer of SPES explanations: one offline page per run (``spes-jax report``).
 
-``load_result`` reads a run (an explanation file or a folder of them), ``build_report`` turns
+``load_result`` (``spes_jax.results``) reads a result (a file, a folder of them or a run), ``build_report`` turns
 explanations and their optional audio, word timings, references and metrics into the page, and
 ``write_report`` writes it atomically. The page's HTML, CSS and JavaScript are package data files
 (``template.html``, ``report.css``, ``report.js``) inlined at build time.
 """
 
-from ._build import Utterance, build_report, load_result, resolve_audio, utterances, write_report
+from ..results import load_result
+from ._build import Utterance, build_report, resolve_audio, utterances, write_report
 
 __all__ = ["Utterance", "build_report", "load_result", "resolve_audio", "utterances", "write_report"]

@@ -50,42 +50,6 @@ class Utterance:
     scores: dict = field(default_factory=dict)
 
 
-def load_result(path: str | os.PathLike) -> tuple[dict[str, Explanation], dict]:
-    """A run -> ({utterance id: Explanation}, the file attributes of its first file).
-
-    ``path`` is an HDF5 explanation file (one or many utterances), a folder of them or an
-    ``explain-corpus`` run directory. This is the one place that knows run layouts; a new layout
-    needs only a new branch here.
-    """
-    import h5py
-
-    from ..explanation import load_explanations
-
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        from ..corpus import rundir
-
-        identity = rundir.read_identity(path)
-        if identity is not None:  # an explain-corpus run directory: its committed shards
-            return rundir.load_run(path), rundir.file_attrs(identity)
-        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith((".h5", ".hdf5")))
-        if not files:
-            raise SpesError(f"{path}: no .h5 explanation files in this folder")
-    elif os.path.isfile(path):
-        files = [path]
-    else:
-        raise SpesError(f"result not found: {path}")
-    exps: dict[str, Explanation] = {}
-    for f in files:
-        for uid, exp in load_explanations(f).items():
-            if uid in exps:
-                raise SpesError(f"{f}: utterance {uid!r} appears in more than one file of {path}")
-            exps[uid] = exp
-    with h5py.File(files[0], "r") as f:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    return exps, attrs
-
-
 def resolve_audio(spec: str | os.PathLike | None, ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     """``--audio``: a WAV file, a folder of ``<id>.wav`` files, or a manifest TSV (id, audio and
     optionally reference columns) -> ({id: WAV path}, {id: reference})."""
