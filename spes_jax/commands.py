@@ -255,14 +255,14 @@ def aggregate_command(args) -> None:
                 if isinstance(entry, dict) and not isinstance(entry.get("spans"), list):
                     raise SpesError(f"{args.spans}: utterance {uid!r} needs a 'spans' list")
                 entry = entry["spans"] if isinstance(entry, dict) else entry
-                exp = exp.aggregate_words(entry, include_eos=not args.no_eos, columns=args.word_columns,
+                exp = agg.by_words(exp, entry, include_eos=not args.no_eos, columns=args.word_columns,
                                           labels=labels)
             if times is not None or args.time_mean:
-                exp = exp.aggregate_time(need(times, args.time_spans) if times is not None else None)
+                exp = agg.by_time(exp, need(times, args.time_spans) if times is not None else None)
             if args.frequency:
-                exp = exp.aggregate_frequency()
+                exp = agg.by_frequency(exp)
             if args.sentence:
-                exp = exp.aggregate_sentence()
+                exp = agg.by_sentence(exp)
         except SpesError as e:
             raise SpesError(f"{args.explanations}: utterance {uid!r}: {e}") from None
         out.append(exp)

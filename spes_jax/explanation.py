@@ -19,7 +19,6 @@ import numpy as np
 
 from ._io import atomic_output
 from .errors import SpesError
-from .text import WORD_START
 
 
 # Axis names of each per-utterance dataset, stored as its ``axes`` attribute.
@@ -142,92 +141,6 @@ class Explanation:
     def aggregation(self) -> list[dict]:
         """The aggregation steps applied so far, in order (see ``spes_jax.analysis.aggregation``)."""
         return list(self.meta.get("aggregation", []))
-
-    def _aggregated(self, step: dict, **changes) -> "Explanation":
-        done = {s["op"] for s in self.aggregation}
-        if "sentence" in done or (step["op"] in ("words", "time") and step["op"] in done):
-            raise SpesError(f"{self.id}: cannot aggregate by {step['op']} after {sorted(done)}")
-        return dataclasses.replace(self, meta={**self.meta, "aggregation": self.aggregation + [step]}, **changes)
-
-    def aggregate_words(self, spans=None, *, include_eos: bool = True, columns: bool = False,
-                        labels: list[str] | None = None) -> "Explanation":
-        """Rows averaged per word (SentencePiece grouping) or per given phrase span.
-
-        spans: inclusive (start, end) indices into ``tokens`` (None: automatic words). Each row
-        keeps the prefix columns before its phrase; include_eos appends the </s> row last; columns
-        also averages the prefix columns per word. Returns an Explanation with maps (n, T, C) and
-        (n, K) or (n, n_words + 1), ``tokens`` = the row labels.
-        """
-        from .analysis import aggregation as agg
-
-        if self.aggregation:
-            raise SpesError(f"{self.id}: aggregate words first (rows must still be tokens)")
-        if spans is None:
-            phrases, spans = agg.word_spans(self.tokens[:-1])
-        else:
-            spans = agg.check_token_spans(spans, len(self.tokens))
-            phrases = labels or ["".join(self.tokens[s:e + 1]).replace(WORD_START, " ").strip()
-                                 for s, e in spans]
-            if len(phrases) != len(spans):
-                raise SpesError(f"{len(labels)} labels for {len(spans)} spans")
-        spec, prefix = agg.aggregate_rows(self.spectrogram_saliency, self.prefix_saliency, spans, include_eos)
-        prefix_tokens = self.prefix_tokens or ["</s>"] + list(self.tokens[:-1])
-        if columns:
-            prefix_tokens, col_spans = agg.word_spans(prefix_tokens)
-            prefix = agg.aggregate_columns(prefix, col_spans)
-        step = {"op": "words", "spans": [list(s) for s in spans], "include_eos": include_eos, "columns": columns}
-        return self._aggregated(step, tokens=list(phrases) + ["</s>"] * include_eos,
-                                spectrogram_saliency=spec, prefix_saliency=prefix, prefix_tokens=prefix_tokens)
-
-    def aggregate_time(self, spans=None) -> "Explanation":
-        """Spectrogram maps averaged over each inclusive frame span: (n, T, C) -> (n, n_spans, C)
-        (None: over all frames, (n, 1, C)); e.g. per phone of a forced alignment. Prefix maps unchanged."""
-        from .analysis import aggregation as agg
-
-        if spans is not None:
-            spans = agg.check_frame_spans(spans, self.spectrogram_saliency.shape[1])
-        step = {"op": "time", "spans": None if spans is None else [list(s) for s in spans]}
-        return self._aggregated(step, spectrogram_saliency=agg.aggregate_time(self.spectrogram_saliency, spans))
-
-    def aggregate_frequency(self) -> "Explanation":
-        """Spectrogram maps averaged over channels: (n, T, C) -> (n, T, 1)."""
-        spec = self.spectrogram_saliency.astype(np.float64).mean(2, keepdims=True).astype(np.float32)
-        return self._aggregated({"op": "frequency"}, spectrogram_saliency=spec)
-
-    def aggregate_sentence(self) -> "Explanation":
-        """Both maps averaged over their rows: (1, T, C) and (1, L) (of the maps as they are: call
-        ``normalized()`` first for the paper's sentence-level map)."""
-        mean = lambda x: x.astype(np.float64).mean(0, keepdims=True).astype(np.float32)
-        return self._aggregated({"op": "sentence"}, tokens=["<sentence>"],
-                                spectrogram_saliency=mean(self.spectrogram_saliency),
-                                prefix_saliency=mean(self.prefix_saliency))
-
-    def plot(self, features: np.ndarray | None = None, token: int | None = None,
-             path: str | os.PathLike | None = None, **options):
-        """Spectrogram, saliency map and overlay of one token (default: the sentence-level map), its
-        prefix bars and the prefix matrix; ``options``: ``timings``, ``clip_percentile``. See
-        ``spes_jax.analysis.plotting.plot_explanation``. Returns a matplotlib Figure."""
-        from .analysis.plotting import plot_explanation
-
-        return plot_explanation(self, features, token, path, **options)
-
-    def to_html(self, audio=None, timings=None, reference: str = "", task: str = "asr") -> str:
-        """A self-contained interactive page of this explanation (see ``spes_jax.report``).
-
-        audio: the explained 16 kHz WAV path or (N,) waveform, embedded for playback and the
-        spectrogram; timings: [(word, start s, end s)] drawn under the map.
-        """
-        from .report import Utterance, build_report
-
-        return build_report([Utterance(self, audio, timings, reference)], title=f"SPES: {self.id}", task=task)
-
-    def _repr_html_(self) -> str:
-        """Notebook display: the page of ``to_html`` in a sandboxed iframe (its script and styles stay
-        out of the notebook's)."""
-        import html
-
-        return (f'<iframe srcdoc="{html.escape(self.to_html(), quote=True)}" sandbox="allow-scripts" '
-                f'style="width: 100%; height: 820px; border: 0"></iframe>')
 
     def save(self, path: str | os.PathLike, attrs: dict | None = None) -> None:
         """Writes this explanation alone to ``path`` (see ``save_explanations``)."""

@@ -11,12 +11,9 @@ docs/explanation-files.md (model, task, features, ...); a file that records none
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from .errors import SpesError
-
-if TYPE_CHECKING:
-    from .explanation import Explanation
+from .explanation import Explanation, load_explanations
 
 
 def _files(path: str) -> list[str]:
@@ -62,7 +59,6 @@ def load_result(path: str | os.PathLike) -> tuple[dict[str, Explanation], dict]:
     two files of a folder is an error (which of them would be meant is unknown).
     """
     from .corpus import rundir
-    from .explanation import load_explanations
 
     path = os.fspath(path)
     if _run_identity(path) is not None:

@@ -45,16 +45,16 @@ def _run(exp, chain, sid):
         if name in ("phrase_and_token", "phrase_and_word"):
             columns = name == "phrase_and_word"
             if idx is None:
-                exp = exp.aggregate_words(include_eos=True, columns=columns)
+                exp = agg.by_words(exp, include_eos=True, columns=columns)
             else:
                 spans, eos, _ = _ours(idx[sid]["spans"])
-                exp = exp.aggregate_words(spans, include_eos=eos, columns=columns)
+                exp = agg.by_words(exp, spans, include_eos=eos, columns=columns)
         elif name == "time_aggregator":
-            exp = exp.aggregate_time(None if idx is None else idx[sid])
+            exp = agg.by_time(exp, None if idx is None else idx[sid])
         elif name == "frequency_embed":
-            exp = exp.aggregate_frequency()
+            exp = agg.by_frequency(exp)
         else:
-            exp = exp.aggregate_sentence()
+            exp = agg.by_sentence(exp)
     return exp
 
 
@@ -153,7 +153,7 @@ def test_edge_eos_span_anywhere_is_the_eos_row(ref):
     case, exp = _edge(data, z, "edge_phrase_and_token_eos_not_first")
     spans, eos, first = _ours(case["chain"][0]["indices"]["0"]["spans"])
     assert eos and not first
-    got = exp.aggregate_words(spans, include_eos=eos)
+    got = agg.by_words(exp, spans, include_eos=eos)
     assert np.isfinite(got.spectrogram_saliency).all() and got.tokens == ["I", "a", "</s>"]
     np.testing.assert_allclose(got.spectrogram_saliency[0], exp.spectrogram_saliency[0], **TOL)
     np.testing.assert_allclose(got.spectrogram_saliency[-1], exp.spectrogram_saliency[-1], **TOL)
@@ -166,30 +166,29 @@ def test_edge_cases_raise(ref):
     data, z = ref
     _, exp = _edge(data, z, "edge_phrase_and_token_span_from_0")
     with pytest.raises(SpesError, match=r"\(-1, 0\) is outside"):  # reference (0, 1): NaN row
-        exp.aggregate_words([(-1, 0), (3, 3)])
+        agg.by_words(exp, [(-1, 0), (3, 3)])
     with pytest.raises(SpesError, match="empty list"):  # reference: the utterance is deleted
-        exp.aggregate_words([])
+        agg.by_words(exp, [])
     case, timed = _edge(data, z, "edge_time_span_outside")  # reference: (4, 9) clipped, (6, 8) NaN
     with pytest.raises(SpesError, match=r"time span \(4, 9\) is outside the 5 frames"):
-        timed.aggregate_time(case["chain"][0]["indices"]["0"])
+        agg.by_time(timed, case["chain"][0]["indices"]["0"])
     with pytest.raises(SpesError, match=r"time span \(6, 8\) is outside the 5 frames"):
-        timed.aggregate_time([(6, 8)])
+        agg.by_time(timed, [(6, 8)])
     with pytest.raises(SpesError, match="time"):
-        timed.aggregate_time([(0, 1)]).aggregate_time([(0, 0)])
+        agg.by_time(agg.by_time(timed, [(0, 1)]), [(0, 0)])
     with pytest.raises(SpesError, match="outside the generated pieces"):  # the final </s> is not a piece
-        exp.aggregate_words([(0, len(exp.tokens) - 1)])
+        agg.by_words(exp, [(0, len(exp.tokens) - 1)])
     with pytest.raises(SpesError, match="after"):
-        exp.aggregate_sentence().aggregate_frequency()
+        agg.by_frequency(agg.by_sentence(exp))
     with pytest.raises(SpesError, match="normalise before aggregating"):
-        exp.aggregate_frequency().normalized()
+        agg.by_frequency(exp).normalized()
 
 
 def test_hdf5_round_trip(ref, tmp_path):
     data, z = ref
     case = next(c for c in data["cases"] if c["name"] == "real_phrase_and_word_auto")
     exps = [_explanation(z, case["inputs"][sid], sid).normalized() for sid in ("0", "1")]
-    exps = [e.aggregate_words(columns=True).aggregate_time([(0, 3), (4, 7)]).aggregate_frequency()
-            for e in exps]
+    exps = [agg.by_frequency(agg.by_time(agg.by_words(e, columns=True), [(0, 3), (4, 7)])) for e in exps]
     path = tmp_path / "agg.h5"
     save_explanations(path, exps)
     back = load_explanations(path)["1"]

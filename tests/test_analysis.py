@@ -100,14 +100,16 @@ def test_match_timings_by_content(corpus):
 def test_plot_explanation(tmp_path, corpus):
     _, model, exps = corpus
     exp = exps[0]
-    fig = exp.plot(model.features(samples()[exp.id]), token=1, path=tmp_path / "f.png")
+    from spes_jax.analysis.plotting import plot_explanation
+
+    fig = plot_explanation(exp, model.features(samples()[exp.id]), token=1, path=tmp_path / "f.png")
     assert len(fig.axes) == 8  # spectrogram, map, overlay, prefix bars, prefix matrix + 3 colour bars
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(exp.plot().axes) == 5  # without features: the map, the bars, the matrix + 2 colour bars
+    assert len(plot_explanation(exp).axes) == 5  # without features: the map, the bars, the matrix + 2 colour bars
     with pytest.raises(SpesError, match="out of range"):
-        exp.plot(token=99)
+        plot_explanation(exp, token=99)
     with pytest.raises(SpesError, match="do not match"):
-        exp.plot(np.zeros((5, 80), np.float32))
+        plot_explanation(exp, np.zeros((5, 80), np.float32))
 
 
 def test_cli_evaluate_plot_plausibility(tmp_path, corpus, capsys):

@@ -16,6 +16,7 @@ from spes_jax.analysis.plotting import color_limits, plot_explanation, plot_toke
 from spes_jax.cli import build_parser, main
 from spes_jax.errors import SpesError
 from spes_jax.explanation import Explanation, save_explanations
+from spes_jax import report
 from spes_jax.report import Utterance, build_report, load_result, resolve_audio, utterances
 
 SPACE = "\u2581"
@@ -85,8 +86,10 @@ def test_page_is_self_contained():
     assert not re.search(r"https?://", page), "the page must not reference the network"
     assert "default-src 'none'" in page and "{{" not in page
     assert script_json(page, "spes-meta")["rows"][0]["id"] == "a<!--<script></script>b"
-    frame = exp._repr_html_()
-    assert frame.startswith("<iframe srcdoc=") and html.unescape(frame.split('"')[1]) == exp.to_html()
+    one = report.page(exp)  # one explanation's page, as a notebook shows it
+    frame = one._repr_html_()
+    assert frame.startswith("<iframe srcdoc=") and html.unescape(frame.split('"')[1]) == one.html
+    assert one.html == build_report([Utterance(exp)], title="SPES: a<!--<script></script>b")
 
 
 def test_load_result_file_and_folder(tmp_path):

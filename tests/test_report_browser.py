@@ -14,6 +14,7 @@ import pytest
 
 import browser
 from spes_jax.analysis.plausibility import token_words
+from spes_jax import report
 from spes_jax.report import Utterance, write_report
 from test_report import synthetic
 
@@ -152,10 +153,10 @@ def test_index_of_1000_utterances(driver, tmp_path):
 
 
 def test_notebook_display(driver, tmp_path):
-    """``_repr_html_`` (an iframe, as a notebook shows it) draws the explanation."""
+    """``report.page(exp)._repr_html_`` (an iframe, as a notebook shows it) draws the explanation."""
     exp, _ = synthetic("nb", K=5, T=200)
     page = tmp_path / "notebook.html"
-    page.write_text(f"<!DOCTYPE html><html><body>{exp._repr_html_()}</body></html>", encoding="utf-8")
+    page.write_text(f"<!DOCTYPE html><html><body>{report.page(exp)._repr_html_()}</body></html>", encoding="utf-8")
     open_page(driver, page)
     driver.switch_to.frame(driver.find_element("tag name", "iframe"))
     try:

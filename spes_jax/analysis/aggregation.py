@@ -8,10 +8,13 @@ Index convention: spans are inclusive and index ``Explanation.tokens`` (0 = the 
 piece); the final </s> (index K-1) is never part of a span, its row is asked for with
 ``include_eos``. Prefix maps keep their column 0 = the start token, column j = tokens[j-1].
 The functions work on any trailing axes of the prefix map (the reference's (K, L, E) layout too).
+``by_words``, ``by_time``, ``by_frequency`` and ``by_sentence`` apply them to an ``Explanation`` (and
+can be chained: words, then time, then frequency; sentence last).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import string
@@ -20,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import SpesError
+from ..explanation import Explanation
 from ..text import WORD_START
 
 Span = tuple[int, int]
@@ -208,3 +212,63 @@ def time_spans_for(path: str, n_frames: dict[str, int]) -> dict[str, list[Span]]
     timings = read_word_timings(path)
     return {uid: frames_from_seconds([(s, e) for _, s, e in timings[uid]], n_frames[uid], FRAME_SHIFT_S)
             for uid in n_frames if uid in timings}
+
+
+# -- on explanations: each returns a new Explanation and records the step in ``meta["aggregation"]`` ---------
+
+def _aggregated(exp: Explanation, step: dict, **changes) -> Explanation:
+    done = {s["op"] for s in exp.aggregation}
+    if "sentence" in done or (step["op"] in ("words", "time") and step["op"] in done):
+        raise SpesError(f"{exp.id}: cannot aggregate by {step['op']} after {sorted(done)}")
+    return dataclasses.replace(exp, meta={**exp.meta, "aggregation": exp.aggregation + [step]}, **changes)
+
+
+def by_words(exp: Explanation, spans: Sequence[Span] | None = None, *, include_eos: bool = True,
+             columns: bool = False, labels: list[str] | None = None) -> Explanation:
+    """Rows averaged per word (SentencePiece grouping) or per given phrase span.
+
+    spans: inclusive (start, end) indices into ``exp.tokens`` (None: automatic words). Each row keeps
+    the prefix columns before its phrase; include_eos appends the </s> row last; columns also averages
+    the prefix columns per word. Returns an Explanation with maps (n, T, C) and (n, K) or
+    (n, n_words + 1), ``tokens`` = the row labels.
+    """
+    if exp.aggregation:
+        raise SpesError(f"{exp.id}: aggregate words first (rows must still be tokens)")
+    if spans is None:
+        phrases, spans = word_spans(exp.tokens[:-1])
+    else:
+        spans = check_token_spans(spans, len(exp.tokens))
+        phrases = labels or ["".join(exp.tokens[s:e + 1]).replace(WORD_START, " ").strip() for s, e in spans]
+        if len(phrases) != len(spans):
+            raise SpesError(f"{len(labels)} labels for {len(spans)} spans")
+    spec, prefix = aggregate_rows(exp.spectrogram_saliency, exp.prefix_saliency, spans, include_eos)
+    prefix_tokens = exp.prefix_tokens or ["</s>"] + list(exp.tokens[:-1])
+    if columns:
+        prefix_tokens, col_spans = word_spans(prefix_tokens)
+        prefix = aggregate_columns(prefix, col_spans)
+    step = {"op": "words", "spans": [list(s) for s in spans], "include_eos": include_eos, "columns": columns}
+    return _aggregated(exp, step, tokens=list(phrases) + ["</s>"] * include_eos, spectrogram_saliency=spec,
+                       prefix_saliency=prefix, prefix_tokens=prefix_tokens)
+
+
+def by_time(exp: Explanation, spans: Sequence[Span] | None = None) -> Explanation:
+    """Spectrogram maps averaged over each inclusive frame span: (n, T, C) -> (n, n_spans, C) (None: over
+    all frames, (n, 1, C)); e.g. per phone of a forced alignment. Prefix maps unchanged."""
+    if spans is not None:
+        spans = check_frame_spans(spans, exp.spectrogram_saliency.shape[1])
+    step = {"op": "time", "spans": None if spans is None else [list(s) for s in spans]}
+    return _aggregated(exp, step, spectrogram_saliency=aggregate_time(exp.spectrogram_saliency, spans))
+
+
+def by_frequency(exp: Explanation) -> Explanation:
+    """Spectrogram maps averaged over channels: (n, T, C) -> (n, T, 1)."""
+    spec = exp.spectrogram_saliency.astype(np.float64).mean(2, keepdims=True).astype(np.float32)
+    return _aggregated(exp, {"op": "frequency"}, spectrogram_saliency=spec)
+
+
+def by_sentence(exp: Explanation) -> Explanation:
+    """Both maps averaged over their rows: (1, T, C) and (1, L) (of the maps as they are: ``normalized()``
+    first for the paper's sentence-level map)."""
+    mean = lambda x: x.astype(np.float64).mean(0, keepdims=True).astype(np.float32)
+    return _aggregated(exp, {"op": "sentence"}, tokens=["<sentence>"], spectrogram_saliency=mean(exp.spectrogram_saliency),
+                       prefix_saliency=mean(exp.prefix_saliency))

@@ -10,15 +10,12 @@ from __future__ import annotations
 import difflib
 import unicodedata
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..audio import FRAME_SHIFT_S
+from ..explanation import Explanation
 from ..text import WORD_START
-
-if TYPE_CHECKING:  # annotations only (explanation.py imports the analysis modules lazily)
-    from ..explanation import Explanation
 
 
 

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._io import atomic_output
 from ..audio import FRAME_SHIFT_S
 from ..errors import SpesError
+from ..explanation import Explanation
 from ..text import pieces_text
-
-if TYPE_CHECKING:  # annotations only (explanation.py imports the analysis modules lazily)
-    from ..explanation import Explanation
 
 Timings = list[tuple[str, float, float]]
 

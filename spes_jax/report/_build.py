@@ -17,7 +17,6 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,10 +26,8 @@ from ..analysis.plotting import (CLIP_PERCENTILE, OVERLAY_ALPHA, OVERLAY_GAMMA, 
                                  color_limits, word_groups)
 from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, read_audio
 from ..errors import SpesError
+from ..explanation import Explanation
 from ..text import pieces_text
-
-if TYPE_CHECKING:  # annotations only: explanation.py imports this package
-    from ..explanation import Explanation
 
 Timing = list[tuple[str, float, float]]
 
@@ -248,6 +245,28 @@ def _script_json(payload, element_id: str) -> str:
     # "<" only occurs inside JSON strings; escaping it keeps "</script>" and "<!--" from ending the element
     text = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     return f'<script type="application/json" id="{element_id}">{text}</script>'
+
+
+@dataclass(frozen=True)
+class Page:
+    """One explanation's page (``page``): ``html`` is the self-contained document; a notebook shows it
+    in a sandboxed ``<iframe srcdoc>``, so its script and styles stay out of the notebook's."""
+
+    html: str
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{html.escape(self.html, quote=True)}" sandbox="allow-scripts" '
+                f'style="width: 100%; height: 820px; border: 0"></iframe>')
+
+
+def page(explanation: Explanation, audio=None, timings: Timing | None = None, reference: str = "",
+         task: str = "asr") -> Page:
+    """The interactive page of one explanation (in a notebook, the value of a cell displays it).
+
+    audio: the explained 16 kHz WAV path or (N,) waveform, embedded for playback and the spectrogram;
+    timings: [(word, start s, end s)] drawn under the map."""
+    return Page(build_report([Utterance(explanation, audio, timings, reference)], title=f"SPES: {explanation.id}",
+                             task=task))
 
 
 def build_report(items: list[Utterance], title: str = "SPES explanations", task: str = "asr",
