@@ -282,3 +282,15 @@ def test_embedded_run_continues_at_the_first_unfinished_stage(tmp_path, capsys):
     os.makedirs(out)
     with pytest.raises(SpesError, match="output exists"):
         main(["st", "--out", out])
+
+
+def test_one_training_entry_point(tmp_path, capsys):
+    """``python -m spes_jax.training COMMAND``: every recipe behind one command; bad input is one line."""
+    from spes_jax.training.__main__ import main
+
+    assert main([]) == 2 and "evaluate-sets" in capsys.readouterr().err
+    assert main(["embedded", "st", "--out", str(tmp_path / "st"), "--dry-run"]) == 0
+    assert "python -m spes_jax.training train --task asr" in capsys.readouterr().out
+    os.makedirs(tmp_path / "taken")
+    assert main(["embedded", "st", "--out", str(tmp_path / "taken")]) == 2
+    assert capsys.readouterr().err == f"error: output exists: {tmp_path / 'taken'} (pass --overwrite to replace it)\n"

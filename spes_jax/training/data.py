@@ -85,7 +85,7 @@ def wer(refs: list[str], hyps: list[str]) -> float:
 def main(argv=None) -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(description="Write the held-out test corpus of the embedded models "
+    ap = argparse.ArgumentParser(prog="python -m spes_jax.training data", description="Write the held-out test corpus of the embedded models "
                                  "(WAV files, timings.json, asr.tsv, st.tsv); needs espeak-ng.")
     ap.add_argument("--utterances", type=int, default=100)
     ap.add_argument("--out", required=True)
@@ -94,7 +94,3 @@ def main(argv=None) -> None:
     _, test = build(0, args.utterances, seed=args.seed)
     export_corpus(test, args.out)
     print(f"wrote {len(test)} held-out utterances to {args.out}")
-
-
-if __name__ == "__main__":
-    main()

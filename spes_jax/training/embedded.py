@@ -1,7 +1,7 @@
 """One command per embedded model: the training runs that made it, in order, each one started from the
 model the one before wrote (``--init-from``).
 
-    python -m spes_jax.training.train embedded st --out models/st
+    python -m spes_jax.training embedded st --out models/st
 
 Every stage is an ordinary ``train`` run with a fixed seed. Stages before the last write their model
 directory, curve and held-out scores under ``<out>.stages/``; the last writes ``<out>``. A finished stage
@@ -69,7 +69,7 @@ def _done(marker: str, argv: list[str]) -> bool:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m spes_jax.training.train embedded",
+    ap = argparse.ArgumentParser(prog="python -m spes_jax.training embedded",
                                  description="Train an embedded model from scratch in one command: its stages in "
                                  "order, each from the last; started again, it continues at the first "
                                  "unfinished stage")
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
         raise SpesError(f"output exists: {args.out} (pass --overwrite to replace it)")
     for stage, stage_argv, marker in plan:
         done = _done(marker, stage_argv)
-        command = "python -m spes_jax.training.train " + " ".join(stage_argv)
+        command = "python -m spes_jax.training train " + " ".join(stage_argv)
         if args.dry_run:
             print(f"{stage}: {'done' if done else 'to run'}: {command}")
             continue

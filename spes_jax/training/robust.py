@@ -398,7 +398,7 @@ def score(model, utts: list[Utterance], task: str, batch_size: int = 8) -> dict:
 
 
 def evaluate_main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m spes_jax.training.robust evaluate",
+    ap = argparse.ArgumentParser(prog="python -m spes_jax.training evaluate-sets",
                                  description="Score a model on the held-out sets (a)-(d) and the long inputs")
     ap.add_argument("--model", default="asr", help=f"model directory, or an embedded model: {', '.join(EMBEDDED)}")
     ap.add_argument("--task", choices=["asr", "st"], default=None, help="default: the embedded model's task, else asr")
@@ -431,7 +431,7 @@ def evaluate_main(argv=None) -> None:
 
 
 def export_main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m spes_jax.training.robust export",
+    ap = argparse.ArgumentParser(prog="python -m spes_jax.training export",
                                  description="Write one held-out set as a corpus (WAV files, timings.json, asr.tsv, "
                                  "st.tsv) for spes-jax compare / evaluate / explain-corpus")
     ap.add_argument("--set", choices=list("abcds"), default="b")
@@ -447,7 +447,7 @@ def export_main(argv=None) -> None:
 
 
 def throughput_main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m spes_jax.training.robust throughput",
+    ap = argparse.ArgumentParser(prog="python -m spes_jax.training throughput",
                                  description="Measure training-data generation speed")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--spliced-voices", type=int, default=4)
@@ -458,16 +458,3 @@ def throughput_main(argv=None) -> None:
     audio_s = sum(len(u.features) for u in utts) / 100
     print(json.dumps({"examples": len(utts), "seconds": round(dt, 1), "examples_per_s": round(len(utts) / dt, 2),
                       "audio_hours": round(audio_s / 3600, 3), "realtime_factor": round(audio_s / dt, 1)}))
-
-
-if __name__ == "__main__":
-    import sys
-
-    commands = {"evaluate": evaluate_main, "export": export_main, "throughput": throughput_main}
-    if sys.argv[1:2] and sys.argv[1] in commands:
-        try:
-            commands[sys.argv[1]](sys.argv[2:])
-        except SpesError as e:
-            sys.exit(f"error: {e}")
-    else:
-        sys.exit(f"usage: python -m spes_jax.training.robust {{{','.join(commands)}}} ...")

@@ -2,7 +2,7 @@
 label-smoothed cross-entropy plus an auxiliary CTC loss on an inner encoder layer, Adam with warm-up
 and inverse-square-root decay, and the average of the last checkpoints.
 
-    python -m spes_jax.training.train --task asr --out models/asr   # about an hour on 2 CPU cores
+    python -m spes_jax.training train --task asr --out models/asr   # about an hour on 2 CPU cores
 
 Deterministic from --seed. Writes the model directory (the format ``spes-jax convert`` writes), a
 training curve (curve.json) and the held-out evaluation (eval.json) beside it.
@@ -232,8 +232,9 @@ def evaluate(model: SpeechToTextModel, test: list[Utterance], task: str) -> dict
 
 
 def evaluate_main(argv=None):
-    """python -m spes_jax.training.train evaluate --model DIR --task asr|st [--test-sentences N]"""
-    ap = argparse.ArgumentParser(description="Score a model on the held-out synthetic test set")
+    """python -m spes_jax.training evaluate --model DIR --task asr|st [--test-sentences N]"""
+    ap = argparse.ArgumentParser(prog="python -m spes_jax.training evaluate",
+                                 description="Score a model on the held-out synthetic test set")
     ap.add_argument("--model", required=True)
     ap.add_argument("--task", choices=["asr", "st"], default="asr")
     ap.add_argument("--test-sentences", type=int, default=200)
@@ -246,7 +247,7 @@ def evaluate_main(argv=None):
 
 def parser() -> argparse.ArgumentParser:
     """The training command's arguments (an embedded model's stages are lists of them)."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m spes_jax.training train", description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=["asr", "st"], default="asr")
     ap.add_argument("--out", required=True)
     ap.add_argument("--train-sentences", type=int, default=6000)
@@ -386,25 +387,3 @@ def main(argv=None):
         json.dump(result, f, indent=1, ensure_ascii=False)
     print(json.dumps({k: ({m: x for m, x in v.items() if m != "failures"} if isinstance(v, dict) else v)
                       for k, v in result.items() if k != "examples"}))
-
-
-if __name__ == "__main__":
-    import sys
-
-    from ..errors import SpesError
-
-    try:
-        if sys.argv[1:2] == ["evaluate"]:
-            evaluate_main(sys.argv[2:])
-        elif sys.argv[1:2] == ["embedded"]:
-            from .embedded import main as embedded_main
-
-            embedded_main(sys.argv[2:])
-        else:
-            main()
-    except SpesError as e:  # bad --mix, espeak-ng missing, ...: one message, no traceback
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:  # nothing half-written: model directories and markers are written atomically
-        print("interrupted" + (" (the same command continues at the unfinished stage)"
-                               if sys.argv[1:2] == ["embedded"] else ""), file=sys.stderr)
-        sys.exit(130)
