@@ -219,3 +219,13 @@ def test_multi_sentence_examples():
     assert [u.en for u in robust.build_training(4, three, seed=1, spliced_voices=0)] == \
         [u.en for u in robust.build_training(4, robust.Mix.parse("continuous=0.5,nospeech=0.5,multi=0"), seed=1,
                                              spliced_voices=0)]
+
+
+def test_noun_accuracy_counts_each_reference_noun_once():
+    from spes_jax.training.robust import noun_accuracy
+
+    refs = ["Der Lehrer nimmt das braune Bild.", "Die blaue Kiste ist auf dem Hund.", "Wo ist die Kerze?"]
+    hyps = ["Der Lehrer nimmt die braune Schüssel.", "Die blaue Kiste ist auf der Ente.", "Wo ist die Kerze?"]
+    # Lehrer, Bild | Kiste, Hund | Kerze: 3 of 5 (a hypothesis noun counts once, wherever it stands)
+    assert noun_accuracy(refs, hyps) == pytest.approx(60.0)
+    assert noun_accuracy(["Die Hunde sehen die Hunde."], ["Die Hunde sehen die Katzen."]) == pytest.approx(50.0)
