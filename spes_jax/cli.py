@@ -269,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("merge", help="one HDF5 file (reference layout) from a corpus run directory")
     r.add_argument("run_dir", help="run directory of 'spes-jax explain-corpus'")
     r.add_argument("--out", required=True, help="output HDF5 file")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     r.set_defaults(func=commands.merge_command)
     return p
 

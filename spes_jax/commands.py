@@ -168,6 +168,11 @@ def evaluate_command(args) -> None:
                                    {i: e.reference for i, e in entries.items()}, metric, scorer, args.step)
             results[metric] = c.to_dict()
             outputs[f"{metric}.png"] = (plot_deletion_curves, {"explanations": c})
+            unperturbed = c.scores[0] if metric == "deletion" else c.scores[-1]
+            if (scorer.startswith("wer") and unperturbed > 30) or (scorer == "bleu" and unperturbed < 30):
+                print(f"spes-jax: note: the model's output on the unperturbed audio already scores {scorer} "
+                      f"{unperturbed:.1f} against the references: it does not recognise this speech well, so "
+                      f"the {metric} curve says little about the explanations", file=sys.stderr)
             better = "higher" if higher_is_better(metric, scorer) else "lower"
             print(f"{metric} AUC\t{c.auc_fraction:.2f}\t({scorer} over the fraction of features "
                   f"{'deleted' if metric == 'deletion' else 'kept'}, 0..1, the paper's scale; "
@@ -310,6 +315,10 @@ def plot_command(args) -> None:
     uid = args.id or next(iter(exps), None)
     if uid not in exps:
         raise SpesError(f"no utterance {uid!r} in {args.explanations}; it has {list(exps)[:5]}")
+    if args.id is None and len(exps) > 1:
+        print(f"spes-jax: note: {args.explanations} holds {len(exps)} utterances; plotting the first, {uid} "
+              f"(--id chooses another: {', '.join(list(exps)[1:4])}{', ...' if len(exps) > 4 else ''})",
+              file=sys.stderr)
     exp = exps[uid]
     _check_normalizer_option([exp], args.normalizer, args.explanations)
     if exp.contrastive and (args.grid or args.token is not None):
@@ -441,8 +450,10 @@ def explain_corpus_command(args) -> None:
 
 
 def merge_command(args) -> None:
+    from ._io import check_output
     from .corpus import merge
 
+    check_output(args.out, args.overwrite)
     n = merge(args.run_dir, args.out)
     print(f"wrote {args.out} ({n} utterances)", file=sys.stderr)
 

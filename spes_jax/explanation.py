@@ -27,8 +27,9 @@ AXES = {"fbank_heatmap": "token, frame, mel_bin", "tgt_embed_heatmap": "token, p
 
 
 def _attr(value):
-    """An HDF5 attribute value: strings, numbers and arrays as they are, anything else as JSON."""
-    return value if isinstance(value, (str, int, float, np.ndarray)) else json.dumps(value)
+    """An HDF5 attribute value: strings, numbers (numpy's too: attributes read back from a file) and
+    arrays as they are, anything else as JSON."""
+    return value if isinstance(value, (str, int, float, np.ndarray, np.generic)) else json.dumps(value)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:

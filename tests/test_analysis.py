@@ -311,3 +311,9 @@ def test_evaluate_decodes_with_the_recorded_model(tmp_path, corpus, capsys):
     assert "not with --model asr" in err and "--force-model" in err and err.count("\n") == 1
     assert main(run + ["--model", "asr", "--force-model"]) == 0
     assert "spes-jax: model: embedded model asr, by --force-model" in capsys.readouterr().err
+    # references the model does not say: the curve is scored, with a note that it says little
+    wrong = tmp_path / "wrong.tsv"
+    write_manifest(wrong, [Entry(IDS[0], wav, "eleven green umbrellas sing loudly")])
+    assert main(["evaluate", str(tmp_path / "r.h5"), "--manifest", str(wrong), "--metrics", "deletion",
+                 "--step", "50"]) == 0
+    assert "it does not recognise this speech well" in capsys.readouterr().err

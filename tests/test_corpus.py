@@ -59,7 +59,7 @@ def test_length_balanced_assignment_is_deterministic_and_balanced():
     assert max(loads) - min(loads) < 1630 - 840
 
 
-def test_corpus_run_equals_single_explanations_and_merges(tiny_model, arrays, zip_manifest, tmp_path):
+def test_corpus_run_equals_single_explanations_and_merges(tiny_model, arrays, zip_manifest, tmp_path, capsys):
     run = tmp_path / "run"
     summary = explain_corpus(tiny_model, zip_manifest, run, CFG, targets="reference", shard_size=2)
     assert summary.utterances == 3 and summary.skipped == 0
@@ -87,9 +87,18 @@ def test_corpus_run_equals_single_explanations_and_merges(tiny_model, arrays, zi
     assert main(["--no-compile-cache", "evaluate", str(run), "--metrics", "size",
                  "--out-dir", str(tmp_path / "ev")]) == 0
     assert main(["--no-compile-cache", "merge", str(tmp_path), "--out", str(tmp_path / "x.h5")]) == 2
+    before = merged.read_bytes()
+    assert main(["merge", str(run), "--out", str(merged)]) == 2  # an existing output needs --overwrite
+    assert merged.read_bytes() == before
+    assert main(["merge", str(run), "--out", str(merged), "--overwrite"]) == 0
     assert main(["plot", str(run), "--id", sorted(got)[0], "--out", str(tmp_path / "m.png")]) == 0
+    capsys.readouterr()
+    assert main(["plot", str(merged), "--out", str(tmp_path / "first.png")]) == 0
+    assert f"{merged} holds 3 utterances; plotting the first" in capsys.readouterr().err
     assert main(["aggregate", str(run), "--sentence", "--out", str(tmp_path / "s.h5")]) == 0
     assert sorted(load_explanations(tmp_path / "s.h5")) == sorted(got)
+    # a file's attributes read back (numpy scalars) are written again
+    assert main(["aggregate", str(merged), "--frequency", "--out", str(tmp_path / "f.h5")]) == 0
     from spes_jax.results import load_result, result_attrs
 
     exps, attrs = load_result(run)
