@@ -15,7 +15,13 @@ of 2-15 s. Nothing of the packages is part of the repository; licences in docs/e
 ``--figures ID...`` draws the spectrogram of those utterances of a built set with their word and phone
 boundaries (``alignment_<id>.png``), to check the alignment by eye. ``--wer RESULT`` prints the WER of
 the hypotheses explained in RESULT (an explanation file or run directory) against the set's
-references, both in spoken form (so "Press 1." matches "press one").
+references, both in spoken form (so "Press 1." matches "press one"). ``--analyses RESULT`` (Whisper
+explanations) runs the time-alignment test twice: with each hypothesis word's own span, and with every
+timed word given the span of the next timed word of its utterance (the last one the first's): the
+second keeps speech vs pause but breaks the word's identity, so a map that only follows loudness
+passes it as well; then frequency: how often the mel channels above 4 kHz and those below hold the
+5 % most salient cells of the sentence-level maps, for the 16 kHz recordings and for the 8 kHz ones
+(which hold nothing above 4 kHz, so a map that resolves frequency leaves that band out).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 import soundfile as sf
 
 from spes_jax.analysis.metrics import corpus_score
+from spes_jax.analysis.plausibility import hypothesis_words, match_timings, time_alignment
 from spes_jax.analysis.plotting import plot_alignment
 from spes_jax.corpus import load_any
 from spes_jax.alignment import Aligner, Alignment, Span, spoken_form, write_ctm
@@ -38,6 +45,7 @@ from spes_jax.audio import SAMPLE_RATE, fbank, read_audio
 from spes_jax.errors import SpesError, SpesNote
 from spes_jax.manifest import Entry, read_manifest, read_word_timings, write_manifest
 from spes_jax.text import pieces_text
+from spes_jax.whisper.features import mel_filters
 
 POCKETSPHINX = "/usr/share/pocketsphinx/test/data"
 ASTERISK = "/usr/share/asterisk/sounds/en_US_f_Allison"
@@ -139,17 +147,55 @@ def wer(out: str, result: str) -> None:
           f"over {len(hyps)} utterances ({sum(len(refs[u].split()) for u in hyps)} reference words)")
 
 
+def _rotated(spans: list) -> list:
+    """Every timed entry takes the next timed entry's span (the last the first's); None stays None."""
+    k = [i for i, s in enumerate(spans) if s is not None]
+    out = list(spans)
+    for i, j in zip(k, k[1:] + k[:1]):
+        out[i] = spans[j]
+    return out
+
+
+def analyses(out: str, result: str) -> None:
+    """Time alignment with own vs rotated spans, and the frequency profile by sample rate (see above)."""
+    exps = list(load_any(result).values())
+    pairs, skipped = match_timings(exps, read_word_timings(os.path.join(out, "words.ctm")))
+    timed = sum(s is not None for _, spans in pairs for s in spans)
+    print(f"{len(pairs)} utterances ({len(skipped)} skipped), {timed} of "
+          f"{sum(len(hypothesis_words(e.tokens)) for e, _ in pairs)} hypothesis words matched to a timed word")
+    for name, ps in (("own spans", pairs), ("spans rotated by one word", [(e, _rotated(s)) for e, s in pairs])):
+        ta = time_alignment(ps)
+        print(f"time alignment, {name}: {ta.n_words} words, inside {ta.inside.mean():.3f} vs outside "
+              f"{ta.outside.mean():.3f}, paired t = {ta.t:.2f}, one-sided p = {ta.p:.2e}")
+    with open(os.path.join(out, "sources.json"), encoding="utf-8") as f:
+        rate = {uid: s["sample_rate"] for uid, s in json.load(f).items()}
+    filters = mel_filters(exps[0].spectrogram_saliency.shape[2])
+    high = filters.argmax(axis=0) * (SAMPLE_RATE / 2) / (filters.shape[0] - 1) > 4000  # channel centres
+    for sr in sorted({rate[e.id] for e in exps}):
+        maps = [e.sentence_level() for e in exps if rate[e.id] == sr]
+        top = [m >= np.quantile(m, 0.95) for m in maps]  # each utterance's 5 % most salient cells
+        print(f"frequency, {sr} Hz recordings ({len(maps)}): of the cells above 4 kHz (channels "
+              f"{np.flatnonzero(high)[0]}-{len(high) - 1}) {100 * np.mean([t[:, high].mean() for t in top]):.1f} % "
+              f"are among the 5 % most salient, of those below {100 * np.mean([t[:, ~high].mean() for t in top]):.1f} %; "
+              f"mean saliency above {np.mean([m[:, high].mean() for m in maps]):.3f}, "
+              f"below {np.mean([m[:, ~high].mean() for m in maps]):.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="the set's folder")
     ap.add_argument("--figures", nargs="+", metavar="ID", help="draw these utterances of the built set instead")
     ap.add_argument("--figures-dir", default="docs/figures")
     ap.add_argument("--wer", metavar="RESULT", help="WER of an explanation file's or run's hypotheses instead")
+    ap.add_argument("--analyses", metavar="RESULT",
+                    help="time alignment (own vs rotated word spans) and frequency profile of Whisper explanations instead")
     args = ap.parse_args()
     if args.figures:
         return figures(args.out, args.figures, args.figures_dir)
     if args.wer:
         return wer(args.out, args.wer)
+    if args.analyses:
+        return analyses(args.out, args.analyses)
     missing = [p for p in (POCKETSPHINX, ASTERISK, ASTERISK_TEXT) if not os.path.exists(p)]
     if missing:
         raise SystemExit(f"not found: {' '.join(missing)}; install pocketsphinx-testdata, "
