@@ -183,6 +183,15 @@ def test_compare_writes_table_and_reuses_explanations(tmp_path, corpus):
     assert again["methods"][0]["deletion_auc"] == payload["methods"][0]["deletion_auc"]
 
 
+def test_compare_batch_size_changes_no_result(tmp_path, corpus):
+    d, model, _ = corpus
+    entries = read_manifest(d / "asr.tsv")[:1]
+    runs = [compare(model, entries, "asr", str(tmp_path / str(b)), budget_scale=0.01, methods=["SPES"],
+                    progress=False, batch_size=b)["methods"][0] for b in (None, 8)]
+    assert runs[1]["size_auc"] == pytest.approx(runs[0]["size_auc"], abs=1e-4)
+    assert runs[1]["deletion_auc"] == pytest.approx(runs[0]["deletion_auc"], abs=1e-4)
+
+
 def test_compare_reruns_with_the_recorded_model_and_never_reuses_another_models(tmp_path, corpus, capsys):
     import h5py
 
