@@ -204,8 +204,8 @@ def main():
     aligner = Aligner(LEXICON)
     entries, words, phones, sources, skipped = [], {}, {}, {}, []
 
-    def keep(uid, package, path, rate, shipped, x, alignment: Alignment, offset: float = 0.0):
-        """Writes one utterance (``offset``: where it starts in the package's file, seconds)."""
+    def keep(uid, package, path, rate, shipped, x, alignment: Alignment, offset: float | None = None):
+        """Writes one utterance (``offset``: where a piece starts in the package's file, seconds)."""
         wav = os.path.join(args.out, "audio", uid + ".wav")
         sf.write(wav, x, SAMPLE_RATE, subtype="PCM_16")
         entries.append(Entry(uid, wav, " ".join(w.label for w in alignment.words)))
@@ -213,7 +213,7 @@ def main():
         phones[uid] = alignment.phones
         sources[uid] = {"package": package, "file": path, "licence": LICENCES[package], "sample_rate": rate,
                         "transcript": shipped, "seconds": round(len(x) / SAMPLE_RATE, 3)}
-        if offset:
+        if offset is not None:
             sources[uid]["cut_at_s"] = round(offset, 3)
 
     for uid, package, path, shipped in pocketsphinx_sources() + asterisk_sources():
