@@ -224,7 +224,7 @@ def compare_command(args) -> None:
     for (entries, task), requested in zip(work, models):
         out = args.out_dir if len(work) == 1 else os.path.join(args.out_dir, task)
         payloads.append(compare(_compare_model(args, requested, out, task), entries, task, out, args.budget_scale,
-                                args.methods, args.seed, progress=not args.quiet))
+                                args.methods, args.seed, progress=not args.quiet, batch_size=args.batch_size))
         print(table(payloads[-1]) + "\n")
     if len(payloads) > 1:
         write_json(os.path.join(args.out_dir, "results.json"), payloads)

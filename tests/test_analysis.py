@@ -185,6 +185,19 @@ def test_compare_writes_table_and_reuses_explanations(tmp_path, corpus):
     assert again["methods"][0]["deletion_auc"] == payload["methods"][0]["deletion_auc"]
 
 
+def test_compare_batch_size_changes_no_result(tmp_path, corpus):
+    """The maps agree up to float summation order (so the size AUC, a count of cells above thresholds,
+    may move by a few cells)."""
+    d, model, _ = corpus
+    entries = read_manifest(d / "asr.tsv")[:1]
+    runs = [compare(model, entries, "asr", str(tmp_path / str(b)), budget_scale=0.01, methods=["SPES"],
+                    progress=False, batch_size=b)["methods"][0] for b in (None, 8)]
+    maps = [load_explanations(tmp_path / str(b) / "spes.h5")[entries[0].id] for b in (None, 8)]
+    np.testing.assert_allclose(maps[1].spectrogram_saliency, maps[0].spectrogram_saliency, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(maps[1].prefix_saliency, maps[0].prefix_saliency, rtol=1e-4, atol=1e-7)
+    assert runs[1]["size_auc"] == pytest.approx(runs[0]["size_auc"], abs=0.05)
+
+
 def test_compare_reruns_with_the_recorded_model_and_never_reuses_another_models(tmp_path, corpus, capsys):
     import h5py
 

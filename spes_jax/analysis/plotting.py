@@ -197,6 +197,28 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
     return _save(fig, path)
 
 
+def plot_alignment(features: np.ndarray, words: Timings, phones: Timings | None = None,
+                   path: str | os.PathLike | None = None, title: str = ""):
+    """A (T, C) spectrogram with word boundaries (dashed, labelled at the top) and phone boundaries
+    (ticks and labels at the bottom), to check a forced alignment by eye.
+
+    words, phones: (label, start s, end s) spans. Returns the Figure; writes it to ``path`` when given.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 1.6 * features.shape[0] * FRAME_SHIFT_S), 2.8), layout="constrained")
+    ax = fig.subplots()
+    _spectrogram(ax, features)
+    _words(ax, words, "#2f6fde")
+    for label, start, end in phones or ():
+        ax.axvline(start, ymax=0.08, color="#c0392b", lw=0.6)
+        ax.text((start + end) / 2, 0.02, label, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                fontsize=5, color="#c0392b", clip_on=True)
+    ax.set(xlabel="time (s)", ylabel="mel channel")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
 def _prefix_labels(norm: Explanation) -> list[str]:
     K = norm.prefix_saliency.shape[0]
     return [t.replace("</s>", "<s>") for t in norm.prefix_tokens] if norm.prefix_tokens else [str(j) for j in range(K)]
