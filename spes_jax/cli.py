@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--scorer", choices=["wer", "wer_max", "wer_sentence_max", "bleu"],
                    help="default: wer_max for ASR, bleu for ST")
     v.add_argument("--step", type=int, default=5, help="percentage / threshold step (default 5)")
+    v.add_argument("--greedy", action="store_true", help="decode the deleted inputs greedily (faster; the "
+                   "paper's curves use beam search)")
     v.add_argument("--model", help=f"model to decode with: {MODEL_HELP} (default: the model the explanations were "
                    "made with, as the file records it; the embedded model of --task for a file that records none)")
     v.add_argument("--force-model", action="store_true", help="decode with --model even though the explanations "
@@ -176,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--methods", nargs="+", help="subset of: SPES, feature-wise, 'Bubble Noise', '- multi-scale', "
                    "'- clustering', '- duration adaptation', '- KL'")
     m.add_argument("--limit", type=int, help="only the first N utterances of the manifest")
+    m.add_argument("--greedy", action="store_true", help="deletion curves decode greedily (faster; the paper's "
+                   "use beam search)")
     m.add_argument("--batch-size", type=int, default=64, help="spectrogram masks per compiled step (no effect on "
                    "the results; Whisper on a CPU: 2-4, a step of 64 holds 64 encoder passes over 30 s)")
     m.add_argument("--seed", type=int, default=0)

@@ -161,11 +161,12 @@ def evaluate_command(args) -> None:
         print(f"size AUC\tspectrogram {size.auc:.2f}\tprefix {size.auc_prefix:.2f}\t(percentage of normalised "
               "features above each threshold, over thresholds 0..1, the paper's scale; lower is more compact)")
     if curves:
-        results["model"] = model.path
+        results["model"], results["search"] = model.path, "greedy" if args.greedy else "beam"
         scorer = args.scorer or default_scorer(task)
         for metric in curves:
             c = perturbation_curve(model, exps.values(), {i: e.audio for i, e in entries.items()},
-                                   {i: e.reference for i, e in entries.items()}, metric, scorer, args.step)
+                                   {i: e.reference for i, e in entries.items()}, metric, scorer, args.step,
+                                   greedy=args.greedy)
             results[metric] = c.to_dict()
             outputs[f"{metric}.png"] = (plot_deletion_curves, {"explanations": c})
             unperturbed = c.scores[0] if metric == "deletion" else c.scores[-1]
@@ -224,7 +225,8 @@ def compare_command(args) -> None:
     for (entries, task), requested in zip(work, models):
         out = args.out_dir if len(work) == 1 else os.path.join(args.out_dir, task)
         payloads.append(compare(_compare_model(args, requested, out, task), entries, task, out, args.budget_scale,
-                                args.methods, args.seed, progress=not args.quiet, batch_size=args.batch_size))
+                                args.methods, args.seed, progress=not args.quiet, batch_size=args.batch_size,
+                                greedy=args.greedy))
         print(table(payloads[-1]) + "\n")
     if len(payloads) > 1:
         write_json(os.path.join(args.out_dir, "results.json"), payloads)

@@ -324,6 +324,11 @@ def test_evaluate_decodes_with_the_recorded_model(tmp_path, corpus, capsys):
     assert "not with --model asr" in err and "--force-model" in err and err.count("\n") == 1
     assert main(run + ["--model", "asr", "--force-model"]) == 0
     assert "spes-jax: model: embedded model asr, by --force-model" in capsys.readouterr().err
+    # greedy curves: the unperturbed level is the greedy output
+    assert main(run + ["--greedy", "--out-dir", str(tmp_path / "g")]) == 0
+    res = json.loads((tmp_path / "g" / "metrics.json").read_text())
+    assert res["search"] == "greedy"
+    assert res["deletion"]["hypotheses"][IDS[0]][0] == spliced.transcribe(wav, greedy=True).text
     # references the model does not say: the curve is scored, with a note that it says little
     wrong = tmp_path / "wrong.tsv"
     write_manifest(wrong, [Entry(IDS[0], wav, "eleven green umbrellas sing loudly")])

@@ -201,7 +201,7 @@ class _ToyModel:
 
         return InputLayout()
 
-    def decode(self, feats, search=None, batch_size=8, layout=None):
+    def decode(self, feats, search=None, batch_size=8, greedy=False, layout=None):
         from spes_jax.pipeline import Hypothesis
 
         words = lambda x: " ".join(f"w{i}" for i, c in enumerate(self.KEYS) if x[c] != 0)

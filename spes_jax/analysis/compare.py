@@ -67,11 +67,12 @@ def _log(msg: str) -> None:
 
 def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: float = 1.0,
             methods: list[str] | None = None, seed: int = 0, progress: bool = True,
-            batch_size: int | None = None) -> dict:
+            batch_size: int | None = None, greedy: bool = False) -> dict:
     """Runs every method on ``entries``, measures deletion and size, writes results and the table.
 
     ``batch_size``: spectrogram masks per compiled step (default: the configuration's); it changes
-    memory and speed, not the results.
+    memory and speed, not the results. ``greedy``: deletion curves decode greedily (faster; the paper's
+    use beam search).
     Returns the results as written to ``<out_dir>/results.json``.
     """
     from .plotting import plot_deletion_curves, plot_size_curves
@@ -107,14 +108,14 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
             save_explanations(path, exps, attrs)
         else:
             _log(f"{name}: reusing {path}")
-        deletion = perturbation_curve(model, exps, audio, refs, "deletion", scorer)
+        deletion = perturbation_curve(model, exps, audio, refs, "deletion", scorer, greedy=greedy)
         size = size_curve(exps)
         curves[name] = (deletion, size)
         results.append(MethodResult(name, cfg.n_masks, cfg.n_token_masks, deletion.auc_fraction,
                                     size.auc, size.auc_prefix, seconds, deletion.to_dict(), size.to_dict()))
         _log(f"{name}: deletion AUC {deletion.auc_fraction:.2f}, size AUC {size.auc:.2f} ({seconds:.0f} s of explaining)")
-    payload = {"task": task, "scorer": scorer, "budget_scale": budget_scale, "seed": seed,
-               "utterances": len(entries), "model": model.path,
+    payload = {"task": task, "scorer": scorer, "search": "greedy" if greedy else "beam", "budget_scale": budget_scale,
+               "seed": seed, "utterances": len(entries), "model": model.path,
                "deletion_higher_is_better": higher_is_better("deletion", scorer),
                "methods": [r.__dict__ for r in results]}
     write_json(os.path.join(out_dir, "results.json"), payload)

@@ -155,14 +155,14 @@ class PerturbationCurve:
 
 def perturbation_curve(model, explanations: Iterable[Explanation], audio: Mapping[str, object],
                        references: Mapping[str, str], metric: str = "deletion", scorer: str = "wer_max",
-                       step: int = 5, search: SearchConfig | None = None,
+                       step: int = 5, search: SearchConfig | None = None, greedy: bool = False,
                        progress: Callable[[int], None] | None = None) -> PerturbationCurve:
     """Deletion (or insertion) curve of explanations of ``model``'s hypotheses.
 
     audio: id -> WAV path / waveform / raw fbank of every explained utterance; references: id ->
     reference text. Deleted features take the model's occlusion value (``layout(features).fill``,
     0 when the layout gives none). All levels of one utterance are decoded together in one batched
-    beam search.
+    beam search (``greedy``: greedy search, faster; the paper's curves use the beam).
     """
     levels = percentages(step)
     hyps: dict[str, list[str]] = {}
@@ -178,7 +178,7 @@ def perturbation_curve(model, explanations: Iterable[Explanation], audio: Mappin
         fill = np.float32(0) if layout.fill is None else np.asarray(layout.fill, np.float32)
         batch = np.where(zeroed_cells(heat, levels, metric), fill, feats[None])
         hyps[exp.id] = [h[0].text if h else "" for h in model.decode(list(batch), search, batch_size=len(levels),
-                                                                       layout=layout)]
+                                                                       greedy=greedy, layout=layout)]
         if progress:
             progress(1)
     if not hyps:
