@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -32,11 +33,13 @@ def time_call(fn: Callable[[], Any], min_time: float = 2.0, min_reps: int = 3) -
     return float(np.median(times))
 
 
-def compiled_flops(jitted, *args, **kwargs) -> float:
-    """FLOPs of one call according to XLA's cost analysis of the lowered program (no second compile:
-    on an accelerator a compile of the paper-size step costs more than timing it). On GPUs only the
+def compiled_flops(fn, *args, **kwargs) -> float:
+    """FLOPs of one call of ``fn`` (a jitted function, or a traceable one whose keyword arguments are
+    static) according to XLA's cost analysis of the lowered program (no second compile: on an
+    accelerator a compile of the paper-size step costs more than timing it). On GPUs only the
     compiled program has one, and it leaves out library GEMM calls: count on the CPU backend there."""
-    lowered = jitted.lower(*args, **kwargs)
+    jitted = fn if hasattr(fn, "lower") else jax.jit(functools.partial(fn, **kwargs))
+    lowered = jitted.lower(*args, **kwargs) if jitted is fn else jitted.lower(*args)
     cost = lowered.cost_analysis() or lowered.compile().cost_analysis()  # GPU: only the compiled one
     if isinstance(cost, (list, tuple)):
         cost = cost[0]

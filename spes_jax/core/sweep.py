@@ -346,9 +346,21 @@ def _by_half(sums: Callable, occluded: jax.Array, index: jax.Array, *args) -> tu
     return jax.vmap(lambda w: sums(occluded * w.reshape((-1,) + (1,) * (occluded.ndim - 1)), *args))(halves)
 
 
-@functools.partial(jax.jit, static_argnames=("plan",))
 def spectrogram_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> SweepState:
     """Adds ``plan.batch`` spectrogram masks (numbers step*batch ...) to the sums; each device does 1/D."""
+    return state.replace(spectrogram=_spectrogram_sums(state, step, plan=plan))
+
+
+def prefix_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> SweepState:
+    """Adds ``plan.token_batch`` prefix masks; the unperturbed encoder output is reused by all of them."""
+    return state.replace(prefix=_prefix_sums(state, step, plan=plan))
+
+
+# The compiled steps return only the new sums: a compiled function copies every input it returns
+# (the parameters, 464 MB at paper size, on every step), unless the input is donated.
+
+@functools.partial(jax.jit, static_argnames=("plan",))
+def _spectrogram_sums(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> Sums:
     _trace("spectrogram_step")
     source = plan.spectrogram_masks
     local = plan.batch // plan.n_devices
@@ -372,12 +384,11 @@ def spectrogram_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> 
     num, den = jax.shard_map(body, mesh=plan.mesh, in_specs=(P(), P(), P(), P(AXIS), P(AXIS), P()),
                              out_specs=(P(AXIS), P(AXIS)))(
         state.params, state.inputs, state.log_p, state.spectrogram.num, state.spectrogram.den, step)
-    return state.replace(spectrogram=Sums(num, den))
+    return Sums(num, den)
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
-def prefix_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> SweepState:
-    """Adds ``plan.token_batch`` prefix masks; the unperturbed encoder output is reused by all of them."""
+def _prefix_sums(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> Sums:
     _trace("prefix_step")
     local = plan.token_batch // plan.n_devices
 
@@ -395,7 +406,7 @@ def prefix_step(state: SweepState, step: jax.Array, *, plan: SweepPlan) -> Sweep
                              out_specs=(P(AXIS), P(AXIS)))(
         state.params, state.inputs, state.log_p, state.cross, state.enc_valid, state.prefix.num,
         state.prefix.den, step)
-    return state.replace(prefix=Sums(num, den))
+    return Sums(num, den)
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))

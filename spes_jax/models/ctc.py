@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .layers import length_mask
+from .layers import length_mask, matmul
 
 
 def compression_groups(logits: jax.Array, lengths: jax.Array, strategy: str, fixed_ratio: int,
@@ -74,7 +74,7 @@ class CTCHead(nn.Module):
         """x: (B, T, D). Returns (possibly compressed) x, (B, T, V) float32 logits, new lengths."""
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.vocab_size))
         bias = self.param("bias", nn.initializers.zeros, (self.vocab_size,))
-        logits = (x @ kernel.astype(x.dtype) + bias.astype(x.dtype)).astype(jnp.float32)
+        logits = matmul("btd,dv->btv", x, kernel, x.dtype) + bias
         if self.strategy == "none":
             return x, logits, lengths
         x, lengths = compress(x, logits, lengths, self.strategy, self.fixed_ratio, self.max_out_size)

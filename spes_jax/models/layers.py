@@ -24,6 +24,59 @@ def layer_norm(name: str, dtype: Any = jnp.float32) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, name=name)
 
 
+def matmul(equation: str, a: jax.Array, b: jax.Array, dtype: Any) -> jax.Array:
+    """``jnp.einsum`` of a and b cast to the compute ``dtype``, accumulated and returned in float32.
+
+    Every dot of the models goes through here. A bfloat16 dot asked for a bfloat16 result runs on
+    XLA:CPU as a float32 dot between converts (no faster than float32); with float32 accumulation
+    it runs at the bfloat16 rate of the hardware (avx512_bf16, AMX, GPU/TPU matrix units). In float32
+    this is a plain einsum.
+    """
+    return jnp.einsum(equation, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+class Dense(nn.Module):
+    """``nn.Dense`` (same parameters and initialisers) with ``matmul``'s precision policy: operands in
+    ``dtype``, float32 accumulation and bias, output in ``dtype``."""
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: (..., D_in) -> (..., features)."""
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+        y = matmul("...i,io->...o", x, kernel, self.dtype)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y.astype(self.dtype)
+
+
+class Conv1d(nn.Module):
+    """``nn.Conv`` over (B, T, C) with symmetric zero padding (same kernel (k, C_in, C_out) and bias),
+    computed as one ``matmul`` over the k strided taps side by side (im2col): XLA:CPU runs a
+    strided 1-D convolution at a fraction of its matmul rate, and the matmul takes bfloat16."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: (B, T, C_in) -> (B, (T + 2 padding - kernel_size) // stride + 1, features)."""
+        k, s = self.kernel_size, self.stride
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        x = jnp.pad(x, ((0, 0), (self.padding, self.padding), (0, 0)))
+        n_out = (x.shape[1] - k) // s + 1
+        taps = jnp.concatenate([x[:, i:i + s * (n_out - 1) + 1:s] for i in range(k)], axis=-1)
+        y = matmul("bti,io->bto", taps, kernel.reshape(-1, self.features), self.dtype) + bias
+        return y.astype(self.dtype)
+
+
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     return {
         "relu": nn.relu,
@@ -84,8 +137,7 @@ class Subsampler(nn.Module):
         n = len(self.kernel_sizes)
         for i, k in enumerate(self.kernel_sizes):
             out = self.conv_channels if i < n - 1 else 2 * self.out_dim
-            x = nn.Conv(out, (k,), strides=(2,), padding=[(k // 2, k // 2)], dtype=self.dtype,
-                        name=f"conv_layers_{i}")(x)
+            x = Conv1d(out, k, 2, k // 2, self.dtype, name=f"conv_layers_{i}")(x)
             x = nn.glu(x, axis=-1)
             lengths = (lengths - 1) // 2 + 1
             x = jnp.where(length_mask(lengths, x.shape[1])[..., None], x, 0)
@@ -102,10 +154,10 @@ class MultiheadAttention(nn.Module):
     key_bias: bool = True
 
     def setup(self):
-        self.q_proj = nn.Dense(self.dim, dtype=self.dtype)
-        self.k_proj = nn.Dense(self.dim, use_bias=self.key_bias, dtype=self.dtype)
-        self.v_proj = nn.Dense(self.dim, dtype=self.dtype)
-        self.out_proj = nn.Dense(self.dim, dtype=self.dtype)
+        self.q_proj = Dense(self.dim, dtype=self.dtype)
+        self.k_proj = Dense(self.dim, use_bias=self.key_bias, dtype=self.dtype)
+        self.v_proj = Dense(self.dim, dtype=self.dtype)
+        self.out_proj = Dense(self.dim, dtype=self.dtype)
 
     def _split(self, x: jax.Array) -> jax.Array:
         return x.reshape(*x.shape[:-1], self.heads, self.dim // self.heads)
@@ -118,12 +170,12 @@ class MultiheadAttention(nn.Module):
         """x: (B, Q, D) queries; k, v: (B, S, H, D/H); allowed: bool, broadcastable to (B, H, Q, S).
         Sows the float32 weights (B, H, Q, S) as intermediates/attention_weights."""
         q = self._split(self.q_proj(x)) * (self.dim // self.heads) ** -0.5
-        scores = jnp.einsum("bqhd,bshd->bhqs", q, k).astype(jnp.float32)
+        scores = matmul("bqhd,bshd->bhqs", q, k, self.dtype)
         probs = jax.nn.softmax(jnp.where(allowed, scores, NEG_INF), axis=-1)
         # Recorded only when the caller makes "intermediates" mutable (cross_attention); otherwise
         # a no-op, so the default outputs and numerics are unchanged.
         self.sow("intermediates", "attention_weights", probs)
-        out = jnp.einsum("bhqs,bshd->bqhd", probs.astype(v.dtype), v)
+        out = matmul("bhqs,bshd->bqhd", probs, v, self.dtype)
         return self.out_proj(out.reshape(*x.shape[:-1], self.dim))
 
     def __call__(self, x: jax.Array, y: jax.Array, allowed: jax.Array) -> jax.Array:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from ..errors import SpesError
 from .config import ModelConfig
 from .conformer import ConformerEncoder
+from .layers import Dense
 from .outputs import EncoderOutput
 from .transformer import CrossKV, Decoder, TransformerEncoder
 
@@ -24,7 +25,7 @@ class AuxiliaryCTC(nn.Module):
     @nn.compact
     def __call__(self, enc: EncoderOutput) -> jax.Array:
         """Returns (B, S, V) float32 logits, zero on pad positions (as the reference fills them)."""
-        logits = nn.Dense(self.vocab_size, dtype=self.dtype, name="fc")(enc.out).astype(jnp.float32)
+        logits = Dense(self.vocab_size, dtype=self.dtype, name="fc")(enc.out).astype(jnp.float32)
         return jnp.where(enc.valid[..., None], logits, 0.0)
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from .config import ModelConfig
 from .ctc import ctc_head, run_layers
-from .layers import (MultiheadAttention, Subsampler, activation, fairseq_sinusoids, layer_norm,
+from .layers import (Dense, MultiheadAttention, Subsampler, activation, fairseq_sinusoids, layer_norm,
                      length_mask, make_positions)
 from .outputs import EncoderOutput
 
@@ -29,8 +29,8 @@ class EncoderLayer(nn.Module):
     def setup(self):
         self.self_attn = MultiheadAttention(self.dim, self.heads, self.dtype, self.key_bias)
         self.self_attn_layer_norm = layer_norm("self_attn_layer_norm", self.dtype)
-        self.fc1 = nn.Dense(self.ffn_dim, dtype=self.dtype)
-        self.fc2 = nn.Dense(self.dim, dtype=self.dtype)
+        self.fc1 = Dense(self.ffn_dim, dtype=self.dtype)
+        self.fc2 = Dense(self.dim, dtype=self.dtype)
         self.final_layer_norm = layer_norm("final_layer_norm", self.dtype)
 
     def __call__(self, x: jax.Array, valid: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
@@ -93,8 +93,8 @@ class DecoderLayer(nn.Module):
         self.self_attn_layer_norm = layer_norm("self_attn_layer_norm", self.dtype)
         self.encoder_attn = MultiheadAttention(self.dim, self.heads, self.dtype, self.key_bias)
         self.encoder_attn_layer_norm = layer_norm("encoder_attn_layer_norm", self.dtype)
-        self.fc1 = nn.Dense(self.ffn_dim, dtype=self.dtype)
-        self.fc2 = nn.Dense(self.dim, dtype=self.dtype)
+        self.fc1 = Dense(self.ffn_dim, dtype=self.dtype)
+        self.fc2 = Dense(self.dim, dtype=self.dtype)
         self.final_layer_norm = layer_norm("final_layer_norm", self.dtype)
 
     def _block(self, x, norm, fn):
@@ -159,7 +159,7 @@ class Decoder(nn.Module):
         if c.decoder_normalize_before:
             self.layer_norm = layer_norm("layer_norm", jnp.float32)
         if not c.share_decoder_input_output_embed:
-            self.output_projection = nn.Dense(c.vocab_size, use_bias=False, dtype=jnp.float32)
+            self.output_projection = Dense(c.vocab_size, use_bias=False)
 
     def embed(self, tokens: jax.Array, positions: jax.Array, token_mask: jax.Array | None = None) -> jax.Array:
         """tokens, positions: (B, L) ints; token_mask: optional (B, L) multiplier of the scaled token

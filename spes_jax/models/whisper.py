@@ -19,7 +19,7 @@ import numpy as np
 from flax import traverse_util
 
 from ..errors import SpesError
-from .layers import activation, fairseq_sinusoids, layer_norm
+from .layers import Conv1d, activation, fairseq_sinusoids, layer_norm
 from .outputs import EncoderOutput
 from .transformer import CrossKV, DecoderLayer, EncoderLayer, cached_step
 
@@ -104,8 +104,8 @@ class WhisperEncoder(nn.Module):
 
     def setup(self):
         c = self.cfg
-        self.conv1 = nn.Conv(c.d_model, (3,), padding=[(1, 1)], dtype=self.dtype)
-        self.conv2 = nn.Conv(c.d_model, (3,), strides=(2,), padding=[(1, 1)], dtype=self.dtype)
+        self.conv1 = Conv1d(c.d_model, 3, 1, 1, self.dtype)
+        self.conv2 = Conv1d(c.d_model, 3, 2, 1, self.dtype)
         self.embed_positions = nn.Embed(c.max_source_positions, c.d_model, embedding_init=_sinusoids)
         self.layers = [EncoderLayer(c.d_model, c.encoder_attention_heads, c.encoder_ffn_dim, True, self.dtype,
                                     activation_fn="gelu", key_bias=False) for _ in range(c.encoder_layers)]
