@@ -142,7 +142,7 @@ class JaxSweep:
         """The spectrogram step's encoder alone (with the cross-attention keys/values), on a batch of
         the unperturbed input, compiled."""
         inputs = self.state.inputs
-        x = jnp.broadcast_to(inputs.features, (self.plan.batch,) + inputs.features.shape)
+        x = jnp.broadcast_to(inputs.features, (self.plan.batch("spectrogram"),) + inputs.features.shape)
         fn = jax.jit(lambda p, x: jax.vmap(lambda f: core.sweep.encode(self.module, p, f, inputs.length)[0])(x))
         jax.block_until_ready(fn(self.params, x))
         return lambda: fn(self.params, x)
@@ -176,7 +176,7 @@ class TorchLoop:
             self.hf = transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(**model.cfg.to_hf()))
         self.hf.eval()
         cfg, layout, T = sweep.cfg, sweep.layout, sweep.feats.shape[0]
-        self.batch, self.token_batch = sweep.plan.batch, sweep.plan.token_batch
+        self.batch, self.token_batch = sweep.plan.batch("spectrogram"), sweep.plan.batch("prefix")
         self.p_spec, self.p_tok = cfg.p_spec, cfg.p_tok
         self.rng = np.random.default_rng(seed)
         # Channel-major (C, T) as transformers reads features; only the utterance's T frames are perturbed.
@@ -363,7 +363,7 @@ def main():
                 if args.breakdown:
                     calls[f"{side}_encoder"] = impl.encoder_only()
             times = alternate(calls, args.steps)
-            batches = (jx.plan.batch, jx.plan.token_batch)
+            batches = (jx.plan.batch("spectrogram"), jx.plan.batch("prefix"))
             base = {"model": name, "seconds": round(duration, 2), "tokens": len(tokens), "precision": args.precision,
                     "batch": batches[0], "token_batch": batches[1]}
             for side, impl in sides.items():
