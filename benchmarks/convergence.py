@@ -35,7 +35,8 @@ import numpy as np
 from common import device_name, print_table
 
 from spes_jax import SPESConfig, core, load_model
-from spes_jax.explainer import compute_params, explanation
+from spes_jax.driver import params_on_devices
+from spes_jax.explainer import explanation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPUTS = os.path.join(ROOT, ".bench", "convergence_inputs.npz")
@@ -96,7 +97,7 @@ class Utterance:
                      batch_size=self.batch, token_batch_size=self.token_batch, until_r=until_r)
         plan = core.make_plan(self.model.module, cfg, jax.devices()[:1])
         inputs = core.prepare(self.u["features"], list(self.u["tokens"]), self.seg, self.u["id"], cfg, plan)
-        return cfg, plan, core.init(compute_params(self.model, plan), inputs, plan=plan)
+        return cfg, plan, core.init(params_on_devices(self.model, plan), inputs, plan=plan)
 
     def truth(self, n: int) -> tuple[jax.Array, jax.Array, dict]:
         """Mean of two independent reference-sampler maps of n/2 masks each, and their agreement."""

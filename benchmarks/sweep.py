@@ -31,7 +31,7 @@ from typing import ClassVar
 from common import compiled_flops, device_name, matmul_peak, print_table, time_call, write_results
 from spes_jax import SPESConfig, core
 from spes_jax.core import segment
-from spes_jax.explainer import compute_params
+from spes_jax.driver import params_on_devices
 from spes_jax.models import ModelConfig, init_params, paper_config
 from spes_jax.pipeline import FairseqModel
 from spes_jax.text import Dictionary, Tokenizer
@@ -106,7 +106,7 @@ class Bench:
         inputs = core.prepare(feats, tokens, self.seg, "bench", cfg, self.plan)
         if isinstance(spectrogram_masks, HostMasks):
             inputs = inputs.replace(replay=self._host_batch(inputs))
-        self.state = core.init(compute_params(model, self.plan), inputs, plan=self.plan)
+        self.state = core.init(params_on_devices(model, self.plan), inputs, plan=self.plan)
 
     def _host_batch(self, inputs):
         """This step's keep bits and full masks, sampled and expanded on the host."""
@@ -137,10 +137,10 @@ class Bench:
         return self.state.prefix
 
     def spec_flops(self) -> float:
-        return compiled_flops(core.spectrogram_step, self.state, np.int32(0), plan=self.plan)
+        return compiled_flops(core.engine.step, self.state, np.int32(0), plan=self.plan, part="spectrogram")
 
     def prefix_flops(self) -> float:
-        return compiled_flops(core.prefix_step, self.state, np.int32(0), plan=self.plan)
+        return compiled_flops(core.engine.step, self.state, np.int32(0), plan=self.plan, part="prefix")
 
 
 def fill_batch(model, seconds: float, precision: str, batches: list[int], min_time: float) -> int:

@@ -59,7 +59,7 @@ import numpy as np
 from common import compiled_flops, device_name, matmul_call, print_table, write_results
 from spes_jax import SPESConfig, core
 from spes_jax.audio import SAMPLE_RATE, read_audio
-from spes_jax.explainer import compute_params
+from spes_jax.driver import params_on_devices
 from spes_jax.models.whisper import init_params
 from spes_jax.whisper import FeatureSettings
 from spes_jax.whisper.model import WhisperModel, load_whisper
@@ -121,7 +121,7 @@ class JaxSweep:
         self.seg = core.segment(feats, cfg)
         self.layout = model.layout(feats)
         inputs = core.prepare(feats, tokens, self.seg, "bench", cfg, self.plan, layout=self.layout)
-        self.state = core.init(compute_params(model, self.plan), inputs, plan=self.plan)
+        self.state = core.init(params_on_devices(model, self.plan), inputs, plan=self.plan)
         self.module, self.params = self.plan.module, self.state.params
         jax.block_until_ready((self.spectrogram_step(), self.prefix_step()))
 
@@ -135,8 +135,8 @@ class JaxSweep:
 
     def flops(self) -> tuple[float, float]:
         """XLA's FLOPs of one spectrogram step and one prefix step."""
-        return (compiled_flops(core.spectrogram_step, self.state, np.int32(0), plan=self.plan),
-                compiled_flops(core.prefix_step, self.state, np.int32(0), plan=self.plan))
+        return (compiled_flops(core.engine.step, self.state, np.int32(0), plan=self.plan, part="spectrogram"),
+                compiled_flops(core.engine.step, self.state, np.int32(0), plan=self.plan, part="prefix"))
 
     def encoder_only(self) -> Callable[[], jax.Array]:
         """The spectrogram step's encoder alone (with the cross-attention keys/values), on a batch of

@@ -1,7 +1,8 @@
 """``explain_contrastive``: why the model produced a word rather than a foil, for one utterance.
 
 Host-side work (features, tokenisation and span checks) around the compiled contrastive sweep of
-``core.contrastive_sweep``, run by ``spes_jax.driver``. The result is an ``Explanation`` with one row, the word: spectrogram map (1, T, C), prefix map (1, L) over the target's decoder inputs, zero
+``core.contrastive_sweep``, run by ``spes_jax.driver``. The result is an ``Explanation`` with one
+row, the word: spectrogram map (1, T, C), prefix map (1, L) over the target's decoder inputs, zero
 after the word's start, and what was explained in ``meta["contrastive"]`` (see
 ``Explanation.contrastive``); HDF5 files keep the reference's layout for it.
 """

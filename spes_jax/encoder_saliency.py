@@ -1,8 +1,9 @@
 """``explain_encoder``: encoder-output saliency, the decoder-only view of SPES (docs/cross_attention.md).
 
 Host side of ``core.encoder_sweep``: features and hypotheses as in ``explain``, then the driver
-(``spes_jax.driver``) runs one compiled sweep per utterance that perturbs the encoder output frames instead of the spectrogram (no encoder
-pass per mask). A second call with the same settings and buckets compiles nothing.
+(``spes_jax.driver``) runs one compiled sweep per utterance that perturbs the encoder output frames
+instead of the spectrogram (no encoder pass per mask). A second call with the same settings and
+buckets compiles nothing.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@
 """
 
 from . import engine
-from .engine import (Features, Positions, Segments, Sums, SweepPlan, SweepResult, SweepState, feature_sums, finalize,
-                     init, prefix_map, prefix_sums, segment_sums, spectrogram_map, split_half_r)
-from .perturbation import (BubbleMasks, OrthogonalMasks, ReplayedSegmentMasks, ReplayedTokenMasks, SegmentMasks, TokenMasks,
-                           utterance_key)
+from .engine import (Features, Positions, Segments, Sums, SweepPlan, SweepResult, SweepState, feature_sums,
+                     finalize, init, prefix_map, prefix_sums, segment_sums, spectrogram_map, split_half_r)
+from .perturbation import (BubbleMasks, OrthogonalMasks, ReplayedSegmentMasks, ReplayedTokenMasks, SegmentMasks,
+                           TokenMasks, utterance_key)
 from .scoring import impact, kl, prob_diff
 from .segmentation import Segmentation, prefetch, requested_segments, segment
 from .sweep import (InputLayout, SpesProbe, SweepInputs, local_batch_shapes, make_plan, prefix_step, prepare, run,
@@ -21,5 +21,6 @@ __all__ = ["engine", "Features", "Positions", "Segments", "Sums", "SweepPlan", "
            "feature_sums", "finalize", "init", "prefix_map", "prefix_sums", "segment_sums", "spectrogram_map",
            "split_half_r", "BubbleMasks", "OrthogonalMasks", "ReplayedSegmentMasks", "ReplayedTokenMasks",
            "SegmentMasks", "TokenMasks", "utterance_key", "impact", "kl", "prob_diff", "Segmentation", "prefetch",
-           "requested_segments", "segment", "InputLayout", "SpesProbe", "SweepInputs", "local_batch_shapes", "make_plan",
+           "requested_segments", "segment", "InputLayout", "SpesProbe", "SweepInputs", "local_batch_shapes",
+           "make_plan",
            "prefix_step", "prepare", "run", "spectrogram_step", "trace_counts"]
