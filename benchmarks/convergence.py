@@ -35,7 +35,8 @@ import numpy as np
 from common import device_name, print_table
 
 from spes_jax import SPESConfig, core, load_model
-from spes_jax.explainer import compute_params, explanation
+from spes_jax.driver import params_on_devices
+from spes_jax.explainer import explanation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INPUTS = os.path.join(ROOT, ".bench", "convergence_inputs.npz")
@@ -96,7 +97,7 @@ class Utterance:
                      batch_size=self.batch, token_batch_size=self.token_batch, until_r=until_r)
         plan = core.make_plan(self.model.module, cfg, jax.devices()[:1])
         inputs = core.prepare(self.u["features"], list(self.u["tokens"]), self.seg, self.u["id"], cfg, plan)
-        return cfg, plan, core.init(compute_params(self.model, plan), inputs, plan=plan)
+        return cfg, plan, core.init(params_on_devices(self.model, plan), inputs, plan=plan)
 
     def truth(self, n: int) -> tuple[jax.Array, jax.Array, dict]:
         """Mean of two independent reference-sampler maps of n/2 masks each, and their agreement."""
@@ -154,7 +155,8 @@ def _at_budgets(state, plan, step_fn, batch: int, budgets: list[int]):
         for i in range(done // batch, -(-n // batch)):
             state = step_fn(state, np.int32(i), plan=plan)
         done = max(done, -(-n // batch) * batch)
-        yield done, state, core.finalize(state, plan=plan), jax.device_get(core.split_half_r(state, plan=plan))
+        maps, est = core.finalize(state, plan=plan), jax.device_get(core.split_half_r(state, plan=plan))
+        yield done, state, (maps["spectrogram"], maps["prefix"]), (est["spectrogram"][0], est["prefix"][0])
 
 
 def snapshots(utt: Utterance, sampler: str, seed: int, budgets: list[int], n_token: int, truth) -> list[dict]:
@@ -162,7 +164,8 @@ def snapshots(utt: Utterance, sampler: str, seed: int, budgets: list[int], n_tok
     cfg, plan, state = utt.sweep(sampler, seed, max(budgets), n_token)
     rows = []
     t0 = time.perf_counter()
-    for done, state, (spec, _), (est, _) in _at_budgets(state, plan, core.spectrogram_step, plan.batch, budgets):
+    batch = plan.batch("spectrogram")
+    for done, state, (spec, _), (est, _) in _at_budgets(state, plan, core.spectrogram_step, batch, budgets):
         m = utt.metrics(spec, truth[1], truth[0], truth[1])
         rows.append({"sampler": sampler, "seed": seed, "n": done, "r_spec": m["r_spec"], "err_spec": m["err_spec"],
                      "estimated_r_spec": float(np.mean(est[: utt.K]))})
@@ -174,7 +177,7 @@ def snapshots(utt: Utterance, sampler: str, seed: int, budgets: list[int], n_tok
 def prefix_snapshots(utt: Utterance, seed: int, budgets: list[int], truth) -> list[dict]:
     cfg, plan, state = utt.sweep("reference", seed, 0, max(budgets))
     rows = []
-    for done, state, (_, pre), (_, est) in _at_budgets(state, plan, core.prefix_step, plan.token_batch, budgets):
+    for done, state, (_, pre), (_, est) in _at_budgets(state, plan, core.prefix_step, plan.batch("prefix"), budgets):
         m = utt.metrics(truth[0], pre, truth[0], truth[1])
         rows.append({"seed": seed, "n_token": done, "r_prefix": m["r_prefix"], "err_prefix": m["err_prefix"],
                      "estimated_r_prefix": float(est)})
@@ -206,7 +209,7 @@ def timing(utt: Utterance, reps: int = 5) -> dict:
         for i in range(1, reps + 1):
             state = core.spectrogram_step(state, np.int32(i), plan=plan)
         jax.block_until_ready(state.spectrogram.num)
-        out[sampler] = reps * plan.batch / (time.perf_counter() - t)
+        out[sampler] = reps * plan.batch("spectrogram") / (time.perf_counter() - t)
     return out
 
 
@@ -264,9 +267,9 @@ def run(args) -> None:
             cfg, plan, state = utt.sweep(sampler, 7, max(args.budgets), max(args.token_budgets), args.until_r)
             res = core.run(state, plan, cfg)
             m = utt.metrics(res.spectrogram, res.prefix, spec, pre)
-            rec["until"].append({"sampler": sampler, "n": res.n_masks, "n_token": res.n_token_masks,
+            rec["until"].append({"sampler": sampler, "n": res.n_masks["spectrogram"], "n_token": res.n_masks["prefix"],
                                  "r_spec": m["r_spec"], "r_prefix": m["r_prefix"],
-                                 "estimated_r_spec": float(np.mean(np.asarray(res.spectrogram_r)[: utt.K]))})
+                                 "estimated_r_spec": float(np.mean(np.asarray(res.r["spectrogram"])[: utt.K]))})
         result["utterances"].append(rec)
         last = {s: [r for r in rec["rows"] if r["sampler"] == s and r["n"] == rec["rows"][-1]["n"]] for s in SAMPLERS}
         print(f"{utt.task}/{utt.u['id']} ({time.perf_counter() - t:.0f} s): truth halves r {agree['halves_r_spec']:.3f}; "

@@ -32,7 +32,7 @@ from spes_jax.core import segment, sweep
 from spes_jax.corpus import explain_corpus, read_corpus
 from spes_jax.corpus.rundir import stored_targets
 from spes_jax.corpus.sources import load_source
-from spes_jax.explainer import compute_params
+from spes_jax.driver import params_on_devices
 
 
 def throughput(args) -> None:
@@ -45,7 +45,7 @@ def throughput(args) -> None:
         assert sweep.trace_counts() == traces, "the measured run recompiled"
         targets = stored_targets(os.path.join(d, "run"))
     plan = sweep.make_plan(model.module, cfg, jax.local_devices())
-    params = compute_params(model, plan)
+    params = params_on_devices(model, plan)
     single = 0.0
     for u in read_corpus(args.manifest)[: args.utterances]:
         if u.id not in targets:

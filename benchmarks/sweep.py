@@ -18,7 +18,7 @@ of encoder/cross-attention reuse over a full forward for prefix masks.
 from __future__ import annotations
 
 import argparse
-import functools
+import dataclasses
 import time
 
 import jax
@@ -31,7 +31,7 @@ from typing import ClassVar
 from common import compiled_flops, device_name, matmul_peak, print_table, time_call, write_results
 from spes_jax import SPESConfig, core
 from spes_jax.core import segment
-from spes_jax.explainer import compute_params
+from spes_jax.driver import params_on_devices
 from spes_jax.models import ModelConfig, init_params, paper_config
 from spes_jax.pipeline import FairseqModel
 from spes_jax.text import Dictionary, Tokenizer
@@ -81,19 +81,16 @@ class HostMasks:
         return inputs.features * inputs.replay["masks"][row], 1.0 - inputs.replay["keep"][row]
 
 
-@functools.partial(jax.jit, static_argnames=("plan",))
-def prefix_step_full_forward(state, step, *, plan):
-    """A prefix step that re-encodes the unperturbed input for every mask, as a plain forward does."""
-    inputs, params = state.inputs, state.params
-    g = step * plan.token_batch + jnp.arange(plan.token_batch)
-    keep = jax.vmap(plan.token_masks, (None, 0))(inputs, g)
-    feats = jnp.broadcast_to(inputs.features, (len(g),) + inputs.features.shape)
-    logits = jax.vmap(lambda k, x: plan.module.apply({"params": params}, x[None], inputs.length[None],
-                                                     inputs.prev[None], k[None])[0][0])(keep, feats)
-    r = core.sweep._scores(plan, inputs, state.log_p, logits)
-    half = jax.nn.one_hot(g % 2, 2).T  # the core keeps even/odd masks apart; so does this baseline
-    num, den = jax.vmap(lambda w: core.prefix_sums((1.0 - keep) * w[:, None], r))(half)
-    return state.replace(prefix=core.Sums(state.prefix.num + num[None], state.prefix.den + den[None]))
+@dataclass(frozen=True)
+class FullForwardProbe(core.SpesProbe):
+    """SPES whose prefix masks re-encode the unperturbed input for every mask, as a plain forward does."""
+
+    def score(self, part, module, params, inputs, ctx, x):
+        if part == "spectrogram":
+            return super().score(part, module, params, inputs, ctx, x)
+        logits = module.apply({"params": params}, inputs.features[None], inputs.length[None], inputs.prev[None],
+                              x[None])[0][0]
+        return core.sweep.token_scores(self.scorer, inputs, ctx["log_p"], logits)
 
 
 class Bench:
@@ -109,12 +106,12 @@ class Bench:
         inputs = core.prepare(feats, tokens, self.seg, "bench", cfg, self.plan)
         if isinstance(spectrogram_masks, HostMasks):
             inputs = inputs.replace(replay=self._host_batch(inputs))
-        self.state = core.init(compute_params(model, self.plan), inputs, plan=self.plan)
+        self.state = core.init(params_on_devices(model, self.plan), inputs, plan=self.plan)
 
     def _host_batch(self, inputs):
         """This step's keep bits and full masks, sampled and expanded on the host."""
         labels = np.asarray(inputs.labels)
-        g = np.arange(self.plan.batch)
+        g = np.arange(self.plan.batch("spectrogram"))
         level, index = g // int(inputs.per_level), g % int(inputs.per_level)
         cpu = jax.devices("cpu")[0]
         key = jax.device_put(inputs.key, cpu)
@@ -125,21 +122,25 @@ class Bench:
 
     def spec_step(self):
         state = self.state
-        if isinstance(self.plan.spectrogram_masks, HostMasks):  # the transfer is part of the cost
+        if isinstance(self.plan.probe.spectrogram_masks, HostMasks):  # the transfer is part of the cost
             state = state.replace(inputs=state.inputs.replace(replay=jax.device_put(self._host_batch(state.inputs))))
         self.state = core.spectrogram_step(state, np.int32(0), plan=self.plan)
         return self.state.spectrogram
 
     def prefix_step(self, full_forward: bool = False):
-        fn = prefix_step_full_forward if full_forward else core.prefix_step
-        self.state = fn(self.state, np.int32(0), plan=self.plan)
+        plan = self.plan
+        if full_forward:
+            probe = plan.probe
+            plan = dataclasses.replace(plan, probe=FullForwardProbe(probe.spectrogram_masks, probe.token_masks,
+                                                                    probe.scorer))
+        self.state = core.prefix_step(self.state, np.int32(0), plan=plan)
         return self.state.prefix
 
     def spec_flops(self) -> float:
-        return compiled_flops(core.spectrogram_step, self.state, np.int32(0), plan=self.plan)
+        return compiled_flops(core.engine.step, self.state, np.int32(0), plan=self.plan, part="spectrogram")
 
     def prefix_flops(self) -> float:
-        return compiled_flops(core.prefix_step, self.state, np.int32(0), plan=self.plan)
+        return compiled_flops(core.engine.step, self.state, np.int32(0), plan=self.plan, part="prefix")
 
 
 def fill_batch(model, seconds: float, precision: str, batches: list[int], min_time: float) -> int:
@@ -165,7 +166,7 @@ def fits(b: Bench) -> bool:
     except Exception as e:  # XLA reports RESOURCE_EXHAUSTED as a runtime error
         if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
             raise
-        print(f"batch {b.plan.batch} does not fit {b.seconds:g} s: halving", flush=True)
+        print(f"batch {b.plan.batch('spectrogram')} does not fit {b.seconds:g} s: halving", flush=True)
         return False
 
 
@@ -221,7 +222,7 @@ def main():
                 t_spec = time_call(b.spec_step, args.min_time, 2)
                 t_pre = time_call(b.prefix_step, args.min_time, 2)
                 f_spec, _f_pre = b.spec_flops(), b.prefix_flops()
-                B, TB = b.plan.batch, b.plan.token_batch
+                B, TB = b.plan.batch("spectrogram"), b.plan.batch("prefix")
                 rows.append({"model": name, "seconds": seconds, "precision": precision, "batch": B,
                              "spec_masks_per_s": B / t_spec, "prefix_masks_per_s": TB / t_pre,
                              "gflop_per_mask": f_spec / B / 1e9, "frac_of_peak": f_spec / t_spec / peaks[precision],

@@ -71,7 +71,7 @@ def masked_outputs(model, feats: dict, targets: list, cfg: SPESConfig, search, n
     out = {}
     for (utt, f), tokens in zip(feats.items(), targets):
         inputs = sweep.prepare(f, tokens, segment(f, cfg), utt, cfg, plan, layout=model.layout(f))
-        masked = [np.asarray(plan.spectrogram_masks(inputs, jnp.int32(g))[0])[:f.shape[0]] for g in range(n)]
+        masked = [np.asarray(plan.probe.spectrogram_masks(inputs, jnp.int32(g))[0])[:f.shape[0]] for g in range(n)]
         out[utt] = [h[0].text if h else "" for h in model.decode(masked, search, batch_size=n)]
     return out
 

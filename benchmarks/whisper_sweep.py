@@ -59,7 +59,7 @@ import numpy as np
 from common import compiled_flops, device_name, matmul_call, print_table, write_results
 from spes_jax import SPESConfig, core
 from spes_jax.audio import SAMPLE_RATE, read_audio
-from spes_jax.explainer import compute_params
+from spes_jax.driver import params_on_devices
 from spes_jax.models.whisper import init_params
 from spes_jax.whisper import FeatureSettings
 from spes_jax.whisper.model import WhisperModel, load_whisper
@@ -121,7 +121,7 @@ class JaxSweep:
         self.seg = core.segment(feats, cfg)
         self.layout = model.layout(feats)
         inputs = core.prepare(feats, tokens, self.seg, "bench", cfg, self.plan, layout=self.layout)
-        self.state = core.init(compute_params(model, self.plan), inputs, plan=self.plan)
+        self.state = core.init(params_on_devices(model, self.plan), inputs, plan=self.plan)
         self.module, self.params = self.plan.module, self.state.params
         jax.block_until_ready((self.spectrogram_step(), self.prefix_step()))
 
@@ -135,14 +135,14 @@ class JaxSweep:
 
     def flops(self) -> tuple[float, float]:
         """XLA's FLOPs of one spectrogram step and one prefix step."""
-        return (compiled_flops(core.spectrogram_step, self.state, np.int32(0), plan=self.plan),
-                compiled_flops(core.prefix_step, self.state, np.int32(0), plan=self.plan))
+        return (compiled_flops(core.engine.step, self.state, np.int32(0), plan=self.plan, part="spectrogram"),
+                compiled_flops(core.engine.step, self.state, np.int32(0), plan=self.plan, part="prefix"))
 
     def encoder_only(self) -> Callable[[], jax.Array]:
         """The spectrogram step's encoder alone (with the cross-attention keys/values), on a batch of
         the unperturbed input, compiled."""
         inputs = self.state.inputs
-        x = jnp.broadcast_to(inputs.features, (self.plan.batch,) + inputs.features.shape)
+        x = jnp.broadcast_to(inputs.features, (self.plan.batch("spectrogram"),) + inputs.features.shape)
         fn = jax.jit(lambda p, x: jax.vmap(lambda f: core.sweep.encode(self.module, p, f, inputs.length)[0])(x))
         jax.block_until_ready(fn(self.params, x))
         return lambda: fn(self.params, x)
@@ -176,7 +176,7 @@ class TorchLoop:
             self.hf = transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(**model.cfg.to_hf()))
         self.hf.eval()
         cfg, layout, T = sweep.cfg, sweep.layout, sweep.feats.shape[0]
-        self.batch, self.token_batch = sweep.plan.batch, sweep.plan.token_batch
+        self.batch, self.token_batch = sweep.plan.batch("spectrogram"), sweep.plan.batch("prefix")
         self.p_spec, self.p_tok = cfg.p_spec, cfg.p_tok
         self.rng = np.random.default_rng(seed)
         # Channel-major (C, T) as transformers reads features; only the utterance's T frames are perturbed.
@@ -363,7 +363,7 @@ def main():
                 if args.breakdown:
                     calls[f"{side}_encoder"] = impl.encoder_only()
             times = alternate(calls, args.steps)
-            batches = (jx.plan.batch, jx.plan.token_batch)
+            batches = (jx.plan.batch("spectrogram"), jx.plan.batch("prefix"))
             base = {"model": name, "seconds": round(duration, 2), "tokens": len(tokens), "precision": args.precision,
                     "batch": batches[0], "token_batch": batches[1]}
             for side, impl in sides.items():

@@ -19,9 +19,8 @@ EMBEDDED_NAMES = ", ".join(EMBEDDED)
 AUDIO_HELP = "audio files: WAV (any PCM or float format), FLAC, OGG/Vorbis, MP3; resampled to 16 kHz mono"
 
 
-def _sweep_options(p: argparse.ArgumentParser, until_r: bool = True) -> None:
-    """The options of a SPES sweep, shared by explain, explain-corpus and explain-contrastive (whose
-    single-row sweep has no convergence estimate: ``until_r=False``)."""
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    """The options of a SPES sweep, shared by explain, explain-corpus and explain-contrastive."""
     p.add_argument("--masks", type=int, default=20000, help="spectrogram masks N_X (default 20000; the "
                    "maximum with --until-r)")
     p.add_argument("--token-masks", type=int, default=2000, help="prefix masks N_Y (default 2000; the maximum "
@@ -29,9 +28,8 @@ def _sweep_options(p: argparse.ArgumentParser, until_r: bool = True) -> None:
     p.add_argument("--sampler", choices=["reference", "orthogonal"], default="reference",
                    help="reference: independent masks, the paper's exactly (default); orthogonal: the same "
                    "distribution from a randomised Hadamard design, same maps in the limit (docs/spes.md)")
-    if until_r:
-        p.add_argument("--until-r", type=float, metavar="R", help="stop each sweep once its online estimate of "
-                       "the maps' correlation with the converged maps reaches R (e.g. 0.9)")
+    p.add_argument("--until-r", type=float, metavar="R", help="stop each sweep once its online estimate of "
+                   "the maps' correlation with the converged maps reaches R (e.g. 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--batch-size", type=int, default=64, help="masks per compiled step")
@@ -140,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     _whisper_options(x)
     x.add_argument("--task", type=_task, choices=["asr", "st"],
                    help="SPES settings (default: the embedded --model's task, else asr)")
-    _sweep_options(x, until_r=False)
+    _sweep_options(x)
     x.add_argument("--quiet", action="store_true", help="no progress bar")
     x.set_defaults(func=commands.explain_contrastive_command)
 

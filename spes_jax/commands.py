@@ -75,7 +75,7 @@ def sweep_config(args, task: str):
     return base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
                         precision=args.precision, batch_size=args.batch_size,
                         token_batch_size=max(args.batch_size, base.token_batch_size),
-                        sampler=args.sampler, until_r=getattr(args, "until_r", None))
+                        sampler=args.sampler, until_r=args.until_r)
 
 
 def explain_command(args) -> None:

@@ -1,7 +1,7 @@
 """``explain_contrastive``: why the model produced a word rather than a foil, for one utterance.
 
-Host-side work (features, tokenisation and span checks, SLIC one utterance ahead) around the
-compiled contrastive sweep of ``core.contrastive_sweep``. The result is an ``Explanation`` with one
+Host-side work (features, tokenisation and span checks) around the compiled contrastive sweep of
+``core.contrastive_sweep``, run by ``spes_jax.driver``. The result is an ``Explanation`` with one
 row, the word: spectrogram map (1, T, C), prefix map (1, L) over the target's decoder inputs, zero
 after the word's start, and what was explained in ``meta["contrastive"]`` (see
 ``Explanation.contrastive``); HDF5 files keep the reference's layout for it.
@@ -20,7 +20,9 @@ import numpy as np
 from .config import SPESConfig
 from .core import contrastive_sweep
 from .core.contrastive import NORMALIZERS, begins_word, contrastive_spans
-from .core.segmentation import Segmentation, prefetch, segment
+from .core.engine import SweepPlan, SweepResult
+from .core.segmentation import Segmentation, segment
+from .driver import sweep_one, sweeps
 from .errors import SpesError, SpesWarning
 from .explainer import _check_length, _utt_id
 from .explanation import Explanation
@@ -68,32 +70,47 @@ def word_pair(model: SpeechToTextModel, target, foil, start: int | None = None, 
 
 def sweep_utterance(model: SpeechToTextModel, features: np.ndarray, target_ids: list[int], foil_ids: list[int],
                     spans: tuple[int, int, int], segmentation: Segmentation, utt_id: str, config: SPESConfig,
-                    plan: contrastive_sweep.ContrastivePlan, params, normalizer: str | None = None,
-                    replay: dict | None = None, progress=None) -> Explanation:
+                    plan: SweepPlan, params, normalizer: str | None = None, replay: dict | None = None,
+                    progress=None) -> Explanation:
     """One checked utterance through the compiled contrastive sweep -> its ``Explanation``."""
-    bow = begins_word(model.dictionary.symbols)
-    inputs = contrastive_sweep.prepare(features, target_ids, foil_ids, spans, segmentation, utt_id, config, plan,
-                                       bow, replay, model.layout(features))
-    state = contrastive_sweep.init(params, inputs, plan=plan)
-    out = jax.device_get(contrastive_sweep.run(state, plan, config, progress))
+    item = ContrastiveItem(utt_id, features, target_ids, foil_ids, spans)
+    result = sweep_one(plan, params, _inputs(model, item, segmentation, config, plan, replay),
+                       (config.n_masks, config.n_token_masks), until_r=config.until_r, progress=progress)
+    return explanation(model, item, segmentation, config, plan, normalizer, result)
+
+
+def _inputs(model: SpeechToTextModel, item: ContrastiveItem, segmentation: Segmentation, config: SPESConfig,
+            plan: SweepPlan, replay: dict | None = None) -> contrastive_sweep.ContrastiveInputs:
+    return contrastive_sweep.prepare(item.features, item.target, item.foil, item.spans, segmentation, item.id, config,
+                                     plan, begins_word(model.dictionary.symbols), replay, model.layout(item.features))
+
+
+def explanation(model: SpeechToTextModel, item: ContrastiveItem, segmentation: Segmentation, config: SPESConfig,
+                plan: SweepPlan, normalizer: str | None, result: SweepResult) -> Explanation:
+    """The ``Explanation`` of one swept word (maps cut to the target's tokens and T frames)."""
+    out = jax.device_get(result.outputs)
+    probe = plan.probe
     if out["nonfinite"]:
-        warnings.warn(f"{utt_id}: {int(out['nonfinite'])} mask(s) gave a non-finite {plan.scorer} score (a word "
+        warnings.warn(f"{item.id}: {int(out['nonfinite'])} mask(s) gave a non-finite {probe.scorer} score (a word "
                       f"probability of 0?) and were left out of the maps", SpesWarning, stacklevel=2)
-    s, e, ef = spans
-    K, T = len(target_ids), features.shape[0]
-    target, foil = model.dictionary.pieces(target_ids), model.dictionary.pieces(foil_ids)
+    s, e, ef = item.spans
+    K, T = len(item.target), item.features.shape[0]
+    target, foil = model.dictionary.pieces(item.target), model.dictionary.pieces(item.foil)
     info = {"target": target, "foil": foil, "start": s, "end": e, "foil_end": ef, "word": pieces_text(target[s:e + 1]),
-            "foil_word": pieces_text(foil[s:ef + 1]), "scorer": plan.scorer, "word_probability": plan.word_probability,
-            "normalizer": normalizer, "p_orig": float(out["p_orig"]), "q_orig": float(out["q_orig"]),
-            "nonfinite_scores": int(out["nonfinite"])}
+            "foil_word": pieces_text(foil[s:ef + 1]), "scorer": probe.scorer,
+            "word_probability": probe.word_probability, "normalizer": normalizer, "p_orig": float(out["p_orig"]),
+            "q_orig": float(out["q_orig"]), "nonfinite_scores": int(out["nonfinite"])}
+    meta = {"requested_segments": list(segmentation.requested),
+            "n_segments": [int(n) for n in segmentation.n_segments], "contrastive": info}
+    if result.r is not None:
+        meta["until_r"] = config.until_r
+        meta["estimated_r"] = {part: round(float(np.asarray(r).reshape(-1)[0]), 4) for part, r in result.r.items()}
     return Explanation(
-        id=utt_id, tokens=[info["word"]], spectrogram_saliency=np.asarray(out["spectrogram"][:, :T], np.float32),
+        id=item.id, tokens=[info["word"]], spectrogram_saliency=np.asarray(out["spectrogram"][:, :T], np.float32),
         prefix_saliency=np.asarray(out["prefix"][:, :K], np.float32),
         prefix_tokens=model.dictionary.pieces(model.prompt[-1:]) + target[:-1],
-        text=model.tokenizer.decode(target_ids), n_masks=config.n_masks,
-        n_token_masks=config.n_token_masks,
-        meta={"requested_segments": list(segmentation.requested),
-              "n_segments": [int(n) for n in segmentation.n_segments], "contrastive": info})
+        text=model.tokenizer.decode(item.target), n_masks=result.n_masks["spectrogram"],
+        n_token_masks=result.n_masks["prefix"], meta=meta)
 
 
 def check_normalizer(normalizer: str | None) -> None:
@@ -126,22 +143,15 @@ def _item(model: SpeechToTextModel, audio, target, foil, cfg: SPESConfig, utt_id
 
 def _explain_items(model: SpeechToTextModel, items: Sequence[ContrastiveItem], cfg: SPESConfig, scorer: str,
                    word_probability: str, normalizer: str | None, devices, progress: bool) -> list[Explanation]:
-    if cfg.until_r is not None:
-        raise SpesError("until_r applies to explain / explain_corpus; a contrastive sweep runs its full budget")
     plan = contrastive_sweep.make_plan(model.module, cfg, devices, scorer=scorer, word_probability=word_probability)
-    params = jax.device_put(model.params, plan.sweep.replicated)
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=len(items) * (cfg.n_masks + cfg.n_token_masks), unit="mask",
-                   desc="contrastive SPES", dynamic_ncols=True)
-    segmentations = prefetch(lambda item: segment(item.features, cfg), items)
-    out = [sweep_utterance(model, it.features, it.target, it.foil, it.spans, seg, it.id, cfg, plan, params,
-                           normalizer, progress=bar.update if bar else None) for it, seg in zip(items, segmentations)]
-    if bar:
-        bar.close()
-    return out
+    def prepare(item: ContrastiveItem):
+        seg = segment(item.features, cfg)
+        return _inputs(model, item, seg, cfg, plan), seg
+
+    return [explanation(model, swept.item, swept.host, cfg, plan, normalizer, swept.result)
+            for swept in sweeps(model, plan, items, prepare, (cfg.n_masks, cfg.n_token_masks), until_r=cfg.until_r,
+                                progress="contrastive SPES" if progress else None)]
 
 
 def explain_contrastive(model: SpeechToTextModel, audio, target, foil, config: SPESConfig | None = None, *,

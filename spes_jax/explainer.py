@@ -1,14 +1,13 @@
-"""``explain``: audio in, ``Explanation`` out. Host-side work around the compiled sweep of ``core``.
+"""``explain``: audio in, ``Explanation`` out. The SPES kind's host side (``core.sweep``).
 
-Features and hypotheses are computed first, SLIC runs one utterance ahead in a background thread,
-and each utterance is swept by the module-level compiled functions of ``core.sweep``: a second call
-with the same configuration and buckets compiles nothing.
+Features and hypotheses are computed first; the driver (``spes_jax.driver``) then runs SLIC one
+utterance ahead in a background thread and sweeps each utterance with the engine's module-level
+compiled functions: a second call with the same configuration and buckets compiles nothing.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from typing import Sequence
 
 import jax
@@ -17,7 +16,9 @@ import numpy as np
 from .audio import FRAME_SHIFT_S
 from .config import SPESConfig
 from .core import sweep
-from .core.segmentation import Segmentation, prefetch, segment
+from .core.engine import SweepResult
+from .core.segmentation import Segmentation, segment
+from .driver import params_on_devices, sweeps
 from .errors import SpesError
 from .explanation import Explanation
 from .inputs import input_features, warnings_if_all_succeed
@@ -60,28 +61,28 @@ def model_inputs(model: SpeechToTextModel, audio, cfg: SPESConfig, ids: Sequence
     return single, ids, features
 
 
-def compute_params(model: SpeechToTextModel, plan: sweep.SweepPlan):
-    """The model's (float32) parameters, replicated on the plan's devices."""
-    return jax.device_put(model.params, plan.replicated)
+# The parameters on a plan's devices, under the name tests and benchmarks import.
+compute_params = params_on_devices
 
 
 def explanation(model: SpeechToTextModel, utt_id: str, tokens: Sequence[int], n_frames: int,
-                seg: Segmentation, cfg: SPESConfig, result: sweep.SweepResult) -> Explanation:
+                seg: Segmentation, cfg: SPESConfig, result: SweepResult) -> Explanation:
     """The ``Explanation`` of one swept utterance (maps cut to its K tokens and T frames)."""
     spec, prefix = jax.device_get((result.spectrogram, result.prefix))
     K = len(tokens)
     pieces = model.dictionary.pieces(tokens)
     meta = {"requested_segments": list(seg.requested), "n_segments": [int(n) for n in seg.n_segments],
             "sampler": cfg.sampler}
-    if result.spectrogram_r is not None:
+    if result.r is not None:
         meta["until_r"] = cfg.until_r
-        meta["estimated_r"] = {"spectrogram": [round(float(x), 4) for x in np.asarray(result.spectrogram_r)[:K]],
-                               "prefix": round(float(result.prefix_r), 4)}
+        meta["estimated_r"] = {"spectrogram": [round(float(x), 4) for x in np.asarray(result.r["spectrogram"])[:K]],
+                               "prefix": round(float(result.r["prefix"]), 4)}
     return Explanation(
         id=utt_id, tokens=pieces, spectrogram_saliency=np.asarray(spec[:K, :n_frames], np.float32),
         prefix_saliency=np.asarray(prefix[:K, :K], np.float32),
         prefix_tokens=model.dictionary.pieces(model.prompt[-1:]) + pieces[:-1],
-        text=model.tokenizer.decode(tokens), n_masks=result.n_masks, n_token_masks=result.n_token_masks, meta=meta)
+        text=model.tokenizer.decode(tokens), n_masks=result.n_masks["spectrogram"],
+        n_token_masks=result.n_masks["prefix"], meta=meta)
 
 
 def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *, ids: Sequence[str] | None = None,
@@ -100,24 +101,15 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     if targets is None:
         targets = [list(h[0].tokens) for h in model.decode(features)]
     plan = sweep.make_plan(model.module, cfg, devices)
-    params = compute_params(model, plan)
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        per_utt = cfg.n_masks + cfg.n_token_masks
-        # Announced only now that every input has been read and checked.
-        tqdm.write(f"SPES: {len(features)} utterance(s), {cfg.n_masks} spectrogram and {cfg.n_token_masks} prefix "
-                   f"masks each, on {plan.mesh.devices.flat[0].platform}", file=sys.stderr)
-        bar = tqdm(total=len(features) * per_utt, unit="mask", desc="SPES", dynamic_ncols=True)
+    def prepare(job):
+        utt_id, feats, tokens = job
+        seg = segment(feats, cfg)
+        return sweep.prepare(feats, tokens, seg, utt_id, cfg, plan, layout=model.layout(feats)), seg
+
     results = []
-    for utt_id, feats, tokens, seg in zip(ids, features, targets, prefetch(lambda f: segment(f, cfg), features)):
-        inputs = sweep.prepare(feats, tokens, seg, utt_id, cfg, plan, layout=model.layout(feats))
-        state = sweep.init(params, inputs, plan=plan)
-        result = sweep.run(state, plan, cfg, bar.update if bar else None)
-        if bar:  # masks an early stop (until_r) did not run leave the total
-            bar.total -= per_utt - result.n_masks - result.n_token_masks
-        results.append(explanation(model, utt_id, tokens, feats.shape[0], seg, cfg, result))
-    if bar:
-        bar.close()
+    for swept in sweeps(model, plan, list(zip(ids, features, targets)), prepare, (cfg.n_masks, cfg.n_token_masks),
+                        until_r=cfg.until_r, progress="SPES" if progress else None):
+        utt_id, feats, tokens = swept.item
+        results.append(explanation(model, utt_id, tokens, feats.shape[0], swept.host, cfg, swept.result))
     return results[0] if single else results

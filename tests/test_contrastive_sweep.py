@@ -43,7 +43,7 @@ def test_reference_runs_replayed_through_the_engine(converted):
     cfg = SPESConfig.asr(n_masks=60, n_token_masks=60, batch_size=32, token_batch_size=32)  # 20 masks per level
     plan = contrastive_sweep.make_plan(model.module, cfg, spectrogram_masks=ReplayedSegmentMasks(),
                                        token_masks=ReplayedTokenMasks())
-    params = jax.device_put(model.params, plan.sweep.replicated)
+    params = jax.device_put(model.params, plan.replicated)
     for u, m in meta["utterances"].items():
         labels, keep, _ = _reference_keep(fbank, u)
         seg = Segmentation(labels, labels.reshape(3, -1).max(1), tuple(fbank[f"{u}_slic_n_segments_requested"]))

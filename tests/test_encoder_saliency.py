@@ -108,15 +108,15 @@ feats = synthetic_features(0.8, seed=4)
 run = lambda devices: explain_encoder(model, feats, n_masks=80, batch_size=32, targets=[[5, 9, 11, 2]],
                                       devices=devices).saliency
 one = run(jax.devices()[:1])
-assert encoder_sweep.local_batch_shapes() == {"step": (32, 32)}, encoder_sweep.local_batch_shapes()
+assert encoder_sweep.local_batch_shapes() == {"encoder_step": (32, 32)}, encoder_sweep.local_batch_shapes()
 four = run(None)
 # Each of the 4 devices evaluated 8 of the 32 masks of a step, and holds its own row of the sums.
-assert encoder_sweep.local_batch_shapes() == {"step": (8, 32)}, encoder_sweep.local_batch_shapes()
+assert encoder_sweep.local_batch_shapes() == {"encoder_step": (8, 32)}, encoder_sweep.local_batch_shapes()
 plan = encoder_sweep.make_plan(model.module, batch=32)
 inputs = encoder_sweep.prepare(feats, [5, 9, 11, 2], "u", seed=0, p=0.5, n_masks=80, plan=plan)
 state = encoder_sweep.step(encoder_sweep.init(jax.device_put(model.params, plan.replicated), inputs, plan=plan),
                            np.int32(0), plan=plan)
-shards = state.num.addressable_shards
+shards = state.encoder.num.addressable_shards
 assert len(shards) == 4 and {s.data.shape[0] for s in shards} == {1}
 np.testing.assert_allclose(one, four, rtol=1e-5, atol=1e-5 * np.abs(one).max())
 assert np.abs(one).max() > 0

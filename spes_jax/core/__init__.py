@@ -1,21 +1,26 @@
-"""The SPES engine core: host segmentation, on-device masks, scoring and the compiled sweep.
+"""The SPES engine core: host segmentation, on-device masks, scoring and the compiled sweep engine.
 
     plan = make_plan(model.module, config, devices)
     state = init(params, prepare(features, tokens, segment(features, config), utt_id, config, plan), plan=plan)
-    state = spectrogram_step(state, i, plan=plan)   # i = 0, 1, ...; likewise prefix_step
-    spectrogram_map, prefix_map = finalize(state, plan=plan)
+    result = run(state, plan, config)   # result.spectrogram (L, T, C), result.prefix (L, L)
+
+``engine`` runs every sweep kind; ``sweep`` (SPES), ``contrastive_sweep`` and ``encoder_sweep`` are its probes.
 """
 
-from .perturbation import (BubbleMasks, OrthogonalMasks, ReplayedSegmentMasks, ReplayedTokenMasks, SegmentMasks, TokenMasks,
-                           utterance_key)
+from . import engine
+from .engine import (Features, Positions, Segments, Sums, SweepPlan, SweepResult, SweepState, feature_sums,
+                     finalize, init, prefix_map, prefix_sums, segment_sums, spectrogram_map, split_half_r)
+from .perturbation import (BubbleMasks, OrthogonalMasks, ReplayedSegmentMasks, ReplayedTokenMasks, SegmentMasks,
+                           TokenMasks, utterance_key)
 from .scoring import impact, kl, prob_diff
 from .segmentation import Segmentation, prefetch, requested_segments, segment
-from .sweep import (InputLayout, SweepInputs, SweepPlan, SweepState, Sums, feature_sums, finalize, init, local_batch_shapes,
-                    make_plan, prefix_map, prefix_step, prefix_sums, prepare, run, segment_sums, spectrogram_map,
-                    spectrogram_step, split_half_r, SweepResult, trace_counts)
+from .sweep import (InputLayout, SpesProbe, SweepInputs, local_batch_shapes, make_plan, prefix_step, prepare, run,
+                    spectrogram_step, trace_counts)
 
-__all__ = ["BubbleMasks", "OrthogonalMasks", "ReplayedSegmentMasks", "ReplayedTokenMasks", "SegmentMasks", "TokenMasks",
-           "utterance_key", "impact", "kl", "prob_diff", "Segmentation", "prefetch", "requested_segments", "segment",
-           "InputLayout", "SweepInputs", "SweepPlan", "SweepState", "Sums", "feature_sums", "finalize", "init", "local_batch_shapes",
-           "make_plan", "prefix_map", "prefix_step", "prefix_sums", "prepare", "run", "segment_sums",
-           "spectrogram_map", "spectrogram_step", "split_half_r", "SweepResult", "trace_counts"]
+__all__ = ["engine", "Features", "Positions", "Segments", "Sums", "SweepPlan", "SweepResult", "SweepState",
+           "feature_sums", "finalize", "init", "prefix_map", "prefix_sums", "segment_sums", "spectrogram_map",
+           "split_half_r", "BubbleMasks", "OrthogonalMasks", "ReplayedSegmentMasks", "ReplayedTokenMasks",
+           "SegmentMasks", "TokenMasks", "utterance_key", "impact", "kl", "prob_diff", "Segmentation", "prefetch",
+           "requested_segments", "segment", "InputLayout", "SpesProbe", "SweepInputs", "local_batch_shapes",
+           "make_plan",
+           "prefix_step", "prepare", "run", "spectrogram_step", "trace_counts"]

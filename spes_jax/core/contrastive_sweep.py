@@ -1,70 +1,53 @@
-"""The contrastive SPES sweep as pure, compiled functions (one word: the target against a foil).
+"""The contrastive SPES sweep, a probe of the sweep engine (``core.engine``): one word, the target
+against a foil.
 
-The same engine as ``core.sweep`` (mask sources, per-device partial sums under ``shard_map`` over
-the "masks" axis, one reduction in ``finalize``), with a contrastive step: every perturbed input is
-encoded once and decoded twice, teacher-forced on the target sequence y and on the foil sequence
-y' (identical to y before the word's start s); the word probabilities of both (pieces s..e of y,
-s..e' of y') give one score r per mask (``core.contrastive.score``), and Eq. 3 accumulates r with
-one row. Prefix masks occlude only decoder inputs 0..s (the shared prefix): the foil's decoder
-gets the target's mask, which is all ones after s. Nothing per mask leaves the device.
-
-Every function is jitted once at module level with a hashable ``ContrastivePlan`` as its static
-argument: any two utterances with equal plans and equal padded shapes share one compilation.
+Every perturbed input is encoded once and decoded twice, teacher-forced on the target sequence y
+and on the foil sequence y' (identical to y before the word's start s); the word probabilities of
+both (pieces s..e of y, s..e' of y') give one score r per mask (``core.contrastive.score``), and
+Eq. 3 accumulates r with one row. Prefix masks occlude only decoder inputs 0..s (the shared prefix):
+the foil's decoder gets the target's mask, which is all ones after s. Non-finite scores (a word
+probability of 0) are counted and left out, by the engine.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
 from .._shapes import TOKEN_BUCKET, round_up
 from ..config import SPESConfig
 from ..errors import SpesError
-from . import sweep
-from .contrastive import SCORERS, WORD_PROBABILITIES, causal_word_prefix, score, word_pair_probabilities
-from .pacing import StepQueue
+from . import engine, sweep
+from .contrastive import SCORERS, WORD_PROBABILITIES, score, word_pair_probabilities
+from .engine import Positions, SweepPlan, SweepResult, SweepState, finalize, init, split_half_r
+from .perturbation import SegmentMasks, TokenMasks
 from .segmentation import Segmentation
-from .sweep import AXIS, Sums, SweepInputs, SweepPlan, feature_sums, prefix_sums, ratio, segment_sums
+from .sweep import SweepInputs
 
-_traces: collections.Counter = collections.Counter()
-
-
-def trace_counts() -> dict[str, int]:
-    """Number of traces (= compilations) of each contrastive sweep function so far in this process."""
-    return dict(_traces)
-
-
-@dataclasses.dataclass(frozen=True)
-class ContrastivePlan:
-    """What a contrastive sweep computes and where (static: equal plans share compilations).
-
-    sweep: the mask sources, batch sizes, model module and device mesh (its ``scorer`` is unused);
-    scorer: one of ``core.contrastive.SCORERS``; word_probability: one of ``WORD_PROBABILITIES``.
-    """
-
-    sweep: SweepPlan
-    scorer: str = "contrastive_parity_ratio"
-    word_probability: str = "word_boundary"
+KIND = "contrastive"
+# This kind's traces of each engine function.
+trace_counts = functools.partial(engine.trace_counts, KIND)
 
 
 def make_plan(module, config: SPESConfig, devices: Sequence[jax.Device] | None = None, *,
               scorer: str = "contrastive_parity_ratio", word_probability: str = "word_boundary",
-              spectrogram_masks: Any = None, token_masks: Any = None) -> ContrastivePlan:
-    """The contrastive plan of ``config`` on ``devices`` (see ``core.sweep.make_plan``)."""
+              spectrogram_masks: Any = None, token_masks: Any = None) -> SweepPlan:
+    """The contrastive plan of ``config`` on ``devices``: ``scorer`` one of ``core.contrastive.SCORERS``,
+    ``word_probability`` one of ``WORD_PROBABILITIES``; mask sources, batches and precision as
+    ``core.sweep.make_plan`` (the configured SPES scorer is unused)."""
     if scorer not in SCORERS:
         raise SpesError(f"unknown contrastive scorer {scorer!r}; choose from {', '.join(SCORERS)}")
     if word_probability not in WORD_PROBABILITIES:
         raise SpesError(f"unknown word probability {word_probability!r}; choose from {', '.join(WORD_PROBABILITIES)}")
-    return ContrastivePlan(sweep.make_plan(module, config, devices, spectrogram_masks=spectrogram_masks,
-                                           token_masks=token_masks), scorer, word_probability)
+    probe = ContrastiveProbe(spectrogram_masks or sweep.spectrogram_source(config), token_masks or TokenMasks(),
+                             scorer, word_probability)
+    return engine.make_plan(module, probe, (config.batch_size, config.token_batch_size), devices, config.precision)
 
 
 @flax.struct.dataclass
@@ -86,167 +69,95 @@ class ContrastiveInputs:
     bow: jax.Array
 
 
-@flax.struct.dataclass
-class ContrastiveState:
-    """p_orig, q_orig: () float32 target / foil word probability of the unperturbed input; cross,
-    enc_valid: the unperturbed encoder's cross-attention keys/values and (1, S') validity (prefix
-    masks); spectrogram: per segment (D, n_levels, S, 1) / (D, n_levels, S), or per feature
-    (D, 1, T, C) / (D, T, C); prefix: (D, 1, L) / (D, L); nonfinite: (D,) masks whose score was
-    not finite (counted, then left out of the sums)."""
-
-    params: Any
-    inputs: ContrastiveInputs
-    p_orig: jax.Array
-    q_orig: jax.Array
-    cross: Any
-    enc_valid: jax.Array
-    spectrogram: Sums
-    prefix: Sums
-    nonfinite: jax.Array
-
-
 def prepare(features: np.ndarray, target: Sequence[int], foil: Sequence[int], spans: tuple[int, int, int],
-            segmentation: Segmentation, utt_id: str, config: SPESConfig, plan: ContrastivePlan, bow: np.ndarray,
+            segmentation: Segmentation, utt_id: str, config: SPESConfig, plan: SweepPlan, bow: np.ndarray,
             replay: dict | None = None, layout: sweep.InputLayout = sweep.InputLayout()) -> ContrastiveInputs:
     """Pads one utterance, its target and foil ids (each ending with </s>) and the word's
     (start, end, foil_end) from ``contrastive_spans`` to the buckets and places them, replicated, on
     the plan's devices. ``replay["prefix"]`` rows are padded by the caller to
     ``round_up(max(len(target), len(foil)), 16)`` columns."""
-    base = sweep.prepare(features, target, segmentation, utt_id, config, plan.sweep, replay, layout)
+    base = sweep.prepare(features, target, segmentation, utt_id, config, plan, replay, layout)
     L = round_up(max(len(target), len(foil)), TOKEN_BUCKET)
-    start, pad = layout.prompt[-1], plan.sweep.module.cfg.pad
+    start, pad = layout.prompt[-1], plan.module.cfg.pad
     prev, tgt = sweep.teacher_forced(target, L, start, pad)
     foil_prev, foil_tgt = sweep.teacher_forced(foil, L, start, pad)
     s, e, ef = (np.int32(i) for i in spans)
     inputs = ContrastiveInputs(base.replace(prev=prev, target=tgt), foil_prev, foil_tgt, s, e, ef,
                                np.asarray(bow, bool))
-    return jax.device_put(inputs, plan.sweep.replicated)
+    return jax.device_put(inputs, plan.replicated)
 
 
-def _pair(plan: ContrastivePlan, params, inputs: ContrastiveInputs, cross, enc_valid, keep=None):
+def _pair(probe: "ContrastiveProbe", module, params, inputs: ContrastiveInputs, cross, enc_valid, keep=None):
     """(P, Q) of one input given its encoder's keys/values; keep: (L,) prefix mask or None."""
     base = inputs.base
 
     def decoder(prev, k):
-        return sweep.decode(plan.sweep.module, params, base, prev, cross, enc_valid, k)
+        return sweep.decode(module, params, base, prev, cross, enc_valid, k)
 
     return word_pair_probabilities(decoder, (base.prev, base.target, keep),
                                    (inputs.foil_prev, inputs.foil_target, keep), inputs.start,
-                                   (inputs.end, inputs.foil_end), plan.word_probability, inputs.bow)
+                                   (inputs.end, inputs.foil_end), probe.word_probability, inputs.bow)
 
 
-def _scores(plan: ContrastivePlan, p_orig, q_orig, p, q, valid) -> tuple[jax.Array, jax.Array]:
-    """(B,) word probabilities -> (B, 1) scores (0 for padded masks and non-finite scores) and the
-    (B,) non-finite flags of the valid masks."""
-    r = score(plan.scorer, p_orig, p, q_orig, q)
-    bad = (~jnp.isfinite(r)) & (valid > 0)
-    return jnp.where(bad, 0.0, r * valid)[:, None], bad
+@dataclasses.dataclass(frozen=True)
+class ContrastiveProbe:
+    """Contrastive SPES: "spectrogram" masks through the whole model, map (1, T, C); "prefix" masks
+    over decoder inputs 0..s through the decoder on the unperturbed encoder output, map (1, L) zero
+    after s. Context: the unperturbed word probabilities ``p_orig``, ``q_orig`` and the encoder's
+    ``cross`` keys/values and ``enc_valid``; both probabilities are also outputs."""
 
+    spectrogram_masks: Any = SegmentMasks()
+    token_masks: Any = TokenMasks()
+    scorer: str = "contrastive_parity_ratio"
+    word_probability: str = "word_boundary"
 
-@functools.partial(jax.jit, static_argnames=("plan",))
-def init(params, inputs: ContrastiveInputs, *, plan: ContrastivePlan) -> ContrastiveState:
-    """Unperturbed pass (P_o, Q_o, cross-attention keys/values) and zero sums."""
-    _traces["init"] += 1
-    module, base = plan.sweep.module, inputs.base
-    cross, enc_valid = sweep.encode(module, params, base.features, base.length)
-    p_orig, q_orig = _pair(plan, params, inputs, cross, enc_valid)
-    D, (n_levels, T, C), L = plan.sweep.n_devices, base.labels.shape, base.prev.shape[0]
-    zeros = lambda *shape: jax.lax.with_sharding_constraint(jnp.zeros((D, *shape), jnp.float32),
-                                                            plan.sweep.per_device)
-    if plan.sweep.spectrogram_masks.per_segment:
-        spec = Sums(zeros(n_levels, base.n_slots, 1), zeros(n_levels, base.n_slots))
-    else:
-        spec = Sums(zeros(1, T, C), zeros(T, C))
-    return ContrastiveState(params, inputs, p_orig, q_orig, cross, enc_valid, spec, Sums(zeros(1, L), zeros(L)),
-                            zeros())
+    kind: ClassVar[str] = KIND
+    parts: ClassVar[tuple[str, ...]] = ("spectrogram", "prefix")
 
+    def setup(self, module, params, inputs: ContrastiveInputs) -> dict:
+        cross, enc_valid = sweep.encode(module, params, inputs.base.features, inputs.base.length)
+        p_orig, q_orig = _pair(self, module, params, inputs, cross, enc_valid)
+        return {"p_orig": p_orig, "q_orig": q_orig, "cross": cross, "enc_valid": enc_valid}
 
-@functools.partial(jax.jit, static_argnames=("plan",))
-def spectrogram_step(state: ContrastiveState, step: jax.Array, *, plan: ContrastivePlan) -> ContrastiveState:
-    """Adds ``plan.sweep.batch`` spectrogram masks; each device encodes its 1/D of them once and
-    decodes each twice (target and foil)."""
-    _traces["spectrogram_step"] += 1
-    source, module = plan.sweep.spectrogram_masks, plan.sweep.module
-    local = plan.sweep.batch // plan.sweep.n_devices
+    def n_masks(self, part: str, inputs: ContrastiveInputs) -> jax.Array:
+        return inputs.base.n_masks if part == "spectrogram" else inputs.base.n_token_masks
 
-    def body(params, inputs, p_orig, q_orig, num, den, bad, step):
+    def perturb(self, part: str, inputs: ContrastiveInputs, ctx: dict, g: jax.Array):
         base = inputs.base
-        g = sweep._mask_numbers(step, plan.sweep.batch, local)
-        valid = (g < base.n_masks).astype(jnp.float32)
-        perturbed, occluded = jax.vmap(source, (None, 0))(base, g)
-
-        def one(x):
-            return _pair(plan, params, inputs, *sweep.encode(module, params, x, base.length))
-
-        r, nonfinite = _scores(plan, p_orig, q_orig, *jax.vmap(one)(perturbed), valid)
-        occluded = occluded * valid.reshape((-1,) + (1,) * (occluded.ndim - 1))
-        if source.per_segment:
-            d_num, d_den = segment_sums(occluded, base.coords(g)[0], r, base.labels.shape[0])
-        else:
-            d_num, d_den = feature_sums(occluded, r)
-        return num + d_num[None], den + d_den[None], bad + nonfinite.sum()[None]
-
-    num, den, bad = jax.shard_map(body, mesh=plan.sweep.mesh,
-                                  in_specs=(P(), P(), P(), P(), P(AXIS), P(AXIS), P(AXIS), P()),
-                                  out_specs=(P(AXIS), P(AXIS), P(AXIS)))(
-        state.params, state.inputs, state.p_orig, state.q_orig, state.spectrogram.num, state.spectrogram.den,
-        state.nonfinite, step)
-    return state.replace(spectrogram=Sums(num, den), nonfinite=bad)
-
-
-@functools.partial(jax.jit, static_argnames=("plan",))
-def prefix_step(state: ContrastiveState, step: jax.Array, *, plan: ContrastivePlan) -> ContrastiveState:
-    """Adds ``plan.sweep.token_batch`` prefix masks over decoder inputs 0..s (the unperturbed
-    encoder output is reused); target and foil decoders get the same mask."""
-    _traces["prefix_step"] += 1
-    local = plan.sweep.token_batch // plan.sweep.n_devices
-
-    def body(params, inputs, p_orig, q_orig, cross, enc_valid, num, den, bad, step):
-        base = inputs.base
-        g = sweep._mask_numbers(step, plan.sweep.token_batch, local)
-        valid = (g < base.n_token_masks).astype(jnp.float32)
-        keep = jax.vmap(plan.sweep.token_masks, (None, 0))(base, g)
+        if part == "spectrogram":
+            return (*self.spectrogram_masks(base, g), base.coords(g)[1])
+        keep = self.token_masks(base, g)
         keep = jnp.where(jnp.arange(keep.shape[-1]) > inputs.start, 1.0, keep)  # the word's context only
-        p, q = jax.vmap(lambda k: _pair(plan, params, inputs, cross, enc_valid, k))(keep)
-        r, nonfinite = _scores(plan, p_orig, q_orig, p, q, valid)
-        d_num, d_den = prefix_sums((1.0 - keep) * valid[:, None], r)
-        return num + d_num[None], den + d_den[None], bad + nonfinite.sum()[None]
+        return keep, 1.0 - keep, g
 
-    num, den, bad = jax.shard_map(body, mesh=plan.sweep.mesh,
-                                  in_specs=(P(), P(), P(), P(), P(), P(), P(AXIS), P(AXIS), P(AXIS), P()),
-                                  out_specs=(P(AXIS), P(AXIS), P(AXIS)))(
-        state.params, state.inputs, state.p_orig, state.q_orig, state.cross, state.enc_valid, state.prefix.num,
-        state.prefix.den, state.nonfinite, step)
-    return state.replace(prefix=Sums(num, den), nonfinite=bad)
+    def score(self, part: str, module, params, inputs: ContrastiveInputs, ctx: dict, x: jax.Array) -> jax.Array:
+        if part == "spectrogram":
+            p, q = _pair(self, module, params, inputs, *sweep.encode(module, params, x, inputs.base.length))
+        else:
+            p, q = _pair(self, module, params, inputs, ctx["cross"], ctx["enc_valid"], x)
+        return score(self.scorer, ctx["p_orig"], p, ctx["q_orig"], q)[None]
 
+    def rows(self, part: str, inputs: ContrastiveInputs, ctx: dict):
+        if part == "spectrogram":
+            return sweep.token_rows(inputs.base, self.spectrogram_masks.per_segment, 1, jnp.ones(1, bool))
+        L = inputs.base.prev.shape[0]
+        context = (jnp.arange(L) <= inputs.start)[None]
+        return Positions(1, L, context, context.astype(jnp.float32), None)
 
-@functools.partial(jax.jit, static_argnames=("plan",))
-def finalize(state: ContrastiveState, *, plan: ContrastivePlan) -> dict[str, jax.Array]:
-    """Reduces the devices' sums once: {"spectrogram": (1, T, C), "prefix": (1, L) zero after the
-    word's start, "p_orig", "q_orig": (), "nonfinite": () int}."""
-    _traces["finalize"] += 1
-    num, den = state.spectrogram.num.sum(0), state.spectrogram.den.sum(0)
-    if plan.sweep.spectrogram_masks.per_segment:
-        spec = sweep.spectrogram_map(num, den, state.inputs.base.labels)
-    else:
-        spec = ratio(num, den)
-    prefix = causal_word_prefix(ratio(state.prefix.num.sum(0), state.prefix.den.sum(0)), state.inputs.start)
-    return {"spectrogram": spec, "prefix": prefix, "p_orig": state.p_orig, "q_orig": state.q_orig,
-            "nonfinite": state.nonfinite.sum().astype(jnp.int32)}
+    def outputs(self, inputs: ContrastiveInputs, ctx: dict) -> dict:
+        return {"p_orig": ctx["p_orig"], "q_orig": ctx["q_orig"]}
 
 
-def run(state: ContrastiveState, plan: ContrastivePlan, config: SPESConfig,
-        progress: Callable[[int], None] | None = None) -> dict[str, jax.Array]:
-    """All steps of ``config``'s mask counts, then ``finalize`` (as ``core.sweep.run``)."""
-    queue = StepQueue(progress)
-    for kind, total, batch, step_fn in (("spectrogram", config.n_masks, plan.sweep.batch, spectrogram_step),
-                                        ("prefix", config.n_token_masks, plan.sweep.token_batch, prefix_step)):
-        for i in range(-(-total // batch)):
-            state = step_fn(state, np.int32(i), plan=plan)
-            queue.push(getattr(state, kind).den, min(batch, total - i * batch))
-    queue.drain()
-    return finalize(state, plan=plan)
+spectrogram_step = functools.partial(engine.step, part="spectrogram")
+prefix_step = functools.partial(engine.step, part="prefix")
 
 
-__all__ = ["ContrastiveInputs", "ContrastivePlan", "ContrastiveState", "finalize", "init", "make_plan", "prefix_step",
-           "prepare", "run", "spectrogram_step", "trace_counts"]
+def run(state: SweepState, plan: SweepPlan, config: SPESConfig,
+        progress: Callable[[int], None] | None = None) -> SweepResult:
+    """``engine.run`` with ``config``'s mask counts and ``until_r``: result.spectrogram (1, T, C),
+    result.prefix (1, L), result.p_orig, result.q_orig, result.nonfinite."""
+    return engine.run(state, plan, (config.n_masks, config.n_token_masks), until_r=config.until_r, progress=progress)
+
+
+__all__ = ["ContrastiveInputs", "ContrastiveProbe", "KIND", "finalize", "init", "make_plan", "prefix_step", "prepare",
+           "round_up", "run", "spectrogram_step", "split_half_r", "trace_counts"]

@@ -28,7 +28,8 @@ from ..config import SPESConfig
 from ..core import sweep
 from ..core.segmentation import prefetch, segment
 from ..errors import SpesError
-from ..explainer import MIN_FRAMES, compute_params, explanation
+from ..driver import sweeps
+from ..explainer import MIN_FRAMES, explanation
 from ..explanation import Explanation
 from ..provenance import file_provenance, record_utterance
 from . import rundir
@@ -223,7 +224,6 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
     summary.seconds["decode"] = time.perf_counter() - t0
 
     plan = sweep.make_plan(model.module, cfg, devices or jax.local_devices())
-    params = compute_params(model, plan)
     writer = rundir.ShardWriter(mine, rundir.file_attrs(identity), map_dtype)
     bar = None
     if progress:
@@ -237,6 +237,10 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
         feats = _features(model, u)
         seg = segment(feats, cfg)
         return feats, seg, time.perf_counter() - t
+
+    def prepare(loaded):
+        u, (feats, seg, _) = loaded
+        return sweep.prepare(feats, tokens[u.id], seg, u.id, cfg, plan, layout=model.layout(feats)), None
 
     buffer: list[tuple[Explanation, str]] = []  # and its source, recorded when the shard is written
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -253,19 +257,16 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
         t_sweep = time.perf_counter()
         clock = _Clock(commit_every)
         skipped_before = errors.count
-        for u, (feats, seg, host_s) in _load_all(model, todo, errors, read):
+        for swept in sweeps(model, plan, _load_all(model, todo, errors, read), prepare,
+                            (cfg.n_masks, cfg.n_token_masks), until_r=cfg.until_r):
+            u, (feats, seg, host_s) = swept.item
             summary.seconds["read_slic"] += host_s
-            toks = tokens[u.id]
             t = time.perf_counter()
-            inputs = sweep.prepare(feats, toks, seg, u.id, cfg, plan, layout=model.layout(feats))
-            state = sweep.init(params, inputs, plan=plan)
-            result = sweep.run(state, plan, cfg)
-            buffer.append((explanation(model, u.id, toks, feats.shape[0], seg, cfg, result), u.source))
-            summary.seconds["sweep"] += time.perf_counter() - t
-            T = feats.shape[0]
+            buffer.append((explanation(model, u.id, tokens[u.id], feats.shape[0], seg, cfg, swept.result), u.source))
+            summary.seconds["sweep"] += swept.seconds + time.perf_counter() - t
             summary.utterances += 1
-            summary.masks += result.n_masks + result.n_token_masks
-            summary.audio_seconds += T * FRAME_SHIFT_S
+            summary.masks += sum(swept.result.n_masks.values())
+            summary.audio_seconds += feats.shape[0] * FRAME_SHIFT_S
             if len(buffer) >= shard_size or clock.due():
                 flush()
                 clock.restart()
