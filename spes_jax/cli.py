@@ -32,7 +32,8 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
                    "the maps' correlation with the converged maps reaches R (e.g. 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--batch-size", type=int, default=64, help="masks per compiled step")
+    p.add_argument("--batch-size", type=int, help="masks per compiled step (memory and speed, not the results; "
+                   "default: the model's for the device, 64 for FBK models, 2 for Whisper on a CPU)")
 
 
 def _clip_percentile(text: str) -> float | None:
@@ -178,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--limit", type=int, help="only the first N utterances of the manifest")
     m.add_argument("--greedy", action="store_true", help="deletion curves decode greedily (faster; the paper's "
                    "use beam search)")
-    m.add_argument("--batch-size", type=int, default=64, help="spectrogram masks per compiled step (no effect on "
-                   "the results; Whisper on a CPU: 2-4, a step of 64 holds 64 encoder passes over 30 s)")
+    m.add_argument("--batch-size", type=int, help="spectrogram masks per compiled step (no effect on the results; "
+                   "default: the model's for the device, 64 for FBK models, 2 for Whisper on a CPU)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(func=commands.compare_command)

@@ -69,12 +69,12 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 
 def sweep_config(args, task: str):
     """The ``SPESConfig`` of explain / explain-corpus options for ``task``."""
-    from .config import SPESConfig
+    from .config import DEFAULT_BATCHES, SPESConfig
 
     base = SPESConfig.st() if task == "st" else SPESConfig.asr()
     return base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
                         precision=args.precision, batch_size=args.batch_size,
-                        token_batch_size=max(args.batch_size, base.token_batch_size),
+                        token_batch_size=args.batch_size and max(args.batch_size, DEFAULT_BATCHES[1]),
                         sampler=args.sampler, until_r=args.until_r)
 
 
@@ -92,8 +92,9 @@ def explain_command(args) -> None:
                         f"{', '.join(HDF5_SUFFIXES)}")
     check_output(args.out, args.overwrite)
     task = args.task or assets.task(args.model)
-    cfg = sweep_config(args, task)
+    cfg = sweep_config(args, task)  # checked before the model loads
     model = load_cli_model(args, task)
+    cfg = model.sweep_config(cfg)
     targets = read_targets(model, args.targets, len(args.audio)) if args.targets else None
     exps = explain(model, list(args.audio), cfg, targets=targets, progress=not args.quiet)
     attrs, exps = provenance(model, cfg, task, exps, args.audio)
@@ -490,6 +491,7 @@ def explain_contrastive_command(args) -> None:
     task = args.task or assets.task(args.model)
     cfg = sweep_config(args, task)
     model = load_cli_model(args, task)
+    cfg = model.sweep_config(cfg)
     exps = explain_contrastive_manifest(model, rows, cfg, scorer=args.scorer, word_probability=args.word_probability,
                                         normalizer=args.normalizer, strict=not args.loose_span,
                                         progress=not args.quiet)

@@ -13,6 +13,8 @@ PERTURBATIONS = ("occlusion", "bubble")
 SCORERS = ("kl", "prob_diff")
 PRECISIONS = ("float32", "bfloat16")
 SAMPLERS = ("reference", "orthogonal")
+# Masks per compiled step (spectrogram, prefix) where neither the configuration nor the model chooses.
+DEFAULT_BATCHES = (64, 256)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class SPESConfig:
     design (p_spec = 0.5 only; same maps in the limit, see docs/spes.md "Samplers").
     ``until_r``: stop each sweep once its online split-half estimate of the maps' correlation with
     their limit reaches this value; the mask counts are then the maximum.
+    ``batch_size`` / ``token_batch_size``: masks per compiled step (memory and speed, not results);
+    None: the model's choice for the platform (``SpeechToTextModel.sweep_config``; ``DEFAULT_BATCHES``
+    unless the model says otherwise).
     """
 
     n_masks: int = 20000
@@ -50,11 +55,15 @@ class SPESConfig:
     bubble_height_mel: float = 31.0
     scorer: str = "kl"
     seed: int = 0
-    batch_size: int = 64
-    token_batch_size: int = 256
+    batch_size: int | None = None
+    token_batch_size: int | None = None
     precision: str = "float32"
     sampler: str = "reference"
     until_r: float | None = None
+
+    def batches(self) -> tuple[int, int]:
+        """(spectrogram, prefix) masks per compiled step: the configured ones, else ``DEFAULT_BATCHES``."""
+        return self.batch_size or DEFAULT_BATCHES[0], self.token_batch_size or DEFAULT_BATCHES[1]
 
     def __post_init__(self):
         def check(cond, msg):
@@ -74,7 +83,7 @@ class SPESConfig:
         check(self.perturbation in PERTURBATIONS, f"perturbation must be one of {PERTURBATIONS}")
         check(self.scorer in SCORERS, f"scorer must be one of {SCORERS}")
         check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}")
-        check(self.batch_size >= 1 and self.token_batch_size >= 1, "batch sizes must be >= 1")
+        check(all(b is None or b >= 1 for b in (self.batch_size, self.token_batch_size)), "batch sizes must be >= 1")
         check(self.bubbles_per_second > 0 and self.bubble_width_s > 0 and self.bubble_height_mel > 0,
               "bubble parameters must be positive")
         check(0 <= self.seed < 2 ** 32, "seed must fit in 32 bits")

@@ -172,7 +172,7 @@ def explain_contrastive(model: SpeechToTextModel, audio, target, foil, config: S
     match word boundaries; progress shows a progress bar. Returns an ``Explanation`` with one row
     (maps (1, T, C) and (1, L)).
     """
-    cfg = config or SPESConfig.asr()
+    cfg = model.sweep_config(config or SPESConfig.asr())
     check_normalizer(normalizer)
     item = _item(model, audio, target, foil, cfg, utt_id or _utt_id(audio, 0), start, end, strict)
     return _explain_items(model, [item], cfg, scorer, word_probability, normalizer, devices, progress)[0]
@@ -245,7 +245,7 @@ def explain_contrastive_manifest(model: SpeechToTextModel, rows: Sequence[Manife
                                  progress: bool = False) -> list[Explanation]:
     """``explain_contrastive`` for every row of a manifest (``read_contrastive_manifest``), one
     compiled plan for all; every row is read and checked before the first sweep."""
-    cfg = config or SPESConfig.asr()
+    cfg = model.sweep_config(config or SPESConfig.asr())
     check_normalizer(normalizer)
     items = [_item(model, _audio(r.audio), r.target, r.foil, cfg, r.id, r.start, r.end, strict) for r in rows]
     return _explain_items(model, items, cfg, scorer, word_probability, normalizer, devices, progress)

@@ -75,7 +75,7 @@ def _check_target(tokens: Sequence[int], vocab: int, utt_id: str) -> list[int]:
 
 
 def explain_encoder(model: SpeechToTextModel, audio, n_masks: int = 2000, p: float = 0.5, *, scorer: str = "kl",
-                    seed: int = 0, batch_size: int = 64, precision: str = "float32", until_r: float | None = None,
+                    seed: int = 0, batch_size: int | None = None, precision: str = "float32", until_r: float | None = None,
                     ids: Sequence[str] | None = None, targets: Sequence[Sequence[int]] | None = None,
                     devices: Sequence[jax.Device] | None = None, progress: bool = False):
     """Encoder-output saliency of the model's own hypotheses.
@@ -88,10 +88,12 @@ def explain_encoder(model: SpeechToTextModel, audio, n_masks: int = 2000, p: flo
     ``until_r`` the sweep stops once the split-half estimate of the map's correlation with its limit
     (mean over the tokens) reaches it; ``n_masks`` is then the maximum.
     Hypotheses are the beam search output unless ``targets`` gives token ids (ending with </s>).
+    ``batch_size``: masks per compiled step (default: the model's for the platform, as ``explain``'s).
     Returns an ``EncoderSaliency`` (or a list for a list input).
     """
     _check_settings(n_masks, p, scorer, seed, until_r)
-    plan = encoder_sweep.make_plan(model.module, scorer=scorer, batch=batch_size, precision=precision,
+    batch = batch_size or model.sweep_config(SPESConfig()).batch_size
+    plan = encoder_sweep.make_plan(model.module, scorer=scorer, batch=batch, precision=precision,
                                    devices=devices)
     n_inputs = len(audio) if isinstance(audio, (list, tuple)) else 1
     if targets is not None and len(targets) != n_inputs:

@@ -96,7 +96,7 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     token ids (ending with </s>). The masks are split over ``devices`` (default: all local devices).
     Returns an ``Explanation`` (or a list for a list input).
     """
-    cfg = config or SPESConfig.asr()
+    cfg = model.sweep_config(config or SPESConfig.asr())
     single, ids, features = model_inputs(model, audio, cfg, ids)
     if targets is None:
         targets = [list(h[0].tokens) for h in model.decode(features)]

@@ -16,6 +16,7 @@ import numpy as np
 from . import assets
 from ._shapes import bucket
 from .audio import FRAME_SHIFT_S, load_features
+from .config import DEFAULT_BATCHES, SPESConfig
 from .core.sweep import InputLayout
 from .decoding import SearchConfig, SearchResult, beam_search, greedy_search
 from .errors import SpesError
@@ -129,6 +130,17 @@ class SpeechToTextModel:
         for row, f in zip(out, features):
             row[: f.shape[0]] = f
         return out, np.array([f.shape[0] for f in features], np.int32)
+
+    def sweep_batches(self, platform: str) -> tuple[int, int]:
+        """Masks per compiled step (spectrogram, prefix) this model runs at on ``platform`` ("cpu",
+        "gpu", "tpu") when the configuration leaves them open."""
+        return DEFAULT_BATCHES
+
+    def sweep_config(self, config: SPESConfig) -> SPESConfig:
+        """``config`` with the batch sizes it leaves open (None) filled in with ``sweep_batches`` for the
+        default backend."""
+        spec, prefix = self.sweep_batches(jax.default_backend())
+        return config.replace(batch_size=config.batch_size or spec, token_batch_size=config.token_batch_size or prefix)
 
     def max_new_tokens(self, frames: int, search: SearchConfig) -> int:
         """The most tokens (end token included) decoding may produce for an input of ``frames``."""

@@ -112,3 +112,12 @@ def test_cli_explains_a_real_clip(tmp_path):
     assert exp.spectrogram_saliency.shape == (len(exp.tokens), 280, 80)
     assert exp.prefix_tokens[0] == "<|notimestamps|>" and exp.text == "go forward 10 meters."
     assert np.isfinite(exp.spectrogram_saliency).all() and np.abs(exp.spectrogram_saliency).max() > 0
+
+
+def test_whisper_sweeps_two_masks_per_step_on_a_cpu(whisper, tiny_model):
+    """A configuration that leaves the batch open gets the model's: 64 encoder passes over 30 s per step
+    need 13 GB on a CPU, and 2 run faster per mask there."""
+    cpu = jax.default_backend() == "cpu"
+    assert whisper.sweep_config(SPESConfig.asr()).batches() == ((2, 32) if cpu else (64, 256))
+    assert tiny_model.sweep_config(SPESConfig.asr()).batches() == (64, 256)
+    assert whisper.sweep_config(SPESConfig.asr(batch_size=8)).batches() == (8, 32 if cpu else 256)

@@ -47,7 +47,7 @@ def make_plan(module, config: SPESConfig, devices: Sequence[jax.Device] | None =
         raise SpesError(f"unknown word probability {word_probability!r}; choose from {', '.join(WORD_PROBABILITIES)}")
     probe = ContrastiveProbe(spectrogram_masks or sweep.spectrogram_source(config), token_masks or TokenMasks(),
                              scorer, word_probability)
-    return engine.make_plan(module, probe, (config.batch_size, config.token_batch_size), devices, config.precision)
+    return engine.make_plan(module, probe, config.batches(), devices, config.precision)
 
 
 @flax.struct.dataclass

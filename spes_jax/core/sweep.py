@@ -112,7 +112,7 @@ def make_plan(module, config: SPESConfig, devices: Sequence[jax.Device] | None =
     those given) and scorer, batches and precision (``engine.make_plan``)."""
     return engine.make_plan(module, SpesProbe(spectrogram_masks or spectrogram_source(config),
                                               token_masks or TokenMasks(), config.scorer),
-                            (config.batch_size, config.token_batch_size), devices, config.precision)
+                            config.batches(), devices, config.precision)
 
 
 def spectrogram_source(config: SPESConfig) -> Any:

@@ -180,7 +180,7 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
     "float16" halves the stored maps (see ``save_explanations``). Returns this process's ``Summary``.
     """
     t_start = time.perf_counter()
-    cfg = config or SPESConfig.asr()
+    cfg = model.sweep_config(config or SPESConfig.asr())
     if targets not in TARGETS:
         raise SpesError(f"targets must be one of {TARGETS}, got {targets!r}")
     if shard_size < 1 or not commit_every > 0:
