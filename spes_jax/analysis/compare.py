@@ -99,7 +99,8 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
         path = os.path.join(out_dir, METHODS[name][0] + ".h5")
         exps, seconds = _cached(path, cfg, ids, model_sha256)
         if exps is None:
-            _log(f"{name}: explaining with N_X {cfg.n_masks}, N_Y {cfg.n_token_masks}")
+            # the progress bar announces the mask counts itself
+            _log(f"{name}: explaining" + ("" if progress else f" with N_X {cfg.n_masks}, N_Y {cfg.n_token_masks}"))
             start = time.perf_counter()
             exps = explain(model, features, cfg, ids=ids, targets=targets,
                            progress=progress)
