@@ -92,7 +92,7 @@ def explain_encoder(model: SpeechToTextModel, audio, n_masks: int = 2000, p: flo
     Returns an ``EncoderSaliency`` (or a list for a list input).
     """
     _check_settings(n_masks, p, scorer, seed, until_r)
-    batch = batch_size or model.sweep_config(SPESConfig()).batch_size
+    batch = model.sweep_config(SPESConfig()).batch_size if batch_size is None else batch_size
     plan = encoder_sweep.make_plan(model.module, scorer=scorer, batch=batch, precision=precision,
                                    devices=devices)
     n_inputs = len(audio) if isinstance(audio, (list, tuple)) else 1
