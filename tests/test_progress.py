@@ -68,8 +68,11 @@ def explain_command(tiny_model, tmp_path_factory):
 ])
 def test_ctrl_c_ends_explain_within_2_s_and_writes_nothing(explain_command, moment, ready):
     d, cmd = explain_command
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ,
-                                                                                          JAX_PLATFORMS="cpu"))
+    # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and a
+    # process that inherits that never sees Ctrl-C (Python then installs no KeyboardInterrupt handler).
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     err = []
     reader = threading.Thread(target=lambda: err.extend(iter(lambda: os.read(proc.stderr.fileno(), 4096), b"")))
     reader.start()
