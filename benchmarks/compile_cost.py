@@ -36,7 +36,7 @@ def _child(model_name: str, masks: int, token_masks: int) -> None:
     targets = None
     if model_name == "paper":
         from spes_jax.models import init_params, paper_config
-        from spes_jax.pipeline import FairseqModel
+        from spes_jax.speech_model import FairseqModel
 
         cfg = paper_config(len(model.tokenizer.dictionary))
         model = FairseqModel(cfg, init_params(cfg, jax.random.PRNGKey(0)), model.tokenizer, model.data)

@@ -37,7 +37,8 @@ from spes_jax.driver import params_on_devices
 
 def throughput(args) -> None:
     model = load_model(args.task)
-    cfg = SPESConfig.asr(n_masks=args.masks, n_token_masks=args.token_masks, batch_size=args.batch_size)
+    cfg = model.sweep_config(SPESConfig.asr(n_masks=args.masks, n_token_masks=args.token_masks,
+                                           batch_size=args.batch_size))
     with tempfile.TemporaryDirectory() as d:
         explain_corpus(model, args.manifest, os.path.join(d, "warm"), cfg, limit=args.utterances)
         traces = dict(sweep.trace_counts())

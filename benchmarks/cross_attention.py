@@ -61,13 +61,13 @@ def _cost(model, wav, tokens, base, args, repeats: int = 3) -> dict:
     """Steady-state masks per second of the two compiled sweeps on one utterance (the engine's
     functions called directly: SLIC, features and compilation excluded; median of ``repeats``,
     alternating). The encoder-output sweep runs 10x the masks so that its time is measurable."""
-    cfg = base.replace(n_masks=args.masks, n_token_masks=0)
+    cfg = model.sweep_config(base.replace(n_masks=args.masks, n_token_masks=0))
     feats = model.features(wav)
     plan = sweep.make_plan(model.module, cfg)
     params = jax.device_put(model.params, plan.replicated)
     inputs = sweep.prepare(feats, tokens, segment(feats, cfg), "cost", cfg, plan)
     n_enc = 10 * args.encoder_masks
-    eplan = encoder_sweep.make_plan(model.module)
+    eplan = encoder_sweep.make_plan(model.module, batch=cfg.batch_size)
     einputs = encoder_sweep.prepare(feats, tokens, "cost", seed=0, p=0.5, n_masks=n_enc, plan=eplan)
     spec = lambda: jax.block_until_ready(sweep.run(sweep.init(params, inputs, plan=plan), plan, cfg).spectrogram)
     enc = lambda: jax.block_until_ready(encoder_sweep.run(encoder_sweep.init(params, einputs, plan=eplan), eplan,

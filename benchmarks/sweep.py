@@ -33,7 +33,7 @@ from spes_jax import SPESConfig, core
 from spes_jax.core import segment
 from spes_jax.driver import params_on_devices
 from spes_jax.models import ModelConfig, init_params, paper_config
-from spes_jax.pipeline import FairseqModel
+from spes_jax.speech_model import FairseqModel
 from spes_jax.text import Dictionary, Tokenizer
 
 TINY = ModelConfig(conv_channels=128, encoder_embed_dim=64, encoder_layers=3, encoder_attention_heads=4,
@@ -148,7 +148,7 @@ def fill_batch(model, seconds: float, precision: str, batches: list[int], min_ti
     rate = {}
     for batch in batches:
         try:
-            b = Bench(model, SPESConfig.asr(batch_size=batch, precision=precision), seconds)
+            b = Bench(model, model.sweep_config(SPESConfig.asr(batch_size=batch, precision=precision)), seconds)
             rate[batch] = batch / time_call(b.spec_step, min_time, 2)
         except Exception as e:  # out of device memory ends the scan
             print(f"batch {batch}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")

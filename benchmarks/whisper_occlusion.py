@@ -148,7 +148,8 @@ def main():
     ids = [os.path.splitext(os.path.basename(p))[0] for p in args.clips]
     audio = dict(zip(ids, args.clips))
     feats = {i: base.features(p) for i, p in audio.items()}
-    cfg = SPESConfig.asr(n_masks=args.masks, n_token_masks=args.token_masks, batch_size=args.batch, seed=args.seed)
+    cfg = base.sweep_config(SPESConfig.asr(n_masks=args.masks, n_token_masks=args.token_masks,
+                                          batch_size=args.batch, seed=args.seed))
     # Deletion curves decode greedily: heavily deleted inputs hallucinate to the length limit, and beam 5
     # made one curve of 4 clips take 13 minutes on the 2-core CPU.
     greedy = dataclasses.replace(base.search, beam=1, max_len_b=args.max_tokens)

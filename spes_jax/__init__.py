@@ -8,7 +8,7 @@ from .encoder_saliency import EncoderSaliency, explain_encoder
 from .errors import SpesError
 from .explainer import explain
 from .explanation import Explanation, load_explanations, save_explanations
-from .pipeline import FairseqModel, Hypothesis, SpeechToTextModel, load_model
+from .speech_model import FairseqModel, Hypothesis, SpeechToTextModel, load_model
 
 __version__ = "0.1.0"
 

@@ -122,13 +122,14 @@ def fbank(waveform: np.ndarray, num_mel_bins: int = 80) -> np.ndarray:
     Args:
       waveform: (N,) samples.
     Returns:
-      (T, num_mel_bins) float32 with T = 1 + (N - 400) // 160.
+      (T, num_mel_bins) float32 with T = max(0, 1 + (N - 400) // 160): a waveform shorter than one
+      window has no frame (models refuse inputs below their minimum, ``speech_model.MIN_FRAMES``).
     """
     x = np.asarray(waveform, np.float64) * 32768.0  # FBK scales to the int16 range first
     if x.ndim != 1:
         raise SpesError(f"expected a 1-D waveform, got shape {x.shape}")
     if x.size < _FRAME_LENGTH:
-        raise SpesError(f"audio too short: {x.size} samples, need at least {_FRAME_LENGTH} (25 ms)")
+        return np.zeros((0, num_mel_bins), np.float32)
     n_frames = 1 + (x.size - _FRAME_LENGTH) // _FRAME_SHIFT
     idx = np.arange(n_frames)[:, None] * _FRAME_SHIFT + np.arange(_FRAME_LENGTH)[None, :]
     frames = x[idx]
@@ -151,6 +152,8 @@ def utterance_cmvn(features: np.ndarray) -> np.ndarray:
       (T, C) float32.
     """
     x = np.asarray(features, np.float32)
+    if x.shape[0] == 0:
+        return x
     mean = x.mean(axis=0)
     square_sums = (x ** 2).sum(axis=0)
     var = square_sums / x.shape[0] - mean ** 2

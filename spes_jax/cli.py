@@ -32,8 +32,9 @@ def _sweep_options(p: argparse.ArgumentParser) -> None:
                    "the maps' correlation with the converged maps reaches R (e.g. 0.9)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--batch-size", type=int, help="masks per compiled step (memory and speed, not the results; "
-                   "default: the model's for the device, 64 for FBK models, 2 for Whisper on a CPU)")
+    p.add_argument("--batch-size", type=int, help="spectrogram masks per compiled step (memory and speed, not the "
+                   "results; default: the model's for the device, 64 for FBK models, 2 for Whisper on a CPU; prefix "
+                   "masks per step are the model's)")
 
 
 def _clip_percentile(text: str) -> float | None:

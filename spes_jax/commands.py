@@ -33,7 +33,7 @@ def _say_model(line: str) -> None:
 def _loader(args, task: str | None):
     """name or directory -> model, with a Whisper model's --language and --occlusion, and ``task`` "st"
     as Whisper's translation into English."""
-    from .pipeline import load_model
+    from .speech_model import load_model
 
     return lambda name: load_model(name, language=getattr(args, "language", None),
                                    task="translate" if task == "st" else "transcribe",
@@ -69,13 +69,12 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 
 def sweep_config(args, task: str):
     """The ``SPESConfig`` of explain / explain-corpus options for ``task``."""
-    from .config import DEFAULT_BATCHES, SPESConfig
+    from .config import SPESConfig
 
     base = SPESConfig.st() if task == "st" else SPESConfig.asr()
     return base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
-                        precision=args.precision, batch_size=args.batch_size,
-                        token_batch_size=args.batch_size and max(args.batch_size, DEFAULT_BATCHES[1]),
-                        sampler=args.sampler, until_r=args.until_r)
+                        precision=args.precision, batch_size=args.batch_size, sampler=args.sampler,
+                        until_r=args.until_r)
 
 
 def explain_command(args) -> None:

@@ -13,8 +13,6 @@ PERTURBATIONS = ("occlusion", "bubble")
 SCORERS = ("kl", "prob_diff")
 PRECISIONS = ("float32", "bfloat16")
 SAMPLERS = ("reference", "orthogonal")
-# Masks per compiled step (spectrogram, prefix) where neither the configuration nor the model chooses.
-DEFAULT_BATCHES = (64, 256)
 
 
 @dataclass(frozen=True)
@@ -33,8 +31,8 @@ class SPESConfig:
     ``until_r``: stop each sweep once its online split-half estimate of the maps' correlation with
     their limit reaches this value; the mask counts are then the maximum.
     ``batch_size`` / ``token_batch_size``: masks per compiled step (memory and speed, not results);
-    None: the model's choice for the platform (``SpeechToTextModel.sweep_config``; ``DEFAULT_BATCHES``
-    unless the model says otherwise).
+    None: the model's choice for the platform, filled in by ``SpeechToTextModel.sweep_config`` (every
+    entry point calls it; a plan needs both set).
     """
 
     n_masks: int = 20000
@@ -62,8 +60,11 @@ class SPESConfig:
     until_r: float | None = None
 
     def batches(self) -> tuple[int, int]:
-        """(spectrogram, prefix) masks per compiled step: the configured ones, else ``DEFAULT_BATCHES``."""
-        return self.batch_size or DEFAULT_BATCHES[0], self.token_batch_size or DEFAULT_BATCHES[1]
+        """(spectrogram, prefix) masks per compiled step; both must be set (``model.sweep_config``)."""
+        if self.batch_size is None or self.token_batch_size is None:
+            raise SpesError("the configuration leaves the batch sizes open: model.sweep_config(config) fills them "
+                            "in with the model's choice for the platform")
+        return self.batch_size, self.token_batch_size
 
     def __post_init__(self):
         def check(cond, msg):

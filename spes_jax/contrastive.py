@@ -24,36 +24,12 @@ from .core.engine import SweepPlan, SweepResult
 from .core.segmentation import Segmentation, segment
 from .driver import sweep_one, sweeps
 from .errors import SpesError, SpesWarning
-from .explainer import _check_length, _utt_id
+from .explainer import _utt_id
 from .explanation import Explanation
 from .inputs import input_features
 from .manifest import read_rows
-from .pipeline import SpeechToTextModel
-from .text import EOS, UNK, WORD_START, pieces_text
-
-
-def token_ids(model: SpeechToTextModel, text_or_ids, name: str) -> list[int]:
-    """A text (encoded with the model's tokenizer; a text containing '▁' is taken as pieces
-    separated by spaces, as in the reference's TSV files) or ids ending with </s> -> ids ending with
-    </s>."""
-    if isinstance(text_or_ids, str):
-        text = text_or_ids.strip()
-        if not text:
-            raise SpesError(f"{name}: empty text")
-        # pieces separated by spaces (the reference's TSV layout) or plain text to tokenise
-        pieces = text.split() if WORD_START in text else model.tokenizer.split(text)
-        ids = [model.dictionary.index(p) for p in pieces] + [EOS]
-        unknown = [p for p, i in zip(pieces, ids) if i == UNK]
-        if unknown:
-            raise SpesError(f"{name}: {text_or_ids!r} has pieces the model's dictionary does not know: "
-                            f"{' '.join(unknown)}")
-        return ids
-    ids = [int(i) for i in text_or_ids]
-    if not ids or ids[-1] != EOS:
-        raise SpesError(f"{name}: token ids must end with </s> ({EOS})")
-    if not all(0 <= i < len(model.dictionary) for i in ids):
-        raise SpesError(f"{name}: token ids outside the model's vocabulary of {len(model.dictionary)}")
-    return ids
+from .speech_model import SpeechToTextModel
+from .text import pieces_text
 
 
 def word_pair(model: SpeechToTextModel, target, foil, start: int | None = None, end: int | None = None,
@@ -63,7 +39,7 @@ def word_pair(model: SpeechToTextModel, target, foil, start: int | None = None, 
     where the two differ)."""
     if (start is None) != (end is None):
         raise SpesError("give both the word's start and end piece indices, or neither")
-    target_ids, foil_ids = token_ids(model, target, "target"), token_ids(model, foil, "foil")
+    target_ids, foil_ids = model.target_ids(target, "target"), model.target_ids(foil, "foil")
     pieces = model.dictionary.pieces
     return target_ids, foil_ids, contrastive_spans(pieces(target_ids), pieces(foil_ids), start, end, strict)
 
@@ -132,7 +108,6 @@ class ContrastiveItem:
 def _item(model: SpeechToTextModel, audio, target, foil, cfg: SPESConfig, utt_id: str, start, end,
           strict: bool) -> ContrastiveItem:
     features = input_features(model, audio, cfg, os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else utt_id)
-    _check_length(features, utt_id)
     if target is None:
         target = list(model.decode([features])[0][0].tokens)
     try:

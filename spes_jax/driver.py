@@ -25,7 +25,7 @@ import jax
 from .core import engine
 from .core.engine import SweepPlan, SweepResult
 from .core.segmentation import prefetch
-from .pipeline import SpeechToTextModel
+from .speech_model import SpeechToTextModel
 
 Item = TypeVar("Item")
 

@@ -19,8 +19,7 @@ from .core import encoder_sweep
 from .driver import sweeps
 from .errors import SpesError
 from .explainer import model_inputs
-from .pipeline import SpeechToTextModel
-from .text import EOS
+from .speech_model import SpeechToTextModel
 
 
 @dataclass(frozen=True, repr=False)
@@ -64,16 +63,6 @@ def _check_settings(n_masks: int, p: float, scorer: str, seed: int, until_r: flo
         raise SpesError(f"until_r must be in (0, 1), got {until_r}")
 
 
-def _check_target(tokens: Sequence[int], vocab: int, utt_id: str) -> list[int]:
-    ids = [int(t) for t in tokens]
-    if not ids or ids[-1] != EOS:
-        raise SpesError(f"{utt_id}: target token ids must end with </s> ({EOS})")
-    bad = [t for t in ids if not 0 <= t < vocab]
-    if bad:
-        raise SpesError(f"{utt_id}: target token id {bad[0]} is outside the model's vocabulary (0..{vocab - 1})")
-    return ids
-
-
 def explain_encoder(model: SpeechToTextModel, audio, n_masks: int = 2000, p: float = 0.5, *, scorer: str = "kl",
                     seed: int = 0, batch_size: int | None = None, precision: str = "float32", until_r: float | None = None,
                     ids: Sequence[str] | None = None, targets: Sequence[Sequence[int]] | None = None,
@@ -95,14 +84,9 @@ def explain_encoder(model: SpeechToTextModel, audio, n_masks: int = 2000, p: flo
     batch = model.sweep_config(SPESConfig()).batch_size if batch_size is None else batch_size
     plan = encoder_sweep.make_plan(model.module, scorer=scorer, batch=batch, precision=precision,
                                    devices=devices)
-    n_inputs = len(audio) if isinstance(audio, (list, tuple)) else 1
-    if targets is not None and len(targets) != n_inputs:
-        raise SpesError(f"{len(targets)} targets for {n_inputs} inputs")
     # The input checks and warnings of ``explain``; the mask count shown in long-input warnings is ours.
-    single, ids, features = model_inputs(model, audio, SPESConfig(n_masks=0, n_token_masks=n_masks), ids)
-    if targets is None:
-        targets = [list(h[0].tokens) for h in model.decode(features)]
-    targets = [_check_target(t, model.cfg.vocab_size, u) for t, u in zip(targets, ids)]
+    single, ids, features, targets = model_inputs(model, audio, SPESConfig(n_masks=0, n_token_masks=n_masks), ids,
+                                                  targets)
 
     def prepare(job):
         utt_id, feats, tokens = job

@@ -13,7 +13,6 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from .audio import FRAME_SHIFT_S
 from .config import SPESConfig
 from .core import sweep
 from .core.engine import SweepResult
@@ -22,17 +21,7 @@ from .driver import params_on_devices, sweeps
 from .errors import SpesError
 from .explanation import Explanation
 from .inputs import input_features, warnings_if_all_succeed
-from .pipeline import SpeechToTextModel
-
-MIN_FRAMES = 16  # below this the encoder sees fewer than 4 frames: no meaningful map over time
-
-
-def _check_length(features: np.ndarray, utt_id: str) -> None:
-    # NaN/inf are already rejected by model.features.
-    if features.shape[0] < MIN_FRAMES:
-        raise SpesError(f"{utt_id}: audio too short to explain: {features.shape[0]} frames "
-                        f"({features.shape[0] * FRAME_SHIFT_S:.2f} s); need at least {MIN_FRAMES} frames")
-
+from .speech_model import SpeechToTextModel
 
 def _utt_id(audio, i: int) -> str:
     if isinstance(audio, (str, os.PathLike)):
@@ -40,10 +29,12 @@ def _utt_id(audio, i: int) -> str:
     return str(i)
 
 
-def model_inputs(model: SpeechToTextModel, audio, cfg: SPESConfig, ids: Sequence[str] | None
-                 ) -> tuple[bool, list[str], list[np.ndarray]]:
-    """The checked (T, C) features of ``audio`` (one input or a list) and their utterance ids (default:
-    the file names), with the input warnings; whether the input was a single one."""
+def model_inputs(model: SpeechToTextModel, audio, cfg: SPESConfig, ids: Sequence[str] | None,
+                 targets: Sequence[Sequence[int] | str] | None = None
+                 ) -> tuple[bool, list[str], list[np.ndarray], list[list[int]]]:
+    """What is explained, checked: whether ``audio`` was a single input; the utterance ids (default:
+    the file names); the (T, C) features of each input, with the input warnings; and the token ids
+    explained (``targets``, checked by ``model.target_ids``, else the model's beam search output)."""
     single = not isinstance(audio, (list, tuple))
     audios = [audio] if single else list(audio)
     if not audios:
@@ -53,12 +44,16 @@ def model_inputs(model: SpeechToTextModel, audio, cfg: SPESConfig, ids: Sequence
         raise SpesError(f"{len(ids)} ids for {len(audios)} inputs: give one unique utterance id per input")
     if len(set(ids)) != len(ids):
         raise SpesError("utterance ids must be unique (two inputs share a file name?)")
+    if targets is not None and len(targets) != len(audios):
+        raise SpesError(f"{len(targets)} targets for {len(audios)} inputs")
     with warnings_if_all_succeed():
         features = [input_features(model, a, cfg, os.fspath(a) if isinstance(a, (str, os.PathLike)) else u)
                     for a, u in zip(audios, ids)]
-        for f, u in zip(features, ids):
-            _check_length(f, u)
-    return single, ids, features
+        if targets is None:
+            targets = [list(h[0].tokens) for h in model.decode(features)]
+        else:
+            targets = [model.target_ids(t, f"{u}: target") for t, u in zip(targets, ids)]
+    return single, ids, features, targets
 
 
 # The parameters on a plan's devices, under the name tests and benchmarks import.
@@ -93,13 +88,11 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     audio: an audio path, a (N,) 16 kHz waveform, a raw (T, C) fbank, or a list of these (silent and
     overly long inputs get a ``SpesWarning``). The hypothesis of each
     input is the model's beam search output (beam 5, no-repeat-ngram 5) unless ``targets`` gives
-    token ids (ending with </s>). The masks are split over ``devices`` (default: all local devices).
+    token ids (ending with the end token) or texts. The masks are split over ``devices`` (default: all local devices).
     Returns an ``Explanation`` (or a list for a list input).
     """
     cfg = model.sweep_config(config or SPESConfig.asr())
-    single, ids, features = model_inputs(model, audio, cfg, ids)
-    if targets is None:
-        targets = [list(h[0].tokens) for h in model.decode(features)]
+    single, ids, features, targets = model_inputs(model, audio, cfg, ids, targets)
     plan = sweep.make_plan(model.module, cfg, devices)
 
     def prepare(job):

@@ -17,7 +17,6 @@ import numpy as np
 from .audio import FRAME_SHIFT_S, read_audio
 from .config import SPESConfig
 from .errors import SpesError, SpesWarning
-from .text import UNK
 
 SILENCE_DBFS = -50.0  # loudest 25 ms frame below this: no speech (speech peaks near -20..0 dBFS)
 
@@ -60,15 +59,15 @@ def input_features(model, audio, cfg: SPESConfig | None, name: str) -> np.ndarra
     """(T, C) model input of an audio path, a (N,) waveform or a (T, C) fbank, read once; warns when
     the audio is silent (paths and waveforms) or longer than the model's range (with the cost of
     explaining it with ``cfg``; None when it is only transcribed)."""
-    if isinstance(audio, (str, os.PathLike)) or np.ndim(audio) == 1:
-        waveform = read_audio(audio) if isinstance(audio, (str, os.PathLike)) else np.asarray(audio)
-        try:
-            feats = model.features(waveform)  # refuses empty and too short input first
-        except SpesError as e:  # name the input
-            raise SpesError(f"{name}: {e}") from None
-        check_silence(waveform, name)
-    else:
-        feats = model.features(audio)
+    is_waveform = isinstance(audio, (str, os.PathLike)) or np.ndim(audio) == 1
+    if is_waveform:
+        audio = read_audio(audio) if isinstance(audio, (str, os.PathLike)) else np.asarray(audio)
+    try:
+        feats = model.features(audio)  # refuses empty, too short and too long input first
+    except SpesError as e:  # name the input
+        raise SpesError(f"{name}: {e}") from None
+    if is_waveform:
+        check_silence(audio, name)
     check_length(feats.shape[0], model, cfg, name)
     return feats
 
@@ -102,15 +101,4 @@ def read_targets(model, text_or_file: str, n_inputs: int) -> list[list[int]]:
             raise SpesError(f"--targets: a text explains one audio file, got {n_inputs}; "
                             "give a file with one line per audio file")
         lines, where = [text_or_file.strip()], ["--targets"]
-    out = []
-    for line, loc in zip(lines, where):
-        if not line:
-            raise SpesError(f"{loc}: empty target")
-        pieces = model.tokenizer.split(line)
-        ids = model.tokenizer.encode(line)
-        unknown = [p for p, i in zip(pieces, ids) if i == UNK]
-        if unknown:
-            raise SpesError(f"{loc}: {line!r} has pieces the model's dictionary does not know: "
-                            f"{' '.join(unknown)}")
-        out.append(ids)
-    return out
+    return [model.target_ids(line, loc) for line, loc in zip(lines, where)]

@@ -158,11 +158,11 @@ def result_model(attrs: dict, result: str, requested: str | None = None, force: 
     model of the same name), identified by its parameter hash; the model ``default`` when the result
     records none. With ``requested`` (a model directory or an embedded name): that model, refused
     when its parameters differ from the recorded ones unless ``force``. load: name or directory ->
-    model (default ``pipeline.load_model``), e.g. to pass further loading options. Returns
+    model (default ``speech_model.load_model``), e.g. to pass further loading options. Returns
     (model, line).
     """
     if load is None:
-        from .pipeline import load_model as load
+        from .speech_model import load_model as load
 
     recorded, sha = attrs.get("model_path") or "", attrs.get("model_sha256") or ""
     made_with = f"{model_name(recorded)} (parameters sha256 {sha[:12]})"
@@ -197,7 +197,7 @@ def result_model(attrs: dict, result: str, requested: str | None = None, force: 
 
 @functools.lru_cache(maxsize=1)  # a report draws every utterance with the same model
 def _display_model(recorded: str, sha: str):
-    from .pipeline import load_model
+    from .speech_model import load_model
 
     return _recorded_model(recorded, sha, load_model)
 

@@ -16,7 +16,10 @@ def pieces_text(pieces) -> str:
 
 
 class Dictionary:
-    """A fairseq target dictionary: ids 0-3 are <s>, <pad>, </s>, <unk>; then the file's symbols."""
+    """A fairseq target dictionary: ids 0-3 are <s>, <pad>, </s>, <unk>; then the file's symbols.
+    ``index`` maps an unknown symbol to ``unk``."""
+
+    unk = UNK
 
     def __init__(self, symbols):
         self.symbols = tuple(symbols)

@@ -38,7 +38,7 @@ def tiny_model(tiny_config):
     import jax
 
     from spes_jax.models import init_params
-    from spes_jax.pipeline import FairseqModel
+    from spes_jax.speech_model import FairseqModel
     from spes_jax.text import Dictionary, Tokenizer
 
     params = init_params(tiny_config, seed=3)

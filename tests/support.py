@@ -1,6 +1,8 @@
 """Helpers shared by the test modules (fixtures live in conftest.py)."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -95,3 +97,12 @@ def save_tiny_model(model, directory) -> str:
     with open(dict_path, "w") as f:
         f.write("".join(f"{s} 1\n" for s in model.dictionary.symbols[4:]))
     return save_model_dir(os.path.join(directory, "model"), model.cfg, model.params, dict_path, None)
+
+
+def on_four_devices(kind: str, model_dir: str) -> None:
+    """Runs ``tests/four_devices.py KIND MODEL_DIR`` (one map on one and on four devices) in a fresh
+    interpreter with four simulated CPU devices; fails with its error output unless it prints OK."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "four_devices.py"), kind, model_dir], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]

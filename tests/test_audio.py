@@ -135,12 +135,11 @@ def test_bad_audio_files_name_the_file(tmp_path):
     (tmp_path / "header_only.wav").write_bytes(whole[:30])
     (tmp_path / "empty.wav").write_bytes(b"")
     sf.write(tmp_path / "no_samples.wav", np.zeros(0, np.float32), 16000, subtype="PCM_16")
-    sf.write(tmp_path / "one_sample.wav", np.zeros(1, np.float32), 16000, subtype="PCM_16")
     (tmp_path / "text.wav").write_text("not audio")
     (tmp_path / "folder.wav").mkdir()
     cases = [("truncated.wav", "truncated WAV file: the header announces 16000 bytes"),
              ("header_only.wav", "not a readable audio file"), ("empty.wav", "empty file"),
-             ("no_samples.wav", "no audio samples"), ("one_sample.wav", "audio too short: 1 samples"),
+             ("no_samples.wav", "no audio samples"),
              ("text.wav", "not a readable audio file"), ("folder.wav", "is a directory"),
              ("missing.wav", "not found")]
     for name, msg in cases:
@@ -149,9 +148,23 @@ def test_bad_audio_files_name_the_file(tmp_path):
         assert str(tmp_path / name) in str(e.value)
 
 
-def test_short_and_nan_inputs_are_rejected():
-    with pytest.raises(SpesError, match="too short"):
-        audio.fbank(np.zeros(100))
+def test_too_short_input_is_refused_by_the_model_once(tiny_model, tmp_path):
+    """One rule for every command: fewer than 16 frames (0.16 s) is refused when the model reads the
+    input, whatever reads it; the filterbank itself just has no frame for less than one window."""
+    assert audio.fbank(np.zeros(100)).shape == (0, 80)
+    sf.write(tmp_path / "one_sample.wav", np.zeros(1, np.float32), 16000, subtype="PCM_16")
+    with pytest.raises(SpesError, match=r"one_sample.wav: audio too short: 0.00 s \(0 frames of 10 ms\); need at least "
+                                        r"0.16 s"):
+        tiny_model.features(str(tmp_path / "one_sample.wav"))
+    noise = np.random.default_rng(0).standard_normal(2800).astype(np.float32) * 0.1  # 16 frames exactly
+    assert tiny_model.features(noise).shape == (16, 80)
+    with pytest.raises(SpesError, match=r"audio too short: 0.15 s \(15 frames"):
+        tiny_model.features(noise[:-1])
+    with pytest.raises(SpesError, match=r"audio too short: 0.15 s \(15 frames"):
+        tiny_model.transcribe(np.zeros((15, 80), np.float32))
+
+
+def test_nan_inputs_are_rejected():
     bad = np.zeros((50, 80), np.float32)
     bad[3, 4] = np.nan
     with pytest.raises(SpesError, match="NaN"):

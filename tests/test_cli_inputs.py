@@ -140,7 +140,7 @@ def test_targets(tiny_model, tmp_path):
     (tmp_path / "t.txt").write_text("w1 w2\nw3\n")
     assert read_targets(tiny_model, str(tmp_path / "t.txt"), 2) == [[5, 6, 2], [7, 2]]
     for arg, n, msg in [("w1 zebra", 1, "does not know: zebra"), ("w1", 2, "a text explains one audio file"),
-                        (str(tmp_path / "t.txt"), 3, "2 lines for 3 audio"), ("  ", 1, "empty target")]:
+                        (str(tmp_path / "t.txt"), 3, "2 lines for 3 audio"), ("  ", 1, "--targets: empty text")]:
         with pytest.raises(SpesError, match=msg):
             read_targets(tiny_model, arg, n)
 

@@ -3,19 +3,17 @@ replayed through the engine, compilation reuse, 1 vs 4 devices, HDF5 round trip 
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
-from support import ROOT, fixture_path, synthetic_features
+from support import fixture_path, on_four_devices, save_tiny_model, synthetic_features
 from test_spes import _reference_keep
 
 from spes_jax import SPESConfig, SpesError, explain_contrastive, load_explanations, load_model
 from spes_jax.contrastive import sweep_utterance, word_pair
 from spes_jax.core import ReplayedSegmentMasks, ReplayedTokenMasks, Segmentation, contrastive_sweep
-from spes_jax.pipeline import FairseqModel
+from spes_jax.speech_model import FairseqModel
 from spes_jax.text import Dictionary, Tokenizer
 
 WORDS = ["<s>", "<pad>", "</s>", "<unk>"] + [f"\u2581w{i}" for i in range(36)]
@@ -153,47 +151,9 @@ def test_non_finite_scores_are_counted_and_left_out(tiny_config):
     assert np.all(exp.spectrogram_saliency == 0) and np.all(exp.prefix_saliency == 0)
 
 
-_DEVICE_SCRIPT = r"""
-import numpy as np, jax, sys
-sys.path.insert(0, sys.argv[1])
-from support import synthetic_features
-from spes_jax import SPESConfig, explain_contrastive
-from spes_jax.core import contrastive_sweep, segment
-from spes_jax.models import ModelConfig, init_params
-from spes_jax.pipeline import FairseqModel
-from spes_jax.text import Dictionary, Tokenizer
-assert jax.device_count() == 4, jax.devices()
-cfg = ModelConfig(conv_channels=32, encoder_embed_dim=32, encoder_layers=2, encoder_attention_heads=4,
-                  conformer_conv_kernel_size=5, decoder_embed_dim=32, decoder_layers=2, decoder_attention_heads=4,
-                  decoder_ffn_embed_dim=64, vocab_size=40, ctc_encoder_layer=1, ctc_vocab_size=41)
-params = jax.tree_util.tree_map(lambda x: 3 * x, init_params(cfg, seed=3))
-words = ["<s>", "<pad>", "</s>", "<unk>"] + ["\u2581w%d" % i for i in range(36)]
-model = FairseqModel(cfg, params, Tokenizer(Dictionary(words), None))
-spes = SPESConfig.asr(n_segments=(20, 30), n_masks=64, n_token_masks=32, batch_size=16, token_batch_size=16)
-feats = synthetic_features(0.6, seed=4)
-args = (model, feats, [35, 25, 35, 2], [35, 35, 16, 35, 2], spes)
-one = explain_contrastive(*args, devices=jax.devices()[:1])
-four = explain_contrastive(*args)
-state = contrastive_sweep.init(jax.device_put(model.params), contrastive_sweep.prepare(
-    feats, *args[2:4], (1, 1, 2), segment(feats, spes), "0", spes,
-    plan := contrastive_sweep.make_plan(model.module, spes), np.ones(40, bool)), plan=plan)
-state = contrastive_sweep.spectrogram_step(state, np.int32(0), plan=plan)
-for sums in (state.spectrogram.num, state.prefix.num):
-    assert len(sums.addressable_shards) == 4 and {s.data.shape[0] for s in sums.addressable_shards} == {1}
-for a, b in [(one.spectrogram_saliency, four.spectrogram_saliency), (one.prefix_saliency, four.prefix_saliency)]:
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(a).max())
-    assert np.abs(a).max() > 0
-assert abs(one.contrastive["p_orig"] - four.contrastive["p_orig"]) <= 1e-6 * one.contrastive["p_orig"]
-print("OK")
-"""
-
-
-@pytest.mark.slow
-def test_same_maps_on_one_and_four_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, os.path.join(ROOT, "tests")], env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+@pytest.mark.slow  # the engine's 1-vs-4-device test of the SPES kind runs by default (tests/test_spes.py)
+def test_same_maps_on_one_and_four_devices(tiny_model, tmp_path):
+    on_four_devices("contrastive", save_tiny_model(tiny_model, tmp_path))
 
 
 def test_cli_on_the_reference_manifest(converted, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 from support import synthetic_features
 from spes_jax.analysis.cross_attention import correlations, encoder_stride, pearson, pool_saliency
 from spes_jax.errors import SpesError
-from spes_jax.pipeline import FairseqModel, pad_batch
+from spes_jax.speech_model import FairseqModel, pad_batch
 
 
 def test_cross_attention_weights(tiny_model):

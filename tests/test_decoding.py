@@ -185,7 +185,7 @@ CLIPS = ("goforward", "librivox_0880", "librivox_0920", "cards_005")
 def whisper_search():
     """Whisper tiny.en as ``load_model`` gives it (its decoding rules: generation_config.json), and its 4
     clips' (3000, 80) reference features."""
-    from spes_jax.pipeline import load_model
+    from spes_jax.speech_model import load_model
 
     model = load_model(whisper_fixture_path("model", "whisper-tiny.en"))
     refs = [np.load(whisper_fixture_path("reference", f"{clip}.npz")) for clip in CLIPS]

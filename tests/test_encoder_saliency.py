@@ -2,9 +2,6 @@
 loop, compilation reuse, 1 vs 4 devices, precision and bad input."""
 
 import dataclasses
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -14,7 +11,7 @@ from spes_jax import SpesError, explain_encoder
 from spes_jax.core import encoder_sweep
 from spes_jax.core.perturbation import utterance_key
 from spes_jax.models import S2TModel
-from support import ROOT, save_tiny_model, synthetic_features
+from support import on_four_devices, save_tiny_model, synthetic_features
 
 TOKENS = [5, 9, 11, 2]
 
@@ -63,7 +60,7 @@ def test_eq3_matches_a_direct_loop_over_masks(tiny_model):
 @pytest.mark.slow
 def test_ctc_compressed_encoder(tiny_model):
     """With CTC compression the frames are the compressed ones, as the cross-attention's."""
-    from spes_jax.pipeline import FairseqModel
+    from spes_jax.speech_model import FairseqModel
 
     cfg = dataclasses.replace(tiny_model.cfg, ctc_compress_strategy="avg")
     model = FairseqModel(cfg, tiny_model.params, tiny_model.tokenizer)
@@ -96,41 +93,9 @@ def test_bfloat16_close_to_float32(tiny_model):
     assert r > 0.95, r
 
 
-_DEVICE_SCRIPT = r"""
-import numpy as np, jax, sys
-from spes_jax import explain_encoder, load_model
-from spes_jax.core import encoder_sweep
-sys.path.insert(0, sys.argv[1])
-from support import synthetic_features
-assert jax.device_count() == 4, jax.devices()
-model = load_model(sys.argv[2])
-feats = synthetic_features(0.8, seed=4)
-run = lambda devices: explain_encoder(model, feats, n_masks=80, batch_size=32, targets=[[5, 9, 11, 2]],
-                                      devices=devices).saliency
-one = run(jax.devices()[:1])
-assert encoder_sweep.local_batch_shapes() == {"encoder_step": (32, 32)}, encoder_sweep.local_batch_shapes()
-four = run(None)
-# Each of the 4 devices evaluated 8 of the 32 masks of a step, and holds its own row of the sums.
-assert encoder_sweep.local_batch_shapes() == {"encoder_step": (8, 32)}, encoder_sweep.local_batch_shapes()
-plan = encoder_sweep.make_plan(model.module, batch=32)
-inputs = encoder_sweep.prepare(feats, [5, 9, 11, 2], "u", seed=0, p=0.5, n_masks=80, plan=plan)
-state = encoder_sweep.step(encoder_sweep.init(jax.device_put(model.params, plan.replicated), inputs, plan=plan),
-                           np.int32(0), plan=plan)
-shards = state.encoder.num.addressable_shards
-assert len(shards) == 4 and {s.data.shape[0] for s in shards} == {1}
-np.testing.assert_allclose(one, four, rtol=1e-5, atol=1e-5 * np.abs(one).max())
-assert np.abs(one).max() > 0
-print("OK")
-"""
-
-
-@pytest.mark.slow  # the engine core's own 1-vs-4-device test runs by default (tests/test_spes.py)
+@pytest.mark.slow  # the engine's 1-vs-4-device test of the SPES kind runs by default (tests/test_spes.py)
 def test_same_map_on_one_and_four_devices(tiny_model, tmp_path):
-    model_dir = save_tiny_model(tiny_model, tmp_path)  # loading it is much faster than initialising one
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, os.path.join(ROOT, "tests"), model_dir], env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+    on_four_devices("encoder", save_tiny_model(tiny_model, tmp_path))
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -141,8 +106,8 @@ def test_same_map_on_one_and_four_devices(tiny_model, tmp_path):
     ({"scorer": "l2"}, "scorer must be one of"),
     ({"precision": "float16"}, "precision must be"),
     ({"batch_size": 0}, "batch size must be >= 1"),
-    ({"targets": [[5, 9]]}, "0: target token ids must end with </s>"),
-    ({"targets": [[5, 99, 2]]}, "target token id 99 is outside the model's vocabulary"),
+    ({"targets": [[5, 9]]}, r"0: target: token ids must end with </s> \(id 2\)"),
+    ({"targets": [[5, 99, 2]]}, r"0: target: token id 99 is outside the model's vocabulary \(0..39\)"),
     ({"targets": [[5, 2], [6, 2]]}, "2 targets for 1 inputs"),
     ({"ids": ["a", "b"]}, "one unique utterance id per input"),
 ])

@@ -13,7 +13,7 @@ from support import synthetic_features
 from spes_jax import SPESConfig, explain_contrastive, explain_encoder
 from spes_jax.cli import build_parser
 from spes_jax.core import engine
-from spes_jax.pipeline import FairseqModel
+from spes_jax.speech_model import FairseqModel
 from spes_jax.text import Dictionary, Tokenizer
 
 

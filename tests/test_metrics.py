@@ -202,7 +202,7 @@ class _ToyModel:
         return InputLayout()
 
     def decode(self, feats, search=None, batch_size=8, greedy=False, layout=None):
-        from spes_jax.pipeline import Hypothesis
+        from spes_jax.speech_model import Hypothesis
 
         words = lambda x: " ".join(f"w{i}" for i, c in enumerate(self.KEYS) if x[c] != 0)
         return [[Hypothesis((), (), words(x), 0.0, ())] for x in feats]

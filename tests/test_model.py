@@ -115,7 +115,7 @@ def test_model_directory_carries_its_search_defaults(tiny_model, tmp_path):
     decoding path (transcribe, generate, the explainer's hypotheses) must then use it."""
     from spes_jax import explain, SPESConfig
     from spes_jax.models.io import save_model_dir
-    from spes_jax.pipeline import load_model
+    from spes_jax.speech_model import load_model
     from spes_jax.text import EOS
     from support import synthetic_features
 
@@ -147,7 +147,7 @@ def test_model_directory_carries_its_search_defaults(tiny_model, tmp_path):
 
 def test_model_directory_with_a_bad_search_section(tiny_model, tmp_path):
     from spes_jax.errors import SpesError
-    from spes_jax.pipeline import load_model
+    from spes_jax.speech_model import load_model
     from support import save_tiny_model
 
     path = save_tiny_model(tiny_model, tmp_path)
@@ -162,7 +162,7 @@ def test_model_directory_input_length_limit(tiny_model, tmp_path):
     """``data.max_seconds`` (the longest input a model handles) is enforced with one clear error."""
     from spes_jax.errors import SpesError
     from spes_jax.models.io import save_model_dir
-    from spes_jax.pipeline import load_model
+    from spes_jax.speech_model import load_model
     from support import synthetic_features
 
     dict_path = tmp_path / "dict.txt"

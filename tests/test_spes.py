@@ -17,7 +17,7 @@ from spes_jax.core import (ReplayedSegmentMasks, ReplayedTokenMasks, Segmentatio
                            prob_diff, requested_segments, segment, segment_sums, spectrogram_map)
 from spes_jax.explainer import compute_params
 from spes_jax.explanation import Explanation, paired_min_max, single_mean_std
-from support import ROOT, fixture_path, save_tiny_model, synthetic_features
+from support import fixture_path, on_four_devices, save_tiny_model, synthetic_features
 
 RUNS = ("utt0", "utt1")
 
@@ -239,40 +239,8 @@ def test_same_maps_at_batch_sizes_8_and_64(tiny_model):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
 
 
-_DEVICE_SCRIPT = r"""
-import numpy as np, jax, sys
-sys.path.insert(0, sys.argv[1])
-from support import synthetic_features
-from spes_jax import SPESConfig, core, explain, load_model
-from spes_jax.explainer import compute_params
-assert jax.device_count() == 4, jax.devices()
-model = load_model(sys.argv[2])
-spes = SPESConfig.asr(n_segments=(30, 60, 90), n_masks=192, n_token_masks=64, batch_size=32, token_batch_size=32)
-feats = synthetic_features(0.8, seed=4)
-one = explain(model, feats, spes, targets=[[5, 9, 11, 2]], devices=jax.devices()[:1])
-assert core.local_batch_shapes() == {"spectrogram_step": (32, 128, 80), "prefix_step": (32, 16)}
-four = explain(model, feats, spes, targets=[[5, 9, 11, 2]])
-# Each of the 4 devices evaluated 8 of the 32 masks of a step, and holds its own row of the sums.
-assert core.local_batch_shapes() == {"spectrogram_step": (8, 128, 80), "prefix_step": (8, 16)}
-plan = core.make_plan(model.module, spes)
-state = core.init(compute_params(model, plan),
-                  core.prepare(feats, [5, 9, 11, 2], core.segment(feats, spes), "u", spes, plan), plan=plan)
-state = core.spectrogram_step(state, np.int32(0), plan=plan)
-for sums in (state.spectrogram.num, state.prefix.num):
-    assert len(sums.addressable_shards) == 4 and {s.data.shape[0] for s in sums.addressable_shards} == {1}
-for a, b in [(one.spectrogram_saliency, four.spectrogram_saliency), (one.prefix_saliency, four.prefix_saliency)]:
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(a).max())
-    assert np.abs(a).max() > 0
-print("OK")
-"""
-
-
 def test_same_maps_on_one_and_four_devices(tiny_model, tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    model_dir = save_tiny_model(tiny_model, tmp_path)  # loading it is much faster than initialising one
-    r = subprocess.run([sys.executable, "-c", _DEVICE_SCRIPT, os.path.join(ROOT, "tests"), model_dir], env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+    on_four_devices("spes", save_tiny_model(tiny_model, tmp_path))
 
 
 def test_explain_compiles_once_per_bucket(tiny_model, tiny_config):
@@ -280,7 +248,7 @@ def test_explain_compiles_once_per_bucket(tiny_model, tiny_config):
     fresh model object holding other weights (the compiled steps are keyed by the model's shape)."""
     import time
 
-    from spes_jax.pipeline import FairseqModel
+    from spes_jax.speech_model import FairseqModel
 
     cfg = _small(seed=11)
     times, counts = [], []

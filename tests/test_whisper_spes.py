@@ -121,3 +121,33 @@ def test_whisper_sweeps_two_masks_per_step_on_a_cpu(whisper, tiny_model):
     assert whisper.sweep_config(SPESConfig.asr()).batches() == ((2, 32) if cpu else (64, 256))
     assert tiny_model.sweep_config(SPESConfig.asr()).batches() == (64, 256)
     assert whisper.sweep_config(SPESConfig.asr(batch_size=8)).batches() == (8, 32 if cpu else 256)
+
+
+def test_given_targets_end_with_whispers_end_token(whisper, clip):
+    """The one target check of every entry point uses the model's own end token and vocabulary (not
+    fairseq's </s> = 2): a text is encoded as Whisper writes it, ids must end with <|endoftext|>."""
+    from spes_jax.contrastive import word_pair
+    from spes_jax.errors import SpesError
+
+    _, tokens = clip
+    assert whisper.target_ids("go forward 10 meters.") == tokens and tokens[-1] == 50256
+    assert whisper.target_ids(" ".join(whisper.dictionary.pieces(tokens[:-1]))) == tokens  # the TSV piece layout
+    with pytest.raises(SpesError, match=r"target: token ids must end with </s> \(id 50256\)"):
+        whisper.target_ids(tokens[:-1] + [2])
+    with pytest.raises(SpesError, match=r"token id 60000 is outside the model's vocabulary \(0..51863\)"):
+        whisper.target_ids([60000, 50256])
+    target, foil, spans = word_pair(whisper, "go forward 10 meters.", "go forward 20 meters.")
+    assert target == tokens and foil[-1] == 50256 and spans == (2, 2, 2)
+
+
+@pytest.mark.slow
+def test_cli_explains_a_word_contrastively(tmp_path):
+    out = tmp_path / "c.h5"
+    assert main(["--no-compile-cache", "explain-contrastive", "--model", whisper_fixture_path("model", "whisper-tiny.en"),
+                 whisper_fixture_path("audio", f"{CLIP}.wav"), "--target", "go forward 10 meters.",
+                 "--foil", "go forward 20 meters.", "--masks", "12", "--token-masks", "4", "--quiet",
+                 "--out", str(out)]) == 0
+    (exp,) = load_explanations(out).values()
+    info = exp.contrastive
+    assert (info["word"], info["foil_word"]) == ("10", "20") and info["p_orig"] > info["q_orig"] > 0
+    assert exp.spectrogram_saliency.shape == (1, 280, 80) and np.isfinite(exp.spectrogram_saliency).all()

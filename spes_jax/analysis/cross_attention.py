@@ -42,10 +42,7 @@ def cross_attention(model, audio, tokens: Sequence[int] | str) -> np.ndarray:
     Returns (layers, heads, K, T') float32: row k is the decoder's attention while predicting token
     k; T' is the encoder's valid length (after subsampling, and after CTC compression if any).
     """
-    ids = model.tokenizer.encode(tokens) if isinstance(tokens, str) else [int(t) for t in tokens]
-    if not ids or ids[-1] != model.module.cfg.eos:
-        raise SpesError(f"tokens must end with {model.dictionary.pieces([model.module.cfg.eos])[0]} "
-                        "(the end-of-sentence token)")
+    ids = model.target_ids(tokens, "tokens")
     feats = model.features(audio)
     prompt = model.prompt
     batch, lengths = model.batch([feats])

@@ -74,7 +74,7 @@ class EncoderInputs:
     prompt: tuple[int, ...] = flax.struct.field(pytree_node=False, default=(EOS,))
 
 
-def make_plan(module, *, scorer: str = "kl", batch: int = 64, precision: str = "float32",
+def make_plan(module, *, scorer: str = "kl", batch: int, precision: str = "float32",
               devices: Sequence[jax.Device] | None = None) -> SweepPlan:
     """The plan on ``devices`` (default: all): ``module`` computing in ``precision``, ``batch``
     masks per step rounded up to a multiple of the device count."""

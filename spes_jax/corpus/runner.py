@@ -29,7 +29,7 @@ from ..core import sweep
 from ..core.segmentation import prefetch, segment
 from ..errors import SpesError
 from ..driver import sweeps
-from ..explainer import MIN_FRAMES, explanation
+from ..explainer import explanation
 from ..explanation import Explanation
 from ..provenance import file_provenance, record_utterance
 from . import rundir
@@ -103,13 +103,6 @@ class _Errors:
             self.count += 1
 
 
-def _features(model, u: Utterance) -> np.ndarray:
-    feats = load_source(model, u.source)
-    if feats.shape[0] < MIN_FRAMES:
-        raise SpesError(f"audio too short to explain: {feats.shape[0]} frames (need {MIN_FRAMES})")
-    return feats
-
-
 def _load_all(model, todo: Sequence[Utterance], errors: _Errors, fn):
     """(utterance, fn(utterance)) in order, read one ahead in a background thread; a SpesError or an
     OSError skips the utterance (logged) instead of ending the run."""
@@ -138,11 +131,14 @@ def _targets(model, todo: Sequence[Utterance], mode: str, known: dict[str, list[
             if not u.reference:
                 errors.skip(u.id, u.source, "no reference text (--targets reference)")
             else:
-                out[u.id] = [int(t) for t in model.tokenizer.encode(u.reference)]
+                try:
+                    out[u.id] = model.target_ids(u.reference, "reference")
+                except SpesError as e:
+                    errors.skip(u.id, u.source, str(e))
     else:
         clock = _Clock(commit_every)
         chunk: list[tuple[Utterance, np.ndarray]] = []
-        for item in _load_all(model, missing, errors, lambda u: _features(model, u)):
+        for item in _load_all(model, missing, errors, lambda u: load_source(model, u.source)):
             chunk.append(item)
             if len(chunk) == batch:
                 out.update(_decode(model, chunk, batch))
@@ -234,7 +230,7 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
 
     def read(u: Utterance):
         t = time.perf_counter()
-        feats = _features(model, u)
+        feats = load_source(model, u.source)
         seg = segment(feats, cfg)
         return feats, seg, time.perf_counter() - t
 

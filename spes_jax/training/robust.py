@@ -434,7 +434,7 @@ def evaluate_main(argv=None) -> None:
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     from .._io import write_text
-    from ..pipeline import load_model
+    from ..speech_model import load_model
 
     task = args.task or assets.task(args.model)
     t0 = time.time()

@@ -25,7 +25,7 @@ import optax
 from .._shapes import round_up
 from ..models import ModelConfig, S2TModel, init_params
 from ..models.io import read_model_dir, save_model_dir
-from ..pipeline import SpeechToTextModel, load_model
+from ..speech_model import SpeechToTextModel, load_model
 from ..text import EOS, Dictionary, Tokenizer
 from .data import Utterance, build, export, wer
 

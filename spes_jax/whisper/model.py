@@ -1,4 +1,4 @@
-"""``WhisperModel``: OpenAI Whisper behind the model contract of ``spes_jax.pipeline``.
+"""``WhisperModel``: OpenAI Whisper behind the model contract of ``spes_jax.speech_model``.
 
 What SPES needs to know about Whisper, decided here once (docs/spes.md, "Whisper"):
 
@@ -31,7 +31,7 @@ from ..core.sweep import InputLayout
 from ..decoding import SearchConfig
 from ..errors import SpesError
 from ..models.whisper import WhisperConfig, WhisperModule, params_from_state_dict
-from ..pipeline import Audio, SpeechToTextModel
+from ..speech_model import Audio, SpeechToTextModel
 from ..text import WORD_START
 from .checkpoints import read_checkpoint
 from .features import FeatureSettings, silence_floor
@@ -53,7 +53,10 @@ class Vocabulary:
     """Whisper's tokens in the piece convention of explanations: a leading space becomes "▁" (a word
     start, as SentencePiece writes it) and <|endoftext|> is "</s>"; control tokens keep their names.
     Offers what the explainer and the commands use of a tokenizer: ``encode`` (ids ending with the end
-    token), ``decode``, ``split``, and ``dictionary`` (``pieces``, ``index``, ``symbols``, ``len``)."""
+    token), ``decode``, ``split``, and ``dictionary`` (``pieces``, ``index``, ``symbols``, ``len``,
+    ``unk``: None, as byte-level BPE spells every text and ``index`` refuses an unknown piece)."""
+
+    unk = None
 
     def __init__(self, tokenizer: WhisperTokenizer):
         self.whisper = tokenizer

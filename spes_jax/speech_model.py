@@ -16,15 +16,19 @@ import numpy as np
 from . import assets
 from ._shapes import bucket
 from .audio import FRAME_SHIFT_S, load_features
-from .config import DEFAULT_BATCHES, SPESConfig
+from .config import SPESConfig
 from .core.sweep import InputLayout
 from .decoding import SearchConfig, SearchResult, beam_search, greedy_search
 from .errors import SpesError
 from .models import ModelConfig, S2TModel
 from .models.io import FORMAT, read_model_dir
-from .text import Dictionary, Tokenizer
+from .text import WORD_START, Dictionary, Tokenizer
 
 Audio = Union[str, os.PathLike, np.ndarray]
+
+# Masks per compiled step (spectrogram, prefix) of a model that does not choose its own.
+DEFAULT_BATCHES = (64, 256)
+MIN_FRAMES = 16  # 0.16 s: fewer leave the encoder under 4 frames (8 for Whisper), nothing to decode or map over time
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,13 @@ class SpeechToTextModel:
         raise NotImplementedError
 
     def _check_frames(self, feats: np.ndarray, audio: Audio) -> np.ndarray:
-        """Refuses inputs that are too short to decode or longer than ``max_seconds``."""
+        """The length check of every input (``features`` ends with it, so transcription, every
+        explanation and corpus runs share it): refuses fewer than ``MIN_FRAMES`` frames and inputs longer
+        than ``max_seconds``."""
         name = f"{os.fspath(audio)}: " if isinstance(audio, (str, os.PathLike)) else ""
-        if feats.shape[0] < 8:
-            raise SpesError(f"{name}audio too short: {feats.shape[0]} frames (need at least 8, i.e. 0.1 s)")
+        if feats.shape[0] < MIN_FRAMES:
+            raise SpesError(f"{name}audio too short: {feats.shape[0] * FRAME_SHIFT_S:.2f} s ({feats.shape[0]} "
+                            f"frames of 10 ms); need at least {MIN_FRAMES * FRAME_SHIFT_S:.2f} s")
         limit = self.max_seconds
         if limit and feats.shape[0] * FRAME_SHIFT_S > limit:
             raise SpesError(f"{name}audio is {feats.shape[0] * FRAME_SHIFT_S:.1f} s long; this model handles at "
@@ -130,6 +137,33 @@ class SpeechToTextModel:
         for row, f in zip(out, features):
             row[: f.shape[0]] = f
         return out, np.array([f.shape[0] for f in features], np.int32)
+
+    def target_ids(self, target: str | Sequence[int], name: str = "target") -> list[int]:
+        """The check of every given hypothesis (explain, corpus references, contrastive target and
+        foil, forced decoding): a text, encoded with the tokenizer (pieces separated by spaces when it
+        contains "▁", as the reference's TSV files write them), or ids -> ids ending with the end
+        token, each in the vocabulary. ``name`` says which input an error is about."""
+        eos, vocab = self.module.cfg.eos, len(self.dictionary)
+        if isinstance(target, str):
+            text = target.strip()
+            if not text:
+                raise SpesError(f"{name}: empty text")
+            if WORD_START in text:
+                pieces = text.split()
+                ids = [self.dictionary.index(p) for p in pieces] + [eos]
+            else:
+                pieces, ids = self.tokenizer.split(text), self.tokenizer.encode(text)
+            unknown = [p for p, i in zip(pieces, ids) if i == self.dictionary.unk]
+            if unknown:
+                raise SpesError(f"{name}: {text!r} has pieces the model's vocabulary does not know: {' '.join(unknown)}")
+            return ids
+        ids = [int(t) for t in target]
+        if not ids or ids[-1] != eos:
+            raise SpesError(f"{name}: token ids must end with {self.dictionary.pieces([eos])[0]} (id {eos})")
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise SpesError(f"{name}: token id {bad[0]} is outside the model's vocabulary (0..{vocab - 1})")
+        return ids
 
     def sweep_batches(self, platform: str) -> tuple[int, int]:
         """Masks per compiled step (spectrogram, prefix) this model runs at on ``platform`` ("cpu",
@@ -198,10 +232,7 @@ class SpeechToTextModel:
 
         target: ids ending with the end token (or a text to encode). Returns (L, V) float32.
         """
-        ids = self.tokenizer.encode(target) if isinstance(target, str) else [int(t) for t in target]
-        if not ids or ids[-1] != self.module.cfg.eos:
-            raise SpesError(f"target must end with {self.dictionary.pieces([self.module.cfg.eos])[0]} "
-                            "(the end-of-sentence token)")
+        ids = self.target_ids(target)
         feats, lengths = self.batch([self.features(audio)])
         prev = np.array([list(self.prompt) + ids[:-1]], np.int32)
         logits = _forced_logits(self.module, self.params, feats, lengths, prev)[:, len(self.prompt) - 1:]
