@@ -39,7 +39,7 @@ import soundfile as sf
 from spes_jax.analysis.metrics import corpus_score
 from spes_jax.analysis.plausibility import hypothesis_words, match_timings, time_alignment
 from spes_jax.analysis.plotting import plot_alignment
-from spes_jax.corpus import load_any
+from spes_jax.results import load_result
 from spes_jax.alignment import Aligner, Alignment, Span, spoken_form, write_ctm
 from spes_jax.audio import SAMPLE_RATE, fbank, read_audio
 from spes_jax.errors import SpesError, SpesNote
@@ -140,7 +140,7 @@ def figures(out: str, ids: list[str], folder: str) -> None:
 def wer(out: str, result: str) -> None:
     """Prints the WER (spoken forms) of the hypotheses explained in ``result`` and each utterance's."""
     refs = {e.id: e.reference for e in read_manifest(os.path.join(out, "manifest.tsv"))}
-    hyps = {uid: spoken_form(pieces_text(exp.tokens[:-1])) for uid, exp in load_any(result).items()}
+    hyps = {uid: spoken_form(pieces_text(exp.tokens[:-1])) for uid, exp in load_result(result)[0].items()}
     for uid, hyp in hyps.items():
         print(f"{uid}\t{corpus_score('wer', [refs[uid]], [hyp]):.1f}\t{hyp}")
     print(f"WER {corpus_score('wer', [refs[u] for u in hyps], list(hyps.values())):.2f} % "
@@ -158,7 +158,7 @@ def _rotated(spans: list) -> list:
 
 def analyses(out: str, result: str) -> None:
     """Time alignment with own vs rotated spans, and the frequency profile by sample rate (see above)."""
-    exps = list(load_any(result).values())
+    exps = list(load_result(result)[0].values())
     pairs, skipped = match_timings(exps, read_word_timings(os.path.join(out, "words.ctm")))
     timed = sum(s is not None for _, spans in pairs for s in spans)
     print(f"{len(pairs)} utterances ({len(skipped)} skipped), {timed} of "

@@ -57,7 +57,9 @@ def main():
     ap.add_argument("--audio", help="WAV, folder or manifest (as spes-jax report --audio)")
     ap.add_argument("--timings")
     ap.add_argument("--metrics", help="metrics.json of spes-jax evaluate (per-utterance deletion AUC)")
-    ap.add_argument("--screenshots", help="folder for report_index.png and report_view.png")
+    ap.add_argument("--screenshots", help="folder for PREFIX_index.png and PREFIX_view.png")
+    ap.add_argument("--prefix", default="report", help="screenshot file name prefix (default: report)")
+    ap.add_argument("--title", default="SPES: bundled samples", help="the page's title")
     ap.add_argument("--view", default="test00001", help="utterance of the view screenshot")
     ap.add_argument("--token", type=int, default=5, help="token shown in the view screenshot (0-based)")
     args = ap.parse_args()
@@ -75,8 +77,8 @@ def main():
             exps, attrs = load_result(args.result)
             path = Path(tmp, "real.html")
             items = utterances(exps, args.audio, args.timings, args.metrics)
-            write_report(path, items, task=attrs.get("task", "asr"), title="SPES: bundled samples",
-                         source=f"{len(items)} utterances, embedded {attrs.get('task', 'asr').upper()} model")
+            write_report(path, items, task=attrs.get("task", "asr"), title=args.title, attrs=attrs,
+                         source=f"{len(items)} utterances, model {attrs.get('model', 'unknown')}")
             seconds = sum(e.spectrogram_saliency.shape[1] for e in exps.values()) / 100
             row = {"input": f"{os.path.basename(args.result)}: {len(exps)} utt., {seconds:.1f} s", **parts(path.read_text())}
             row["MB per minute"] = row["page MB"] / seconds * 60
@@ -98,7 +100,7 @@ def shoot(driver, path, args):
     driver.set_window_size(1360, 520)
     driver.get(path.as_uri())
     time.sleep(0.5)
-    driver.save_screenshot(os.path.join(args.screenshots, "report_index.png"))
+    driver.save_screenshot(os.path.join(args.screenshots, f"{args.prefix}_index.png"))
     driver.set_window_size(1360, 1010)
     driver.get(path.as_uri() + "#u=" + args.view)
     time.sleep(0.5)
@@ -106,7 +108,7 @@ def shoot(driver, path, args):
     driver.execute_script("document.activeElement.blur()")
     driver.execute_script("window.scrollTo(0, 0)")
     time.sleep(0.3)
-    driver.save_screenshot(os.path.join(args.screenshots, "report_view.png"))
+    driver.save_screenshot(os.path.join(args.screenshots, f"{args.prefix}_view.png"))
 
 
 if __name__ == "__main__":

@@ -37,12 +37,15 @@ def _run_identity(path: str) -> dict | None:
 def result_attrs(path: str | os.PathLike) -> dict:
     """The provenance attributes of a result (its first file's, or a run's recorded ones), without
     reading any map; ``{}`` when it records none."""
+    path = os.fspath(path)
+    return _attrs(path, _run_identity(path))
+
+
+def _attrs(path: str, identity: dict | None) -> dict:
     import h5py
 
     from .corpus import rundir
 
-    path = os.fspath(path)
-    identity = _run_identity(path)
     if identity is not None:
         return rundir.file_attrs(identity)
     try:
@@ -61,12 +64,13 @@ def load_result(path: str | os.PathLike) -> tuple[dict[str, Explanation], dict]:
     from .corpus import rundir
 
     path = os.fspath(path)
-    if _run_identity(path) is not None:
-        return rundir.load_run(path), result_attrs(path)
+    identity = _run_identity(path)
+    if identity is not None:
+        return rundir.load_run(path), _attrs(path, identity)
     exps: dict[str, Explanation] = {}
     for f in _files(path):
         for uid, exp in load_explanations(f).items():
             if uid in exps:
                 raise SpesError(f"{f}: utterance {uid!r} appears in more than one file of {path}")
             exps[uid] = exp
-    return exps, result_attrs(path)
+    return exps, _attrs(path, None)

@@ -185,9 +185,9 @@ def test_compare_writes_table_and_reuses_explanations(tmp_path, corpus):
     assert again["methods"][0]["deletion_auc"] == payload["methods"][0]["deletion_auc"]
 
 
-def test_compare_batch_size_changes_no_result(tmp_path, corpus):
+def test_compare_batch_size_changes_no_result(tmp_path, corpus, capsys):
     """The maps agree up to float summation order (so the size AUC, a count of cells above thresholds,
-    may move by a few cells)."""
+    may move by a few cells), and a rerun at another batch size reuses the explanations."""
     d, model, _ = corpus
     entries = read_manifest(d / "asr.tsv")[:1]
     runs = [compare(model, entries, "asr", str(tmp_path / str(b)), budget_scale=0.01, methods=["SPES"],
@@ -196,6 +196,10 @@ def test_compare_batch_size_changes_no_result(tmp_path, corpus):
     np.testing.assert_allclose(maps[1].spectrogram_saliency, maps[0].spectrogram_saliency, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(maps[1].prefix_saliency, maps[0].prefix_saliency, rtol=1e-4, atol=1e-7)
     assert runs[1]["size_auc"] == pytest.approx(runs[0]["size_auc"], abs=0.05)
+    capsys.readouterr()
+    compare(model, entries, "asr", str(tmp_path / "8"), budget_scale=0.01, methods=["SPES"], progress=False,
+            batch_size=16)
+    assert f"SPES: reusing {tmp_path / '8' / 'spes.h5'}" in capsys.readouterr().err
 
 
 def test_compare_reruns_with_the_recorded_model_and_never_reuses_another_models(tmp_path, corpus, capsys):

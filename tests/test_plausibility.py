@@ -23,3 +23,14 @@ def test_time_alignment_detects_aligned_and_misaligned_maps():
             out.append((Explanation(str(i), pieces, maps.astype(np.float32), np.zeros((5, 5), np.float32)), spans))
     assert time_alignment(pairs_good).p < 1e-6
     assert time_alignment(pairs_bad).p > 0.5
+
+
+def test_hypothesis_words_find_their_timed_words_in_spoken_form():
+    """Whisper writes "10", "Mr." and punctuation; forced-alignment timings hold the spoken words."""
+    from spes_jax.analysis.plausibility import align_words
+
+    timed = [("go", 0.1, 0.3), ("forward", 0.3, 0.7), ("ten", 0.8, 1.0), ("meters", 1.0, 1.4),
+             ("one", 1.6, 1.8), ("hundred", 1.8, 2.1), ("and", 2.1, 2.2), ("fifty", 2.2, 2.6)]
+    spans = align_words(["Go", "forward", "10", "meters.", "150", "times"], timed)
+    assert spans[:4] == timed[:4]
+    assert spans[4][1:] == (1.6, 2.6) and spans[5] is None

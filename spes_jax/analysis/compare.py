@@ -127,13 +127,21 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
 
 
 def _cached(path: str, cfg: SPESConfig, ids: list[str], model_sha256: str):
-    """Explanations already in ``path`` for this exact model, configuration and utterance set, else None."""
+    """Explanations already in ``path`` for this exact model, configuration (batch sizes aside: they
+    change speed and memory, not the maps) and utterance set, else None."""
     import h5py
+
+    def maps_config(c: SPESConfig) -> SPESConfig:
+        return c.replace(batch_size=None, token_batch_size=None)
 
     if not os.path.isfile(path):
         return None, 0.0
     with h5py.File(path, "r") as f:
-        same = (f.attrs.get("config") == cfg.to_json() and f.attrs.get("model_sha256") == model_sha256
+        try:
+            recorded = maps_config(SPESConfig.from_json(f.attrs.get("config", "")))
+        except (TypeError, ValueError, KeyError):  # no or another version's configuration: explain again
+            recorded = None
+        same = (recorded == maps_config(cfg) and f.attrs.get("model_sha256") == model_sha256
                 and sorted(f.keys()) == sorted(ids))
         seconds = float(f.attrs.get("seconds", 0.0))
     if not same:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..alignment import spoken_form
 from ..audio import FRAME_SHIFT_S
 from ..explanation import Explanation
 from ..text import WORD_START
@@ -97,14 +98,23 @@ def time_alignment(pairs: list[tuple[Explanation, list[tuple[str, float, float]]
 
 
 def align_words(words: list[str], timed: list[tuple[str, float, float]]) -> list[tuple[str, float, float] | None]:
-    """The timed span of each hypothesis word, matched by normalised spelling in order (the longest
-    common subsequence of the two word lists); None for a word with no timed counterpart."""
-    a = [normalize_word(w) for w in words]
-    b = [normalize_word(w) for w, _, _ in timed]
-    spans: list = [None] * len(words)
+    """The timed span of each hypothesis word, matched by spoken form in order (the longest common
+    subsequence of the two lists of spoken words, ``alignment.spoken_form``: "10" and "ten" match, and
+    "150" spoken as "one hundred fifty" spans from "one" to "fifty"); None for a word with no timed
+    counterpart."""
+    def spoken(labels: list[str]) -> tuple[list[str], list[int]]:
+        parts = [spoken_form(w).split() or [normalize_word(w)] for w in labels]
+        return [p for ps in parts for p in ps], [k for k, ps in enumerate(parts) for _ in ps]
+
+    (a, word_of_a), (b, word_of_b) = spoken(words), spoken([w for w, _, _ in timed])
+    matched: dict[int, list[int]] = {}
     for block in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
-        for k in range(block.size):
-            spans[block.a + k] = timed[block.b + k]
+        for i in range(block.size):
+            matched.setdefault(word_of_a[block.a + i], []).append(word_of_b[block.b + i])
+    spans: list = [None] * len(words)
+    for k, js in matched.items():
+        first, last = timed[min(js)], timed[max(js)]
+        spans[k] = first if first is last else (" ".join(w for w, _, _ in timed[min(js):max(js) + 1]), first[1], last[2])
     return spans
 
 
