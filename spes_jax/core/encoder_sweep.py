@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._shapes import TOKEN_BUCKET, bucket, round_up
+from ..config import SCORERS
 from ..errors import SpesError
 from ..text import EOS
 from . import engine
@@ -78,8 +79,8 @@ def make_plan(module, *, scorer: str = "kl", batch: int, precision: str = "float
               devices: Sequence[jax.Device] | None = None) -> SweepPlan:
     """The plan on ``devices`` (default: all): ``module`` computing in ``precision``, ``batch``
     masks per step rounded up to a multiple of the device count."""
-    if scorer not in ("kl", "prob_diff"):
-        raise SpesError(f"scorer must be 'kl' or 'prob_diff', got {scorer!r}")
+    if scorer not in SCORERS:
+        raise SpesError(f"scorer must be one of {SCORERS}, got {scorer!r}")
     if precision not in ("float32", "bfloat16"):
         raise SpesError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
     if batch < 1:
@@ -108,7 +109,7 @@ def prepare(features: np.ndarray, tokens: Sequence[int], utt_id: str, *, seed: i
 @dataclasses.dataclass(frozen=True)
 class EncoderProbe:
     """Encoder-output saliency: one part, "encoder", whose masks occlude encoder output frames; map
-    (L, S'), 0 on padding frames and on never-occluded ones. scorer: "kl" or "prob_diff". Context:
+    (L, S'), 0 on padding frames and on never-occluded ones. scorer: one of ``config.SCORERS``. Context:
     ``log_p`` (L, V) unperturbed log-probabilities; ``cross`` / ``blank``: per decoder layer the
     cross-attention (keys, values) of H, (1, S', H, D/H) each, and of a zero frame, (1, 1, H, D/H);
     ``enc_valid`` (1, S') bool. Output: ``frames``, the encoder's valid length ()."""
