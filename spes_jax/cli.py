@@ -12,6 +12,7 @@ from . import __version__, commands
 from ._io import remove_partial_outputs
 from .analysis.plotting import CLIP_PERCENTILE, CONTRASTIVE_NORMALIZER
 from .assets import EMBEDDED
+from .config import SCORERS
 from .core.contrastive import NORMALIZERS, SCORERS as CONTRASTIVE_SCORERS, WORD_PROBABILITIES
 from .errors import SpesError, SpesNote, SpesWarning
 
@@ -119,6 +120,29 @@ def build_parser() -> argparse.ArgumentParser:
     _sweep_options(e)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=commands.explain_command)
+
+    n = sub.add_parser("explain-encoder", help="encoder-output saliency: which encoder frames the decoder's tokens "
+                       "depend on (masks on the encoder output, no encoder pass per mask), written to HDF5")
+    n.add_argument("audio", nargs="+", help=AUDIO_HELP)
+    n.add_argument("--out", required=True, help="output HDF5 file, .h5 (written only when everything succeeded)")
+    n.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    n.add_argument("--model", help=f"{MODEL_HELP} (default: the embedded model of --task)")
+    _whisper_options(n, occlusion=False)
+    n.add_argument("--task", type=_task, choices=["asr", "st"], help="the embedded model of this task without "
+                   "--model; with a Whisper model st also translates into English")
+    n.add_argument("--targets", metavar="TEXT_OR_FILE", help="explain this transcript or translation instead "
+                   "of the model's own hypothesis: a text (one audio file) or a file with one line per audio file")
+    n.add_argument("--masks", type=int, default=2000, help="masks (default 2000; the maximum with --until-r)")
+    n.add_argument("--p", type=float, default=0.5, help="probability that a mask occludes an encoder frame "
+                   "(default 0.5)")
+    n.add_argument("--scorer", choices=list(SCORERS), default="kl")
+    n.add_argument("--until-r", type=float, metavar="R", help="stop once the map's online estimate of its "
+                   "correlation with the converged map reaches R")
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    n.add_argument("--batch-size", type=int, help="masks per compiled step (default: the model's for the device)")
+    n.add_argument("--quiet", action="store_true", help="no progress bar")
+    n.set_defaults(func=commands.explain_encoder_command)
 
     x = sub.add_parser("explain-contrastive", help="contrastive SPES: why the model produced a word rather than "
                        "a foil (one audio file, or a manifest), written to HDF5")

@@ -108,6 +108,33 @@ def explain_command(args) -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
+def explain_encoder_command(args) -> None:
+    import dataclasses
+
+    from ._io import check_output
+    from .encoder_saliency import explain_encoder, save_encoder_saliency
+    from .inputs import read_targets
+    from .provenance import file_sha256, is_audio_file, model_provenance
+
+    if os.path.splitext(args.out)[1].lower() not in HDF5_SUFFIXES:
+        raise SpesError(f"--out {args.out}: encoder-output saliency is written as HDF5; name the file with one of "
+                        f"{', '.join(HDF5_SUFFIXES)}")
+    check_output(args.out, args.overwrite)
+    task = args.task or assets.task(args.model)
+    model = load_cli_model(args, task)
+    targets = read_targets(model, args.targets, len(args.audio)) if args.targets else None
+    items = explain_encoder(model, list(args.audio), args.masks, args.p, scorer=args.scorer, seed=args.seed,
+                            batch_size=args.batch_size, precision=args.precision, until_r=args.until_r,
+                            targets=targets, progress=not args.quiet)
+    items = [dataclasses.replace(e, meta={"audio": os.path.abspath(a), "audio_sha256": file_sha256(a)})
+             if is_audio_file(a) else e for e, a in zip(items, args.audio)]
+    save_encoder_saliency(args.out, items, {**model_provenance(model, task), "encoder_stride": model.encoder_stride,
+                                            "precision": args.precision})
+    for e in items:
+        print(f"{e.id}\t{e.text}")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
 def _per_token_only(exps, source: str, what: str) -> None:
     """Refuses contrastive explanations where ``what`` (a phrase ending in a verb) needs per-token ones."""
     if any(e.contrastive for e in exps):

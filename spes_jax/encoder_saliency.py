@@ -8,12 +8,15 @@ buckets compiles nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import jax
 import numpy as np
 
+from ._io import atomic_output
 from .config import SCORERS, SPESConfig
 from .core import encoder_sweep
 from .driver import sweeps
@@ -30,7 +33,8 @@ class EncoderSaliency:
     (T' = the encoder's valid length: after subsampling, and after CTC compression if any).
     tokens: the K pieces (ending with </s>); token_ids: their ids. n_masks: the masks evaluated (fewer
     than asked when ``until_r`` stopped the sweep early); estimated_r: with ``until_r``, each token's
-    split-half estimate of its row's correlation with the converged map.
+    split-half estimate of its row's correlation with the converged map. meta: what a file records
+    beyond these (``audio`` and ``audio_sha256`` of an audio file input).
     """
 
     id: str
@@ -44,6 +48,7 @@ class EncoderSaliency:
     seed: int
     until_r: float | None = None
     estimated_r: tuple[float, ...] | None = None
+    meta: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return (f"EncoderSaliency(id={self.id!r}, tokens={len(self.tokens)}, frames={self.saliency.shape[1]}, "
@@ -106,3 +111,53 @@ def explain_encoder(model: SpeechToTextModel, audio, n_masks: int = 2000, p: flo
             n_masks=result.n_masks["encoder"], p=float(p), scorer=scorer, seed=seed, until_r=until_r,
             estimated_r=estimated))
     return results[0] if single else results
+
+
+FILE_KIND = "encoder_saliency"  # the ``kind`` attribute of encoder-saliency files (explanation files have none)
+
+
+def save_encoder_saliency(path: str | os.PathLike, items: Sequence[EncoderSaliency], attrs: dict | None = None) -> None:
+    """Writes encoder-output saliency to an HDF5 file atomically (docs/explanation-files.md,
+    "Encoder-output saliency files"): file attributes ``attrs`` (e.g. ``provenance.model_provenance``)
+    and ``kind``; one group per utterance with ``saliency`` (K, T') float32, ``tokens``, ``token_ids``
+    and the settings it was computed with."""
+    import h5py
+
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in {**(attrs or {}), "kind": FILE_KIND}.items():
+            f.attrs[key] = value
+        for e in items:
+            g = f.create_group(e.id)
+            g.create_dataset("saliency", data=np.asarray(e.saliency, np.float32), compression="gzip")
+            g.create_dataset("tokens", data=np.array(e.tokens, dtype=object), dtype=h5py.string_dtype())
+            g.create_dataset("token_ids", data=np.asarray(e.token_ids, np.int32))
+            g.attrs.update(text=e.text, n_masks=e.n_masks, p=e.p, scorer=e.scorer, seed=e.seed,
+                           until_r=json.dumps(e.until_r), estimated_r=json.dumps(e.estimated_r), **e.meta)
+
+
+def load_encoder_saliency(path: str | os.PathLike) -> tuple[dict[str, EncoderSaliency], dict]:
+    """Reads a file of ``save_encoder_saliency`` -> ({utterance id: EncoderSaliency}, file attributes)."""
+    import h5py
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise SpesError(f"encoder-saliency file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in f.attrs.items()}
+            if attrs.get("kind") != FILE_KIND:
+                raise SpesError(f"{path}: not an encoder-output saliency file (written by spes-jax explain-encoder)")
+            out = {}
+            for key, g in f.items():
+                a = g.attrs
+                estimated = json.loads(a["estimated_r"])
+                out[key] = EncoderSaliency(
+                    id=key, tokens=[t.decode() if isinstance(t, bytes) else t for t in g["tokens"][()]],
+                    token_ids=tuple(int(t) for t in g["token_ids"][()]), saliency=np.asarray(g["saliency"][()]),
+                    text=str(a["text"]), n_masks=int(a["n_masks"]), p=float(a["p"]), scorer=str(a["scorer"]),
+                    seed=int(a["seed"]), until_r=json.loads(a["until_r"]),
+                    estimated_r=None if estimated is None else tuple(estimated),
+                    meta={k: a[k] for k in ("audio", "audio_sha256") if k in a})
+    except (OSError, KeyError, ValueError) as e:
+        raise SpesError(f"{path}: not a readable encoder-output saliency file ({e})") from None
+    return out, attrs

@@ -66,7 +66,8 @@ def explanation(model: SpeechToTextModel, utt_id: str, tokens: Sequence[int], n_
     spec, prefix = jax.device_get((result.spectrogram, result.prefix))
     K = len(tokens)
     pieces = model.dictionary.pieces(tokens)
-    meta = {"requested_segments": list(seg.requested), "n_segments": [int(n) for n in seg.n_segments],
+    meta = {"token_ids": np.asarray(tokens, np.int32), "requested_segments": list(seg.requested),
+            "n_segments": [int(n) for n in seg.n_segments],
             "sampler": cfg.sampler}
     if result.r is not None:
         meta["until_r"] = cfg.until_r

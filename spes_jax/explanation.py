@@ -202,6 +202,9 @@ def load_explanations(path: str | os.PathLike) -> dict[str, Explanation]:
     out: dict[str, Explanation] = {}
     try:
         with h5py.File(path, "r") as f:
+            if f.attrs.get("kind") is not None:  # an encoder-output saliency file (the only other kind)
+                raise SpesError(f"{path}: an encoder-output saliency file (spes-jax explain-encoder), not SPES "
+                                "explanations; read it in Python with spes_jax.load_encoder_saliency")
             for key in f:
                 g = f[key]
                 prefix_tokens = [_text(t) for t in g["tgt_text"][()]] if "tgt_text" in g else []

@@ -1,6 +1,6 @@
 """What an explanation file records about how it was made, so that a reader needs no spes-jax code.
 
-``file_provenance`` builds the HDF5 file attributes (library version, task, SPES configuration, model
+``file_provenance`` (``model_provenance`` and the SPES configuration) builds the HDF5 file attributes (library version, task, SPES configuration, model
 and its parameter hash, sample rate, frame shift, feature kind), ``record_utterance`` adds to an
 explanation the token ids of its hypothesis and, for audio given as a file, the file's absolute path
 and sha256 (``provenance`` does both for a list). The layout is documented in
@@ -53,17 +53,24 @@ def feature_kind(model) -> str:
     return model.feature_kind
 
 
+def model_provenance(model, task: str) -> dict:
+    """The attributes every result file records about the model and its input (docs/explanation-files.md):
+    library version, task, model (source, path, parameter hash), sample rate, frame shift, feature kind."""
+    from . import __version__
+
+    return {"library": f"spes-jax {__version__}", "task": task, "model": json.dumps(model.info or {}),
+            "model_path": os.path.abspath(model.path) if model.path else "",
+            "model_sha256": parameters_sha256(model.params), "sample_rate": SAMPLE_RATE,
+            "frame_shift_s": FRAME_SHIFT_S, "features": feature_kind(model)}
+
+
 def file_provenance(model, config: SPESConfig, task: str, **extra) -> dict:
-    """The file attributes of docs/explanation-files.md for results of ``model`` under ``config``.
+    """The file attributes of docs/explanation-files.md for results of ``model`` under ``config``:
+    ``model_provenance`` and the SPES configuration.
 
     extra: further file attributes (e.g. ``seconds``, or a corpus run's ``targets``).
     """
-    from . import __version__
-
-    return {"library": f"spes-jax {__version__}", "task": task, "config": config.to_json(), "seed": config.seed,
-            "model": json.dumps(model.info or {}), "model_path": os.path.abspath(model.path) if model.path else "",
-            "model_sha256": parameters_sha256(model.params), "sample_rate": SAMPLE_RATE,
-            "frame_shift_s": FRAME_SHIFT_S, "features": feature_kind(model), **extra}
+    return {**model_provenance(model, task), "config": config.to_json(), "seed": config.seed, **extra}
 
 
 def is_audio_file(source) -> bool:
@@ -76,8 +83,10 @@ def is_audio_file(source) -> bool:
 def record_utterance(model, explanation: Explanation, source=None) -> Explanation:
     """``explanation`` with ``meta`` extended by ``token_ids`` and, when ``source`` is an audio file,
     its absolute path ``audio`` and ``audio_sha256``."""
-    meta = {**explanation.meta, "token_ids": np.array([model.dictionary.index(p) for p in explanation.tokens],
-                                                      np.int32)}
+    ids = explanation.meta.get("token_ids")  # the explainer records the ids it explained
+    if ids is None:
+        ids = [model.dictionary.index(p) for p in explanation.tokens]
+    meta = {**explanation.meta, "token_ids": np.asarray(ids, np.int32)}
     if is_audio_file(source):
         meta.update(audio=os.path.abspath(os.fspath(source)), audio_sha256=file_sha256(source))
     return dataclasses.replace(explanation, meta=meta)

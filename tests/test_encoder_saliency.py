@@ -123,3 +123,29 @@ def test_bad_audio(tiny_model, tmp_path):
         explain_encoder(tiny_model, [])
     with pytest.raises(SpesError, match="missing.wav"):
         explain_encoder(tiny_model, str(tmp_path / "missing.wav"), targets=[TOKENS])
+
+
+def test_cli_writes_a_file_that_loads_back_as_the_api_result(tiny_model, tmp_path):
+    import soundfile as sf
+
+    from spes_jax import load_encoder_saliency, load_explanations
+    from spes_jax.cli import main
+    from spes_jax.provenance import parameters_sha256
+
+    wav = tmp_path / "u.wav"
+    sf.write(wav, (0.1 * np.random.default_rng(3).standard_normal(8000)).astype(np.float32), 16000)
+    out = tmp_path / "e.h5"
+    args = ["--no-compile-cache", "explain-encoder", str(wav), "--model", save_tiny_model(tiny_model, tmp_path),
+            "--masks", "40", "--batch-size", "8", "--targets", "w1 w5", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    items, attrs = load_encoder_saliency(out)
+    api = explain_encoder(tiny_model, str(wav), n_masks=40, batch_size=8, targets=["w1 w5"])
+    got = items["u"]
+    np.testing.assert_array_equal(got.saliency, api.saliency)
+    assert (got.tokens, got.token_ids, got.n_masks, got.p, got.scorer) == (api.tokens, api.token_ids, 40, 0.5, "kl")
+    assert got.meta["audio"] == str(wav) and len(got.meta["audio_sha256"]) == 64
+    assert attrs["kind"] == "encoder_saliency" and attrs["model_sha256"] == parameters_sha256(tiny_model.params)
+    assert attrs["encoder_stride"] == 4 and attrs["task"] == "asr"
+    with pytest.raises(SpesError, match="an encoder-output saliency file .spes-jax explain-encoder., not SPES explanations"):
+        load_explanations(out)
+    assert main(args) == 2  # an existing --out needs --overwrite
