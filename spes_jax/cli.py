@@ -359,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         worker.join()
     except KeyboardInterrupt:
         remove_partial_outputs()
-        print("spes-jax: interrupted", file=sys.stderr)
+        bar = hasattr(args, "quiet") and not args.quiet  # a progress bar may hold the line: end it first
+        print(("\n" if bar else "") + "spes-jax: interrupted", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)

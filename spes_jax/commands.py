@@ -103,9 +103,23 @@ def explain_command(args) -> None:
         if len(exp.tokens) == 1 and not args.quiet:
             print(f"spes-jax: note: {exp.id}: the hypothesis is empty (the model hears no speech); its explanation "
                   f"has only the </s> row", file=sys.stderr)
+        _until_r_note(exp, cfg)
     if not args.quiet and (cfg.n_masks < 20000 or cfg.n_token_masks < 2000):
         print("spes-jax: note: fewer masks than the paper's 20000/2000 give noisier maps", file=sys.stderr)
     print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _until_r_note(exp, cfg) -> None:
+    """Says when ``--until-r`` was not reached within the maximum masks, with the estimates reached."""
+    estimated = exp.meta.get("estimated_r")
+    if cfg.until_r is None or not isinstance(estimated, dict):
+        return
+    reached = {part: sum(r) / len(r) if isinstance(r, (list, tuple)) else float(r) for part, r in estimated.items()}
+    missed = [part for part, r in reached.items() if r < cfg.until_r]
+    if missed:
+        print(f"spes-jax: note: {exp.id}: --until-r {cfg.until_r:g} not reached within the maximum masks (estimated r: "
+              + ", ".join(f"{part} {reached[part]:.2f}" for part in estimated) + "); raise --masks / --token-masks "
+              "for maps that close to their limit", file=sys.stderr)
 
 
 def explain_encoder_command(args) -> None:
@@ -331,7 +345,7 @@ def plot_command(args) -> None:
     from ._io import check_output
     from .analysis.plotting import plot_contrastive, plot_explanation, plot_token_grid
     from .manifest import read_word_timings
-    from .provenance import display_features, recorded_audio
+    from .provenance import display_features, given_audio, recorded_audio
     from .results import load_result
 
     suffix = os.path.splitext(args.out)[1][1:].lower()
@@ -354,7 +368,7 @@ def plot_command(args) -> None:
         raise SpesError(f"--token and --grid apply to per-token explanations; {uid} is contrastive "
                         f"({exp.contrastive['word']!r} rather than {exp.contrastive['foil_word']!r}): one map")
     token = _token_index(exp, args.token) if args.token is not None else None
-    audio = args.audio or recorded_audio(exp)
+    audio = given_audio(exp, args.audio) if args.audio else recorded_audio(exp)
     n_bins = exp.spectrogram_saliency.shape[2]
     feats = display_features(audio, attrs, n_bins) if audio else None
     timings = read_word_timings(args.timings).get(uid) if args.timings else None
@@ -475,6 +489,12 @@ def explain_corpus_command(args) -> None:
                              resume=args.resume, limit=args.limit, shard_size=args.shard_size,
                              commit_every=args.commit_every, map_dtype=args.map_dtype, progress=not args.quiet)
     print(f"spes-jax: {summary.line()}", file=sys.stderr)
+    if summary.skipped:
+        with open(summary.errors_file, encoding="utf-8") as f:
+            skipped = [json.loads(line) for line in f][-summary.skipped:]
+        for e in skipped[:5]:
+            print(f"spes-jax: skipped {e['id']} ({e['source']}): {e['error']}", file=sys.stderr)
+        print(f"spes-jax: note: {summary.skipped} input(s) skipped, each logged in {summary.errors_file}", file=sys.stderr)
     print(f"wrote {args.out} (merge with 'spes-jax merge {args.out} --out ALL.h5')", file=sys.stderr)
 
 

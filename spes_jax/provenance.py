@@ -121,6 +121,17 @@ def recorded_audio(explanation: Explanation) -> str | None:
     return path
 
 
+def given_audio(explanation: Explanation, path: str) -> str:
+    """``--audio`` for an explanation: ``path``, with a warning when the explanation records another
+    file's sha256 (the maps would be drawn over audio they were not computed from)."""
+    recorded = explanation.meta.get("audio_sha256")
+    if recorded is not None and os.path.isfile(path) and file_sha256(path) != recorded:
+        warnings.warn(f"{explanation.id}: {path} is not the audio that was explained (its sha256 differs from the "
+                      f"recorded one of {explanation.meta.get('audio', 'the explained file')}); drawing the maps over "
+                      "it anyway", SpesWarning)
+    return path
+
+
 def model_name(path: str | os.PathLike | None) -> str:
     """How messages name a model: 'embedded model asr', else its directory."""
     from . import assets

@@ -21,12 +21,22 @@ from ..text import WORD_START
 
 
 def token_words(pieces: list[str]) -> list[int]:
-    """Word index of every SentencePiece token (-1 for </s> and for punctuation-only tokens)."""
-    out, word = [], -1
-    for p in pieces:
+    """Word index of every piece, the grouping every view shares (figures, the report, plausibility):
+    a piece starting with U+2581 begins a word (a lone U+2581 begins the word its next piece spells),
+    a piece without it continues the open word, and punctuation between two pieces of one word
+    ("ill" "-" "dis" "posed", "don" "'" "t") belongs to it; -1 for </s> and other punctuation-only pieces.
+    (``aggregate --words`` keeps the reference's grouping, for parity: docs/aggregation.md.)"""
+    def punctuation(p: str) -> bool:
         text = p.replace(WORD_START, "")
-        if p == "</s>" or (text and not any(ch.isalnum() for ch in text)):
-            out.append(-1)
+        return bool(text) and not any(ch.isalnum() for ch in text)
+
+    out, word = [], -1
+    for k, p in enumerate(pieces):
+        if p == "</s>" or punctuation(p):
+            following = pieces[k + 1] if k + 1 < len(pieces) else "</s>"
+            inside = (word >= 0 and out[-1] == word and not p.startswith(WORD_START)
+                      and not following.startswith(WORD_START) and following != "</s>" and not punctuation(following))
+            out.append(word if p != "</s>" and inside else -1)
             continue
         if p.startswith(WORD_START) or word < 0:
             word += 1

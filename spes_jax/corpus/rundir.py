@@ -154,8 +154,12 @@ def merge(run_dir: str | os.PathLike, out: str | os.PathLike) -> int:
     import h5py
 
     run_dir = os.fspath(run_dir)
+    if not os.path.exists(run_dir):
+        raise SpesError(f"run directory not found: {run_dir}")
     if read_identity(run_dir) is None:
-        raise SpesError(f"{run_dir}: not a corpus run directory (no proc-*/run.json)")
+        raise SpesError(f"{run_dir}: not an explain-corpus run directory (no proc-*/run.json); merge joins the "
+                        "shards of such a run (every command that reads results takes a folder of explanation "
+                        "files as it is)")
     done = committed(run_dir)
     if not done:
         raise SpesError(f"{run_dir}: no committed utterance yet")

@@ -58,6 +58,7 @@ class Summary:
     utterances: int = 0
     already_done: int = 0
     skipped: int = 0
+    errors_file: str = ""  # where the skipped inputs are logged, one JSON line each (id, source, error)
     audio_seconds: float = 0.0
     masks: int = 0
     wall: float = 0.0
@@ -276,7 +277,7 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
     if bar:
         bar.total = bar.n  # inputs skipped after the last explained one
         bar.close()
-    summary.skipped = errors.count
+    summary.skipped, summary.errors_file = errors.count, errors.path
     summary.wall = time.perf_counter() - t_start
     return summary
 

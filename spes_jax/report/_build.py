@@ -92,7 +92,7 @@ def utterances(explanations: dict[str, Explanation], audio: str | os.PathLike | 
     records, where it is still there and unchanged), ``--timings`` (CTM or JSON) and ``--metrics``
     (the metrics.json of ``spes-jax evaluate``; needs references from a manifest)."""
     from ..manifest import read_word_timings
-    from ..provenance import recorded_audio
+    from ..provenance import given_audio, recorded_audio
 
     ids = list(explanations)
     paths, refs = resolve_audio(audio, ids)
@@ -106,7 +106,8 @@ def utterances(explanations: dict[str, Explanation], audio: str | os.PathLike | 
             raise SpesError(f"--metrics {metrics}: not a metrics.json of 'spes-jax evaluate' ({e})") from None
         if not refs:
             raise SpesError("--metrics needs the references: give --audio as a manifest with a reference column")
-    return [Utterance(exp, paths.get(uid) or recorded_audio(exp), spans.get(uid), refs.get(uid, ""),
+    return [Utterance(exp, given_audio(exp, paths[uid]) if uid in paths else recorded_audio(exp), spans.get(uid),
+                      refs.get(uid, ""),
                       _utterance_scores(curves, uid, refs.get(uid, ""))) for uid, exp in explanations.items()]
 
 
