@@ -3,6 +3,8 @@ write, same masks, same process, same device, timed alternately (A B A B).
 
     python benchmarks/whisper_sweep.py                    # tiny.en (real weights) and base (random), CPU
     python benchmarks/whisper_sweep.py --quick            # CI-size: tiny.en, batch 2, one timed step
+    python benchmarks/whisper_sweep.py --batch 2 --precision float32 bfloat16 \
+        --baseline-precision float32 bfloat16             # both precisions on both sides, one run
     python benchmarks/whisper_sweep.py --models large-v3-turbo --seconds 5 10 30 --precision bfloat16 \
         --batch 64 --token-batch 256 --no-baseline       # on an accelerator (the baseline is CPU-only)
 
@@ -11,8 +13,9 @@ steps after compilation), FLOPs per mask from XLA's cost analysis, FLOP/s as a f
 of a square matmul in the sweep's precision, timed between the steps (each step against the matmul
 next to it: the machine may be shared), and the time N_X 20,000 + N_Y 2,000 masks take at these
 rates (``--full-sweep`` also times one whole explanation); and the same for the baseline, a batched
-loop over transformers' ``WhisperForConditionalGeneration`` (eval, no_grad, float32, default
-attention, on the CPU):
+loop over transformers' ``WhisperForConditionalGeneration`` (eval, no_grad, default attention, on
+the CPU; float32, or with ``--baseline-precision bfloat16`` under ``torch.autocast``, bfloat16
+operands where autocast puts them, which covers the matmuls and convolutions):
 
 - spectrogram masks: the utterance's log-mel occluded per segment of spes-jax's own segmentation
   (keep bits from a numpy RNG: the cost does not depend on which masks), padded to 30 s with the
@@ -26,6 +29,13 @@ FLOPs of the baseline are counted by ``torch.utils.flop_counter`` (matmuls, conv
 attention; counted with eager attention, whose arithmetic the timed fused kernel shares), over
 torch's own matmul rate. ``--breakdown`` also times each side's encoder alone on the same batch, to
 show where a spectrogram mask's time goes.
+
+Several ``--precision`` / ``--baseline-precision`` values make one side each, all timed in turn in
+one process; every spes-jax side gets a speed-up against every baseline side. Accuracy of the
+precisions: each side's unperturbed log-probabilities against a float32 side with the same weights
+(tiny.en: the float32 baseline, an independent implementation; base, whose random weights differ
+between the frameworks: the same framework in float32), the largest difference over the whole
+vocabulary and over the explained tokens' own log-probabilities.
 
 tiny.en is the Whisper fixture (``$SPES_WHISPER_FIXTURES``, default ``../shared/fixtures/whisper``
 beside the repository),
@@ -46,6 +56,7 @@ a separate environment (PyPI's torch wheel is large, ~6 GB with its CUDA librari
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -161,13 +172,14 @@ class JaxSweep:
 
 
 class TorchLoop:
-    """The batched perturbation loop over transformers' Whisper, Eq. 3 in torch (float32, CPU)."""
+    """The batched perturbation loop over transformers' Whisper, Eq. 3 in torch (CPU), in float32 or
+    under bfloat16 autocast."""
 
-    def __init__(self, name: str, model: WhisperModel, sweep: JaxSweep, seed: int = 0):
+    def __init__(self, name: str, model: WhisperModel, sweep: JaxSweep, precision: str, seed: int = 0):
         import torch
         import transformers
 
-        self.torch = torch
+        self.torch, self.precision = torch, precision
         if name == "tiny.en":
             self.hf = transformers.WhisperForConditionalGeneration.from_pretrained(fixture(*TINY_DIR),
                                                                                    dtype=torch.float32)
@@ -192,22 +204,29 @@ class TorchLoop:
         S = int(sweep.seg.n_segments.max()) + 1
         self.spec_num, self.spec_den = torch.zeros(n_levels, S, self.K), torch.zeros(n_levels, S)
         self.pre_num, self.pre_den = torch.zeros(self.K, self.K), torch.zeros(self.K)
-        with torch.no_grad():
+        with self._mode():
             enc = self.hf.model.encoder(torch.from_numpy(self.padded)[None])
             self.encoder_out = enc.last_hidden_state
             logits = self.hf(encoder_outputs=enc, decoder_input_ids=self.ids).logits
-            self.log_p = torch.log_softmax(logits[0, self.n_fixed:], -1)  # (K, V)
+            self.log_p = torch.log_softmax(logits[0, self.n_fixed:].float(), -1)  # (K, V)
         self.spectrogram_step()  # first calls allocate; keep them out of the timing
         self.prefix_step()
 
+    @contextlib.contextmanager
+    def _mode(self):
+        """no_grad, and bfloat16 autocast for a bfloat16 loop."""
+        torch = self.torch
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            yield
+
     def _scores(self, logits):
         """(B, n_fixed + K, V) -> (B, K) KL(P || Q) of every explained token."""
-        log_q = self.torch.log_softmax(logits[:, self.n_fixed:], -1)
+        log_q = self.torch.log_softmax(logits[:, self.n_fixed:].float(), -1)
         return (self.log_p.exp() * (self.log_p - log_q)).sum(-1)
 
     def spectrogram_step(self):
         torch, B = self.torch, self.batch
-        with torch.no_grad():
+        with self._mode():
             level = self.rng.integers(len(self.labels), size=B)
             keep = self.rng.random((B, self.spec_num.shape[1])) >= self.p_spec
             keep[:, 0] = True  # label 0 is no segment
@@ -225,7 +244,7 @@ class TorchLoop:
 
     def prefix_step(self):
         torch, B = self.torch, self.token_batch
-        with torch.no_grad():
+        with self._mode():
             keep = torch.from_numpy((self.rng.random((B, self.K)) >= self.p_tok).astype(np.float32))
             mask = torch.cat([torch.ones(B, self.n_fixed), keep], 1)
             embeds = self.hf.model.decoder.embed_tokens(self.ids.expand(B, -1)) * mask[:, :, None]
@@ -255,14 +274,15 @@ class TorchLoop:
         x = self.torch.from_numpy(np.broadcast_to(self.padded, (self.batch,) + self.padded.shape).copy())
 
         def run():
-            with self.torch.no_grad():
+            with self._mode():
                 return self.hf.model.encoder(x).last_hidden_state
         run()
         return run
 
     def matmul_call(self, n: int = 2048) -> tuple[Callable[[], object], float]:
-        """An n x n float32 matmul in torch, ready to time, and its FLOPs."""
-        a, b = self.torch.randn(n, n), self.torch.randn(n, n)
+        """An n x n matmul in torch in the loop's precision, ready to time, and its FLOPs."""
+        dtype = getattr(self.torch, self.precision)
+        a, b = self.torch.randn(n, n, dtype=dtype), self.torch.randn(n, n, dtype=dtype)
         return lambda: a @ b, 2.0 * n ** 3
 
 
@@ -321,6 +341,30 @@ def baseline_available() -> str | None:
     return None
 
 
+def log_p_agreement(name: str, sides: dict[str, object], tokens: list[int]) -> dict[str, dict]:
+    """Per side, its unperturbed (K, V) log-probabilities against a float32 side with the same weights:
+    the largest difference over the vocabulary, and over the explained tokens' own log-probabilities."""
+    k, ids = np.arange(len(tokens)), np.asarray(tokens)
+
+    def log_p(impl) -> np.ndarray:
+        lp = impl.state.log_p[:len(tokens)] if isinstance(impl, JaxSweep) else impl.log_p.numpy()
+        return np.asarray(lp, np.float32)
+
+    def reference(side: str) -> str | None:
+        same_weights = [s for s in sides if s.endswith("float32") and s != side
+                        and (name == "tiny.en" or s.split()[0] == side.split()[0])]  # random weights: own init
+        independent = [s for s in same_weights if s.split()[0] != side.split()[0]]
+        return (independent or same_weights or [None])[0]
+
+    out = {}
+    for side, impl in sides.items():
+        if (ref := reference(side)) is not None:
+            diff = np.abs(log_p(impl) - log_p(sides[ref]))
+            out[side] = {"log_p_vs": ref, "log_p_max_diff": float(diff.max()),
+                         "token_log_p_max_diff": float(diff[k, ids].max())}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -328,9 +372,13 @@ def main():
     ap.add_argument("--models", nargs="+", default=["tiny.en", "base"], choices=["tiny.en", *SHAPES])
     ap.add_argument("--seconds", type=float, nargs="+", default=[None],
                     help="repeat the clip to these lengths (default: the 6.05 s clip as is)")
-    ap.add_argument("--batch", type=int, default=8, help="spectrogram masks per step")
+    ap.add_argument("--batch", type=int, default=2,
+                    help="spectrogram masks per step (2: spes-jax's default for Whisper on a CPU)")
     ap.add_argument("--token-batch", type=int, default=32, help="prefix masks per step")
-    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                    help="spes-jax's compute precision; several: one side each")
+    ap.add_argument("--baseline-precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                    help="the baseline's: float32, or bfloat16 autocast; several: one side each")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per side (after one untimed step)")
     ap.add_argument("--breakdown", action="store_true", help="also time each side's encoder alone")
     ap.add_argument("--full-sweep", action="store_true", help="time one N_X 20,000 + N_Y 2,000 explanation")
@@ -344,46 +392,53 @@ def main():
     if skipped:
         print(skipped)
     print(f"device: {device_name()}", flush=True)
-    jax_matmul = matmul_call(jnp.bfloat16 if args.precision == "bfloat16" else jnp.float32)
     rows = []
     for name in args.models:
         model = load_model(name)
         for seconds in args.seconds:
             feats, tokens, duration = utterance(model, seconds)
-            cfg = SPESConfig.asr(batch_size=args.batch, token_batch_size=args.token_batch, precision=args.precision)
-            t0 = time.perf_counter()
-            jx = JaxSweep(model, cfg, feats, tokens)
-            setup_s = time.perf_counter() - t0
-            sides = {"spes-jax": jx} if skipped else {"spes-jax": jx, "transformers": TorchLoop(name, model, jx)}
+            sides, setup_s = {}, {}
+            for precision in args.precision:
+                t0 = time.perf_counter()
+                cfg = SPESConfig.asr(batch_size=args.batch, token_batch_size=args.token_batch, precision=precision)
+                sides[f"spes-jax {precision}"] = JaxSweep(model, cfg, feats, tokens)
+                setup_s[f"spes-jax {precision}"] = time.perf_counter() - t0
+            jx = next(iter(sides.values()))
+            ours = list(sides)
+            if not skipped:
+                sides |= {f"transformers {p}": TorchLoop(name, model, jx, p) for p in args.baseline_precision}
             calls, matmul = {}, {}
             for side, impl in sides.items():
-                matmul[side] = jax_matmul if impl is jx else impl.matmul_call()
+                matmul[side] = (matmul_call(getattr(jnp, side.split()[1])) if side in ours
+                                else impl.matmul_call())
                 calls |= {f"{side}_spec": impl.spectrogram_step, f"{side}_prefix": impl.prefix_step,
                           f"{side}_matmul": matmul[side][0]}
                 if args.breakdown:
                     calls[f"{side}_encoder"] = impl.encoder_only()
             times = alternate(calls, args.steps)
             batches = (jx.plan.batch("spectrogram"), jx.plan.batch("prefix"))
-            base = {"model": name, "seconds": round(duration, 2), "tokens": len(tokens), "precision": args.precision,
+            base = {"model": name, "seconds": round(duration, 2), "tokens": len(tokens),
                     "batch": batches[0], "token_batch": batches[1]}
+            agreement = log_p_agreement(name, sides, tokens)
+            new = []
             for side, impl in sides.items():
                 mm_flops = matmul[side][1]
                 row = {**base, "side": side, **summary(times, side, impl.flops(), batches, mm_flops),
-                       "matmul_gflop_per_s": mm_flops / float(np.median(times[f"{side}_matmul"])) / 1e9}
-                if impl is jx:
-                    row["setup_s"] = setup_s
-                rows.append(row)
-            if not skipped:  # per-rep ratios of neighbouring steps; equal batches on both sides
-                if name == "tiny.en":  # same weights, same input: the unperturbed distributions agree
-                    diff = np.abs(np.asarray(jx.state.log_p[:len(tokens)]) - sides["transformers"].log_p.numpy())
-                    rows[-2]["log_p_max_diff"] = float(diff.max())
-                for kind in ("spec", "prefix"):
-                    rows[-2][f"{kind}_speedup"] = float(np.median(times[f"transformers_{kind}"] /
-                                                                  times[f"spes-jax_{kind}"]))
-            if args.full_sweep:
-                rows[-len(sides)]["full_sweep_s"] = jx.full_sweep()
-            print_table(rows[-len(sides):], list(rows[-len(sides)]))
+                       "matmul_gflop_per_s": mm_flops / float(np.median(times[f"{side}_matmul"])) / 1e9,
+                       **agreement.get(side, {})}
+                if side in ours:
+                    row["setup_s"] = setup_s[side]
+                    for theirs in sides:  # per-rep ratios of neighbouring steps; equal batches on both sides
+                        if theirs not in ours:
+                            row |= {f"{kind}_speedup_vs_{theirs.split()[1]}":
+                                    float(np.median(times[f"{theirs}_{kind}"] / times[f"{side}_{kind}"]))
+                                    for kind in ("spec", "prefix")}
+                    if args.full_sweep:
+                        row["full_sweep_s"] = impl.full_sweep()
+                new.append(row)
+            print_table(new, list(dict.fromkeys(k for r in new for k in r)))
             print(flush=True)
+            rows += new
     meta = {"device": device_name(), "versions": versions(not skipped), "baseline": skipped or "transformers",
             "clip": CLIP, "steps": args.steps}
     path = write_results("whisper_sweep", rows, meta)
