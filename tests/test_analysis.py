@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -339,3 +340,29 @@ def test_evaluate_decodes_with_the_recorded_model(tmp_path, corpus, capsys):
     assert main(["evaluate", str(tmp_path / "r.h5"), "--manifest", str(wrong), "--metrics", "deletion",
                  "--step", "50"]) == 0
     assert "it does not recognise this speech well" in capsys.readouterr().err
+
+
+def test_other_audio_than_the_explained_is_warned_about(tmp_path):
+    import soundfile as sf
+
+    from spes_jax.errors import SpesWarning
+    from spes_jax.provenance import file_sha256, given_audio
+
+    x = (0.1 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", x, 16000)
+    sf.write(tmp_path / "b.wav", x[::-1], 16000)  # same length, other audio
+    exp = Explanation(id="a", tokens=["</s>"], spectrogram_saliency=np.zeros((1, 48, 80), np.float32),
+                      prefix_saliency=np.zeros((1, 1), np.float32), prefix_tokens=["</s>"], text="",
+                      meta={"audio": str(tmp_path / "a.wav"), "audio_sha256": file_sha256(tmp_path / "a.wav")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert given_audio(exp, str(tmp_path / "a.wav")) == str(tmp_path / "a.wav")
+    with pytest.warns(SpesWarning, match="b.wav is not the audio that was explained"):
+        given_audio(exp, str(tmp_path / "b.wav"))
+
+
+def test_merge_says_what_it_reads(tmp_path, capsys):
+    assert main(["merge", str(tmp_path / "nodir"), "--out", str(tmp_path / "all.h5")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    assert main(["merge", str(tmp_path), "--out", str(tmp_path / "all.h5")]) == 2
+    assert "not an explain-corpus run directory" in capsys.readouterr().err

@@ -34,3 +34,13 @@ def test_hypothesis_words_find_their_timed_words_in_spoken_form():
     spans = align_words(["Go", "forward", "10", "meters.", "150", "times"], timed)
     assert spans[:4] == timed[:4]
     assert spans[4][1:] == (1.6, 2.6) and spans[5] is None
+
+
+def test_punctuation_inside_a_word_belongs_to_it():
+    """The views' word grouping: "ill-disposed" and "don't" are one word each, a lone "▁" begins the
+    word its next piece spells; punctuation outside words and </s> are no word."""
+    from spes_jax.analysis.plausibility import hypothesis_words
+
+    pieces = ["\u2581he", "\u2581was", "\u2581ill", "-", "dis", "posed", "\u2581", "red", "\u2581don", "'", "t", ".", "</s>"]
+    assert token_words(pieces) == [0, 1, 2, 2, 2, 2, 3, 3, 4, 4, 4, -1, -1]
+    assert hypothesis_words(pieces) == ["he", "was", "ill-disposed", "red", "don't"]

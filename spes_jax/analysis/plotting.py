@@ -251,9 +251,9 @@ def _prefix_panel(ax, norm: Explanation, fig) -> None:
 
 
 def word_groups(pieces: list[str]) -> list[list[int]]:
-    """The token indices of each word, in order of first piece: SentencePiece pieces grouped by
-    ``plausibility.token_words`` (a piece starting with U+2581 begins a word; </s> and
-    punctuation-only pieces are groups of their own; a word's pieces may enclose punctuation)."""
+    """The token indices of each word, in order: pieces grouped by ``plausibility.token_words`` (a
+    piece starting with U+2581 begins a word, punctuation inside a word belongs to it; </s> and other
+    punctuation-only pieces are groups of their own)."""
     from .plausibility import token_words
 
     groups: list[list[int]] = []
