@@ -29,6 +29,7 @@ from common import print_table, write_results  # noqa: E402
 from test_report import synthetic  # noqa: E402
 
 from spes_jax.report import Utterance, load_result, utterances, write_report  # noqa: E402
+from spes_jax.provenance import model_name  # noqa: E402
 
 
 def parts(page: str) -> dict:
@@ -78,7 +79,7 @@ def main():
             path = Path(tmp, "real.html")
             items = utterances(exps, args.audio, args.timings, args.metrics)
             write_report(path, items, task=attrs.get("task", "asr"), title=args.title, attrs=attrs,
-                         source=f"{len(items)} utterances, model {attrs.get('model', 'unknown')}")
+                         source=f"{len(items)} utterances, {model_name(attrs.get('model_path'))}")
             seconds = sum(e.spectrogram_saliency.shape[1] for e in exps.values()) / 100
             row = {"input": f"{os.path.basename(args.result)}: {len(exps)} utt., {seconds:.1f} s", **parts(path.read_text())}
             row["MB per minute"] = row["page MB"] / seconds * 60
