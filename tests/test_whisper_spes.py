@@ -151,3 +151,13 @@ def test_cli_explains_a_word_contrastively(tmp_path):
     info = exp.contrastive
     assert (info["word"], info["foil_word"]) == ("10", "20") and info["p_orig"] > info["q_orig"] > 0
     assert exp.spectrogram_saliency.shape == (1, 280, 80) and np.isfinite(exp.spectrogram_saliency).all()
+
+
+def test_encoder_saliency_covers_the_utterance_only(whisper, clip):
+    """Whisper's decoder attends to all 1,500 encoder frames, but only the utterance's 140 (2.8 s at 20 ms)
+    are occluded and shown, as the spectrogram sweep never touches the 30 s padding."""
+    from spes_jax import explain_encoder
+
+    feats, tokens = clip
+    enc = explain_encoder(whisper, feats, n_masks=4, batch_size=4, targets=[tokens])
+    assert enc.saliency.shape == (len(tokens), 140) and np.abs(enc.saliency).max() > 0

@@ -109,10 +109,12 @@ def prepare(features: np.ndarray, tokens: Sequence[int], utt_id: str, *, seed: i
 @dataclasses.dataclass(frozen=True)
 class EncoderProbe:
     """Encoder-output saliency: one part, "encoder", whose masks occlude encoder output frames; map
-    (L, S'), 0 on padding frames and on never-occluded ones. scorer: one of ``config.SCORERS``. Context:
+    (L, S'), 0 on frames outside the utterance and on never-occluded ones. scorer: one of ``config.SCORERS``. Context:
     ``log_p`` (L, V) unperturbed log-probabilities; ``cross`` / ``blank``: per decoder layer the
     cross-attention (keys, values) of H, (1, S', H, D/H) each, and of a zero frame, (1, 1, H, D/H);
-    ``enc_valid`` (1, S') bool. Output: ``frames``, the encoder's valid length ()."""
+    ``enc_valid`` (1, S') bool (what the decoder attends to); ``shown`` (S',) bool, the utterance's frames
+    among them (all of ``enc_valid`` for fairseq models; Whisper's padding excluded). Output: ``frames``,
+    the number of shown frames ()."""
 
     scorer: str = "kl"
 
@@ -125,16 +127,21 @@ class EncoderProbe:
         cross = apply(enc, method="cross_kv")
         blank = apply(enc.replace(out=jnp.zeros_like(enc.out[:, :1])), method="cross_kv")
         log_p = log_probs(decode(module, params, inputs, inputs.prev, cross, enc.valid))
-        return {"log_p": log_p, "cross": cross, "blank": blank, "enc_valid": enc.valid}
+        # The utterance's encoder frames: those the decoder may attend to (``enc.valid``) that come from
+        # the utterance's input frames. The same for fairseq models; Whisper attends over its 30 s of
+        # padding too, which is neither perturbed nor shown (as for the spectrogram sweep).
+        S, T_in = enc.valid.shape[1], inputs.features.shape[0]
+        shown = enc.valid[0] & (jnp.arange(S) * T_in < inputs.length * S)
+        return {"log_p": log_p, "cross": cross, "blank": blank, "enc_valid": enc.valid, "shown": shown}
 
     def n_masks(self, part: str, inputs: EncoderInputs) -> jax.Array:
         return inputs.n_masks
 
     def perturb(self, part: str, inputs: EncoderInputs, ctx: dict, g: jax.Array):
-        valid = ctx["enc_valid"][0].astype(jnp.float32)
-        keep = frame_keep(inputs.key, g, valid.shape[0], inputs.p)
-        # Padding frames are never attended to: they get no occlusion weight (and a 0 in the map).
-        return keep, (1.0 - keep) * valid, g
+        shown = ctx["shown"].astype(jnp.float32)
+        # Frames outside the utterance stay as they are: no occlusion, no weight (a 0 in the map).
+        keep = jnp.where(ctx["shown"], frame_keep(inputs.key, g, shown.shape[0], inputs.p), 1.0)
+        return keep, (1.0 - keep) * shown, g
 
     def score(self, part: str, module, params, inputs: EncoderInputs, ctx: dict, x: jax.Array) -> jax.Array:
         kept = x.astype(bool)[None, :, None, None]
@@ -144,10 +151,10 @@ class EncoderProbe:
 
     def rows(self, part: str, inputs: EncoderInputs, ctx: dict):
         L, S = inputs.prev.shape[0], ctx["enc_valid"].shape[1]
-        return Positions(L, S, None, ctx["enc_valid"].astype(jnp.float32), jnp.arange(L) < inputs.n_tokens)
+        return Positions(L, S, None, ctx["shown"][None].astype(jnp.float32), jnp.arange(L) < inputs.n_tokens)
 
     def outputs(self, inputs: EncoderInputs, ctx: dict) -> dict:
-        return {"frames": ctx["enc_valid"][0].sum()}
+        return {"frames": ctx["shown"].sum()}
 
 
 step = functools.partial(engine.step, part="encoder")
