@@ -67,6 +67,16 @@ def transcribe_command(args) -> None:
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
 
 
+def _hdf5_output(args, what: str) -> None:
+    """Checks ``--out`` before any work: an HDF5 file name, and not an existing file without --overwrite."""
+    from ._io import check_output
+
+    if os.path.splitext(args.out)[1].lower() not in HDF5_SUFFIXES:
+        raise SpesError(f"--out {args.out}: {what} written as HDF5; name the file with one of "
+                        f"{', '.join(HDF5_SUFFIXES)}")
+    check_output(args.out, args.overwrite)
+
+
 def sweep_config(args, task: str):
     """The ``SPESConfig`` of explain / explain-corpus options for ``task``."""
     from .config import SPESConfig
@@ -78,7 +88,6 @@ def sweep_config(args, task: str):
 
 
 def explain_command(args) -> None:
-    from ._io import check_output
     from .explainer import explain
     from .explanation import save_explanations
     from .inputs import read_targets
@@ -86,10 +95,7 @@ def explain_command(args) -> None:
 
     if args.masks == 0 and args.token_masks == 0:
         raise SpesError("--masks 0 and --token-masks 0 leave nothing to explain")
-    if os.path.splitext(args.out)[1].lower() not in HDF5_SUFFIXES:
-        raise SpesError(f"--out {args.out}: explanations are written as HDF5; name the file with one of "
-                        f"{', '.join(HDF5_SUFFIXES)}")
-    check_output(args.out, args.overwrite)
+    _hdf5_output(args, "explanations are")
     task = args.task or assets.task(args.model)
     cfg = sweep_config(args, task)  # checked before the model loads
     model = load_cli_model(args, task)
@@ -125,23 +131,18 @@ def _until_r_note(exp, cfg) -> None:
 def explain_encoder_command(args) -> None:
     import dataclasses
 
-    from ._io import check_output
     from .encoder_saliency import explain_encoder, save_encoder_saliency
     from .inputs import read_targets
-    from .provenance import file_sha256, is_audio_file, model_provenance
+    from .provenance import audio_record, model_provenance
 
-    if os.path.splitext(args.out)[1].lower() not in HDF5_SUFFIXES:
-        raise SpesError(f"--out {args.out}: encoder-output saliency is written as HDF5; name the file with one of "
-                        f"{', '.join(HDF5_SUFFIXES)}")
-    check_output(args.out, args.overwrite)
+    _hdf5_output(args, "encoder-output saliency is")
     task = args.task or assets.task(args.model)
     model = load_cli_model(args, task)
     targets = read_targets(model, args.targets, len(args.audio)) if args.targets else None
     items = explain_encoder(model, list(args.audio), args.masks, args.p, scorer=args.scorer, seed=args.seed,
                             batch_size=args.batch_size, precision=args.precision, until_r=args.until_r,
                             targets=targets, progress=not args.quiet)
-    items = [dataclasses.replace(e, meta={"audio": os.path.abspath(a), "audio_sha256": file_sha256(a)})
-             if is_audio_file(a) else e for e, a in zip(items, args.audio)]
+    items = [dataclasses.replace(e, meta=audio_record(a)) for e, a in zip(items, args.audio)]
     save_encoder_saliency(args.out, items, {**model_provenance(model, task), "encoder_stride": model.encoder_stride,
                                             "precision": args.precision})
     for e in items:
@@ -510,7 +511,6 @@ def merge_command(args) -> None:
 def explain_contrastive_command(args) -> None:
     import numpy as np
 
-    from ._io import check_output
     from .contrastive import explain_contrastive_manifest, read_contrastive_manifest, ManifestRow
     from .explanation import save_explanations
     from .provenance import provenance
@@ -523,10 +523,7 @@ def explain_contrastive_command(args) -> None:
                                       or args.word_end is not None):
         raise SpesError("--target, --foil, --word-start and --word-end apply to one audio file; "
                         "a manifest gives them per row")
-    if os.path.splitext(args.out)[1].lower() not in HDF5_SUFFIXES:
-        raise SpesError(f"--out {args.out}: explanations are written as HDF5; name the file with one of "
-                        f"{', '.join(HDF5_SUFFIXES)}")
-    check_output(args.out, args.overwrite)
+    _hdf5_output(args, "explanations are")
     if args.manifest is not None:
         rows = read_contrastive_manifest(args.manifest)
     else:

@@ -86,10 +86,16 @@ def record_utterance(model, explanation: Explanation, source=None) -> Explanatio
     ids = explanation.meta.get("token_ids")  # the explainer records the ids it explained
     if ids is None:
         ids = [model.dictionary.index(p) for p in explanation.tokens]
-    meta = {**explanation.meta, "token_ids": np.asarray(ids, np.int32)}
-    if is_audio_file(source):
-        meta.update(audio=os.path.abspath(os.fspath(source)), audio_sha256=file_sha256(source))
+    meta = {**explanation.meta, "token_ids": np.asarray(ids, np.int32), **audio_record(source)}
     return dataclasses.replace(explanation, meta=meta)
+
+
+def audio_record(source) -> dict:
+    """What a result records of its input: an audio file's absolute path ``audio`` and ``audio_sha256``
+    (nothing for waveforms and feature arrays)."""
+    if not is_audio_file(source):
+        return {}
+    return {"audio": os.path.abspath(os.fspath(source)), "audio_sha256": file_sha256(source)}
 
 
 def provenance(model, config: SPESConfig, task: str, explanations: Sequence[Explanation],
