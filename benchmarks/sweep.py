@@ -221,11 +221,12 @@ def main():
                         b = Bench(model, cfg, seconds)
                 t_spec = time_call(b.spec_step, args.min_time, 2)
                 t_pre = time_call(b.prefix_step, args.min_time, 2)
-                f_spec, _f_pre = b.spec_flops(), b.prefix_flops()
+                f_spec, f_pre = b.spec_flops(), b.prefix_flops()
                 B, TB = b.plan.batch("spectrogram"), b.plan.batch("prefix")
                 rows.append({"model": name, "seconds": seconds, "precision": precision, "batch": B,
                              "spec_masks_per_s": B / t_spec, "prefix_masks_per_s": TB / t_pre,
                              "gflop_per_mask": f_spec / B / 1e9, "frac_of_peak": f_spec / t_spec / peaks[precision],
+                             "prefix_frac_of_peak": f_pre / t_pre / peaks[precision],
                              "prefix_cost_ratio": (t_pre / TB) / (t_spec / B)})
                 if args.full_sweep:
                     rows[-1]["full_sweep_s"] = full_sweep(b, cfg)

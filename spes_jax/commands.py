@@ -9,7 +9,7 @@ import os
 import sys
 
 from . import assets
-from .errors import SpesError
+from .errors import SpesError, count
 
 
 def convert_command(args) -> None:
@@ -177,7 +177,7 @@ def evaluate_command(args) -> None:
         entries = {e.id: e for e in read_manifest(args.manifest)}
         missing = [i for i in exps if i not in entries]
         if missing:
-            raise SpesError(f"{len(missing)} explained utterance(s) not in the manifest {args.manifest}, "
+            raise SpesError(f"{count(len(missing), 'explained utterance')} not in the manifest {args.manifest}, "
                             f"e.g. {missing[0]!r}")
     outputs = {}
     if args.out_dir:
@@ -318,7 +318,7 @@ def aggregate_command(args) -> None:
     attrs = {**attrs, "source": os.path.abspath(args.explanations),
              "aggregation": [s["op"] for s in out[0].aggregation] if out else [], "normalized": int(args.normalize)}
     save_explanations(args.out, out, attrs)
-    print(f"wrote {args.out} ({len(out)} utterances)", file=sys.stderr)
+    print(f"wrote {args.out} ({count(len(out), 'utterance')})", file=sys.stderr)
 
 
 def _token_index(exp, token: str) -> int:
@@ -360,7 +360,7 @@ def plot_command(args) -> None:
     if uid not in exps:
         raise SpesError(f"no utterance {uid!r} in {args.explanations}; it has {list(exps)[:5]}")
     if args.id is None and len(exps) > 1:
-        print(f"spes-jax: note: {args.explanations} holds {len(exps)} utterances; plotting the first, {uid} "
+        print(f"spes-jax: note: {args.explanations} holds {count(len(exps), 'utterance')}; plotting the first, {uid} "
               f"(--id chooses another: {', '.join(list(exps)[1:4])}{', ...' if len(exps) > 4 else ''})",
               file=sys.stderr)
     exp = exps[uid]
@@ -404,7 +404,7 @@ def report_command(args) -> None:
     items = utterances(exps, args.audio, args.timings, args.metrics)
     task = args.task or attrs.get("task") or "asr"
     write_report(args.out, items, title=args.title or f"SPES: {os.path.basename(os.path.normpath(args.result))}",
-                 task=task, source=f"{len(items)} utterance(s), {sum(u.audio is not None for u in items)} with audio",
+                 task=task, source=f"{count(len(items), 'utterance')}, {sum(u.audio is not None for u in items)} with audio",
                  clip_percentile=args.clip_percentile, normalizer=args.normalizer, attrs=attrs)
     print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", file=sys.stderr)
 
@@ -444,7 +444,7 @@ def plausibility_command(args) -> None:
         out["time_alignment"] = {"utterances": ta.n_utterances, "skipped": skipped, "words": ta.n_words,
                                  "inside": float(ta.inside.mean()), "outside": float(ta.outside.mean()),
                                  "t": ta.t, "p": ta.p}
-        print(f"time alignment: {ta.n_utterances} utterances ({len(skipped)} skipped), {ta.n_words} words; "
+        print(f"time alignment: {count(ta.n_utterances, 'utterance')} ({len(skipped)} skipped), {ta.n_words} words; "
               f"inside {ta.inside.mean():.3f} vs outside {ta.outside.mean():.3f}; t = {ta.t:.2f}, p = {ta.p:.2e}")
     ranking = kurtosis_ranking(exps, args.min_count)
     out["kurtosis"] = [r.__dict__ for r in ranking]
@@ -505,7 +505,7 @@ def merge_command(args) -> None:
 
     check_output(args.out, args.overwrite)
     n = merge(args.run_dir, args.out)
-    print(f"wrote {args.out} ({n} utterances)", file=sys.stderr)
+    print(f"wrote {args.out} ({count(n, 'utterance')})", file=sys.stderr)
 
 
 def explain_contrastive_command(args) -> None:

@@ -14,6 +14,13 @@ sentence is done: fairseq's rule (as soon as ``beam`` hypotheses are finished; T
 its best running beam, normalised by its current length, beats the worst finished one). Per-step rules:
 ``suppress`` / ``begin_suppress``, the <unk> penalty, ``min_len``, the no-repeat-n-gram block and
 ``max_len`` (the last step may only produce </s>).
+
+No-speech detection (Whisper; ``SearchConfig.no_speech``): the probability of the no-speech token right
+after the prompt's first token, one softmax over the whole vocabulary (where Whisper was trained to emit
+it for audio without speech). Above ``no_speech_threshold`` the utterance's search ends before the first
+step with the empty hypothesis (just the end token, scored with the no-speech token's log-probability),
+as Whisper's own transcription skips such audio, instead of decoding up to ``max_len`` tokens of
+hallucinated text.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class SearchConfig:
     generated tokens before the final </s> is ``a * source frames + b`` (see ``max_len``).
     suppress: ids never generated; begin_suppress: ids banned at the first generated token only.
     unk_penalty is subtracted from the log-probability of id ``unk``. early_stopping: see the module.
+    no_speech: the no-speech token id (-1: no detection), no_speech_threshold: see the module.
     """
 
     beam: int = 5
@@ -54,6 +62,8 @@ class SearchConfig:
     suppress: tuple[int, ...] = (PAD,)
     begin_suppress: tuple[int, ...] = ()
     early_stopping: bool = True
+    no_speech: int = -1
+    no_speech_threshold: float = 0.6
 
     def __post_init__(self):
         # Lists would make the config unhashable, and it is a static argument of the jitted searches.
@@ -138,21 +148,24 @@ def _constrain(lprobs: jax.Array, tokens: jax.Array, pos: jax.Array, gen: jax.Ar
     return lprobs
 
 
-def _check(model: nn.Module, prompt: tuple[int, ...], max_len: int) -> None:
+def _check(model: nn.Module, prompt: tuple[int, ...], max_len: int, cfg: SearchConfig) -> None:
     if not prompt:
         raise SpesError("the decoder prompt is empty (it holds at least the start token)")
+    if cfg.no_speech >= 0 and len(prompt) < 2:
+        raise SpesError("no-speech detection needs a prompt of at least two tokens")
     if max_len < 0 or len(prompt) + max_len > model.cfg.max_target_positions:
         raise SpesError(f"max_len {max_len} with a {len(prompt)}-token prompt does not fit the decoder's "
                         f"{model.cfg.max_target_positions} positions")
 
 
 def _start(model: nn.Module, params, features: jax.Array, lengths: jax.Array, prompt: tuple[int, ...],
-           copies: int, max_len: int):
+           copies: int, max_len: int, cfg: SearchConfig):
     """Encodes the batch, feeds the prompt but its last token through ``decode_step`` and repeats
     everything ``copies`` times (the beams of an utterance are adjacent rows).
 
-    Returns cross keys/values, the (B * copies, S) encoder mask, the self-attention cache and the
-    (B * copies, P + max_len + 1) token buffer holding the prompt, then <pad>.
+    Returns cross keys/values, the (B * copies, S) encoder mask, the self-attention cache, the
+    (B * copies, P + max_len + 1) token buffer holding the prompt, then <pad>, and the (B,) log-probability
+    of ``cfg.no_speech`` after the first prompt token (-inf without detection).
     """
     apply = functools.partial(model.apply, {"params": params})
     enc = apply(features, lengths, method="encode")
@@ -160,14 +173,23 @@ def _start(model: nn.Module, params, features: jax.Array, lengths: jax.Array, pr
     B, P = features.shape[0], len(prompt)
     ids = jnp.array(prompt, jnp.int32)
     cache = apply(B, P + max_len, method="init_cache")
+    no_speech = jnp.full((B,), -jnp.inf, jnp.float32)
     if P > 1:
         feed = lambda pos, cache: apply(jnp.full((B,), ids[pos]), pos, cache, cross, enc.valid,
-                                        method="decode_step")[1]
-        cache = jax.lax.fori_loop(0, P - 1, feed, cache)
+                                        method="decode_step")
+        logits, cache = feed(0, cache)
+        if cfg.no_speech >= 0:
+            no_speech = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)[:, cfg.no_speech]
+        cache = jax.lax.fori_loop(1, P - 1, lambda pos, cache: feed(pos, cache)[1], cache)
     rep = lambda x: jnp.repeat(x, copies, axis=0)
     cross, valid, cache = jax.tree_util.tree_map(rep, (cross, enc.valid, cache))
     tokens = jnp.full((B * copies, P + max_len + 1), model.cfg.pad, jnp.int32).at[:, :P].set(ids)
-    return cross, valid, cache, tokens
+    return cross, valid, cache, tokens, no_speech
+
+
+def _silent(no_speech: jax.Array, cfg: SearchConfig) -> jax.Array:
+    """(B,) whether the no-speech probability ends an utterance's search before its first step."""
+    return no_speech > jnp.log(cfg.no_speech_threshold)
 
 
 def _default_prompt(model: nn.Module, prompt: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -184,18 +206,23 @@ def beam_search(model: nn.Module, params, features: jax.Array, lengths: jax.Arra
     Returns a ``SearchResult``.
     """
     prompt = _default_prompt(model, prompt)
-    _check(model, prompt, max_len)
+    _check(model, prompt, max_len, cfg)
     mc = model.cfg
     B, K, V, P = features.shape[0], cfg.beam, mc.vocab_size, len(prompt)
     if V <= 2 * K:
         raise SpesError(f"beam {K} needs a vocabulary larger than {2 * K}")
     N, pad, eos = B * K, mc.pad, mc.eos
-    cross, enc_valid, cache, tokens = _start(model, params, features, lengths, prompt, K, max_len)
+    cross, enc_valid, cache, tokens, no_speech = _start(model, params, features, lengths, prompt, K, max_len, cfg)
     scores = jnp.zeros((N, max_len + 1), jnp.float32)  # cumulative, per generated position
     empty = SearchResult(jnp.full((B, K, max_len + 1), pad, jnp.int32), jnp.zeros((B, K), jnp.int32),
                          jnp.full((B, K), -jnp.inf, jnp.float32), jnp.zeros((B, K, max_len + 1), jnp.float32))
-    done = jnp.zeros((B,), bool)
     gen_pos = jnp.arange(max_len + 1)
+    done = _silent(no_speech, cfg)
+    first = (jnp.arange(K) == 0)[None, :] & done[:, None]  # slot 0 of a silent utterance: the empty hypothesis
+    at0 = first[..., None] & (gen_pos == 0)
+    fin = SearchResult(jnp.where(at0, eos, empty.tokens), jnp.where(first, 1, empty.lengths),
+                       jnp.where(first, no_speech[:, None], empty.scores),
+                       jnp.where(at0, no_speech[:, None, None], empty.positional_scores))
 
     def body(state):
         gen, tokens, scores, cache, fin, done = state
@@ -244,7 +271,7 @@ def beam_search(model: nn.Module, params, features: jax.Array, lengths: jax.Arra
         gen, *_, done = state
         return (gen <= max_len) & ~jnp.all(done)
 
-    state = (jnp.int32(0), tokens, scores, cache, empty, done)
+    state = (jnp.int32(0), tokens, scores, cache, fin, done)
     fin = jax.lax.while_loop(cond, body, state)[4]
     return _take(fin, jnp.argsort(-fin.scores, axis=1))
 
@@ -274,11 +301,13 @@ def greedy_search(model: nn.Module, params, features: jax.Array, lengths: jax.Ar
     """Greedy decoding under the same per-step rules as beam search (``cfg.beam`` and
     ``cfg.early_stopping`` are ignored)."""
     prompt = _default_prompt(model, prompt)
-    _check(model, prompt, max_len)
+    _check(model, prompt, max_len, cfg)
     B, P, pad, eos = features.shape[0], len(prompt), model.cfg.pad, model.cfg.eos
-    cross, enc_valid, cache, tokens = _start(model, params, features, lengths, prompt, 1, max_len)
-    pos_scores = jnp.zeros((B, max_len + 1), jnp.float32)
-    length = jnp.zeros((B,), jnp.int32)
+    cross, enc_valid, cache, tokens, no_speech = _start(model, params, features, lengths, prompt, 1, max_len, cfg)
+    silent = _silent(no_speech, cfg)
+    tokens = tokens.at[:, P].set(jnp.where(silent, eos, pad))
+    pos_scores = jnp.zeros((B, max_len + 1), jnp.float32).at[:, 0].set(jnp.where(silent, no_speech, 0.0))
+    length = silent.astype(jnp.int32)
 
     def body(state):
         gen, tokens, pos_scores, length, cache = state
@@ -288,8 +317,8 @@ def greedy_search(model: nn.Module, params, features: jax.Array, lengths: jax.Ar
         lprobs = _constrain(jax.nn.log_softmax(logits, axis=-1), tokens, pos, gen, max_len, cfg, eos)
         best = jnp.argmax(lprobs, axis=-1)
         live = length == 0
-        tokens = tokens.at[:, pos + 1].set(jnp.where(live, best, pad))
-        pos_scores = pos_scores.at[:, gen].set(jnp.where(live, jnp.max(lprobs, axis=-1), 0.0))
+        tokens = tokens.at[:, pos + 1].set(jnp.where(live, best, tokens[:, pos + 1]))
+        pos_scores = pos_scores.at[:, gen].set(jnp.where(live, jnp.max(lprobs, axis=-1), pos_scores[:, gen]))
         length = jnp.where(live & (best == eos), gen + 1, length)
         return gen + 1, tokens, pos_scores, length, cache
 

@@ -25,6 +25,7 @@ import jax
 from .core import engine
 from .core.engine import SweepPlan, SweepResult
 from .core.segmentation import prefetch
+from .errors import count
 from .speech_model import SpeechToTextModel
 
 Item = TypeVar("Item")
@@ -82,6 +83,6 @@ def _bar(name: str, plan: SweepPlan, n_masks: Sequence[int], n_items: int):
     from tqdm import tqdm
 
     masks = " and ".join(f"{n} {part}" for n, part in zip(n_masks, plan.probe.parts))
-    tqdm.write(f"{name}: {n_items} utterance(s), {masks} masks each, on {plan.mesh.devices.flat[0].platform}",
+    tqdm.write(f"{name}: {count(n_items, 'utterance')}, {masks} masks each, on {plan.mesh.devices.flat[0].platform}",
                file=sys.stderr)
     return tqdm(total=n_items * sum(n_masks), unit="mask", desc=name, dynamic_ncols=True)

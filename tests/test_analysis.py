@@ -128,7 +128,7 @@ def test_cli_evaluate_plot_plausibility(tmp_path, corpus, capsys):
     assert {p.name for p in out.iterdir()} == {"metrics.json", "deletion.png", "size.png"}
     lines = capsys.readouterr().out.splitlines()
     deletion = [line for line in lines if line.startswith("deletion AUC")]
-    assert deletion == [f"deletion AUC\t{res['deletion']['auc_fraction']:.2f}\t(wer_max over the fraction of "
+    assert deletion == [f"deletion AUC\t{res['deletion']['auc']:.2f}\t(wer_max over the fraction of "
                         "features deleted, 0..1, the paper's scale; higher is more faithful)"]
     # Without --out-dir nothing is written (not even into the current directory).
     cwd = os.getcwd()

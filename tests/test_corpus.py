@@ -296,7 +296,7 @@ def test_corpus_files_carry_what_explain_files_carry(tiny_model, arrays, zip_man
         assert all("token_ids" in f[u].attrs and "audio" not in f[u].attrs for u in f)
     capsys.readouterr()
     assert main(["report", str(tmp_path / "run.h5"), "--out", str(tmp_path / "r.html")]) == 0
-    assert '"source":"1 utterance(s), 1 with audio"' in (tmp_path / "r.html").read_text()
+    assert '"source":"1 utterance, 1 with audio"' in (tmp_path / "r.html").read_text()
     assert main(["plot", str(tmp_path / "run.h5"), "--out", str(tmp_path / "p.png")]) == 0
     lines = capsys.readouterr().err.splitlines()  # no "recorded audio is not there" warning
     assert len(lines) == 2 and lines[1] == f"wrote {tmp_path / 'p.png'}"

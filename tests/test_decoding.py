@@ -2,6 +2,7 @@
 FBK model against teacher-forced decoding and a plain-Python beam search; Whisper tiny.en against the
 Hugging Face reference outputs."""
 
+import dataclasses
 import functools
 
 import jax
@@ -167,6 +168,31 @@ def test_prompt_and_max_len_must_fit_the_decoder(eos_model, batch):
     assert SearchConfig(max_len_b=5000).max_len(100, limit, prompt_len=3) == limit - 3
 
 
+@pytest.mark.parametrize("search", [greedy_search, beam_search])
+def test_no_speech_token_above_threshold_gives_the_empty_hypothesis(eos_model, batch, search):
+    """Rows whose no-speech probability (after the prompt's first token) passes the threshold get the
+    empty hypothesis scored with that log-probability; the other rows decode as without detection."""
+    model, params = eos_model
+    prompt, token = (EOS, 5, 6), 7
+    x, n = batch
+    prev = np.array([[EOS]], np.int32)
+    p = np.array([np.exp(_teacher_forced(model, params, x[b:b + 1], n[b:b + 1], prev)[0, 0, token])
+                  for b in range(3)])
+    threshold = float(np.sort(p)[1])  # strictly above: only the row with the largest probability
+    plain = SearchConfig(beam=3, no_repeat_ngram_size=0)
+    detect = SearchConfig(beam=3, no_repeat_ngram_size=0, no_speech=token, no_speech_threshold=threshold)
+    ref = jax.device_get(search(model, params, x, n, cfg=plain, max_len=MAX_LEN, prompt=prompt))
+    res = jax.device_get(search(model, params, x, n, cfg=detect, max_len=MAX_LEN, prompt=prompt))
+    silent = int(np.argmax(p))
+    assert res.lengths[silent, 0] == 1 and res.tokens[silent, 0, 0] == EOS
+    np.testing.assert_allclose(res.scores[silent, 0], np.log(p[silent]), rtol=1e-5)
+    assert ref.lengths[silent, 0] > 1
+    for b in set(range(3)) - {silent}:
+        jax.tree_util.tree_map(lambda a, r: np.testing.assert_array_equal(a[b], r[b]), res, ref)
+    with pytest.raises(SpesError, match="no-speech"):
+        search(model, params, x, n, cfg=detect, max_len=MAX_LEN, prompt=(EOS,))
+
+
 def test_search_options_from_a_model_directory():
     cfg = SearchConfig.from_dict({"suppress": [1, 7], "begin_suppress": [220], "early_stopping": False,
                                   "min_len": 0})
@@ -176,6 +202,7 @@ def test_search_options_from_a_model_directory():
         SearchConfig.from_dict({"suppress": 1})
     with pytest.raises(SpesError, match="early_stopping|true or false"):
         SearchConfig.from_dict({"early_stopping": "no"})
+    assert SearchConfig.from_dict({"no_speech": 7, "no_speech_threshold": 0.5}).no_speech_threshold == 0.5
 
 
 CLIPS = ("goforward", "librivox_0880", "librivox_0920", "cards_005")
@@ -209,3 +236,17 @@ def test_whisper_greedy_and_beam_match_transformers(whisper_search):
         assert [*prompt, *greedy.tokens[b, 0, :greedy.lengths[b, 0]].tolist()] == ref["greedy_ids"].tolist(), clip
         assert [*prompt, *beam.tokens[b, 0, :beam.lengths[b, 0]].tolist()] == ref["beam5_ids"].tolist(), clip
         assert abs(float(beam.scores[b, 0]) - float(ref["beam5_score"])) <= 1e-4, clip
+
+
+@requires_whisper
+def test_whisper_gives_silence_the_empty_hypothesis_at_once(whisper_search):
+    """Digital silence and white noise: Whisper's no-speech probability is 0.95 / 0.85 (speech: about
+    0.01), so the search ends with the empty hypothesis instead of 445 tokens of ". . .". Without
+    detection the same search goes on."""
+    model = whisper_search[0]
+    rng = np.random.default_rng(0)
+    audio = [np.zeros(48000, np.float32), (0.05 * rng.standard_normal(48000)).astype(np.float32)]
+    for greedy in (False, True):
+        assert [h[0].text for h in model.generate(audio, greedy=greedy)] == ["", ""]
+    without = dataclasses.replace(model.search, no_speech=-1, max_len_b=8)
+    assert all(h[0].text for h in model.generate(audio, without, greedy=True))

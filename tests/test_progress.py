@@ -46,7 +46,7 @@ def test_explain_progress_closes_at_the_masks_it_ran(tiny_model, capsys):
     exps = explain(tiny_model, [synthetic_features(0.6, seed=3), synthetic_features(0.62, seed=4)], cfg,
                    ids=["a", "b"], targets=[[5, 6, 7, 2]] * 2, progress=True)
     err = capsys.readouterr().err
-    assert err.startswith("SPES: 2 utterance(s), 1024 spectrogram and 256 prefix masks each, on cpu\n")
+    assert err.startswith("SPES: 2 utterances, 1024 spectrogram and 256 prefix masks each, on cpu\n")
     ran = sum(e.n_masks + e.n_token_masks for e in exps)
     assert ran < 2 * (1024 + 256)
     assert re.findall(r"(\d+)/(\d+) \[", err)[-1] == (str(ran), str(ran))
@@ -63,7 +63,7 @@ def explain_command(tiny_model, tmp_path_factory):
 
 
 @pytest.mark.parametrize("moment, ready", [
-    ("compiling the sweep", lambda err: "utterance(s)" in err),
+    ("compiling the sweep", lambda err: "utterances, " in err),
     ("sweeping", lambda err: re.search(r"\| *[1-9]\d*/\d+ \[", err) is not None),
 ])
 def test_ctrl_c_ends_explain_within_2_s_and_writes_nothing(explain_command, moment, ready):

@@ -335,6 +335,11 @@ def test_contrastive_plot_and_cli(tmp_path, capsys):
         lo, hi = im.get_clim()
         assert lo == -hi and hi >= np.abs(im.get_array()).max() and im.get_cmap().name == "RdBu_r"
     assert "why 'she' rather than 'he'?" in fig._suptitle.get_text() and "Q_o 0.00024" in fig._suptitle.get_text()
+    prefix_panel = lambda fig: next(ax for ax in fig.axes if ax.get_title().startswith("prefix saliency"))
+    assert not prefix_panel(fig).texts
+    first = Explanation(**{**exp.__dict__, "meta": {**exp.meta, "contrastive": {**exp.contrastive, "start": 0,
+                                                                                 "end": 0}}})
+    assert "first" in prefix_panel(plot_contrastive(first)).texts[0].get_text()  # why the panel is empty
     exp.save(tmp_path / "c.h5")
     plain, _ = synthetic("p", 4, 90)
     plain.save(tmp_path / "p.h5")
@@ -344,7 +349,7 @@ def test_contrastive_plot_and_cli(tmp_path, capsys):
                  "--out", str(tmp_path / "c.png")]) == 0
     assert capsys.readouterr().err.count("wrote") == 2
     assert main(["report", str(tmp_path / "c.h5"), "--out", str(tmp_path / "c.html")]) == 0
-    assert '"source":"1 utterance(s), 1 with audio"' in (tmp_path / "c.html").read_text()  # the recorded audio
+    assert '"source":"1 utterance, 1 with audio"' in (tmp_path / "c.html").read_text()  # the recorded audio
     # bad use: one error line each, naming the command-line option
     for args, message in ((["plot", str(tmp_path / "c.h5"), "--token", "0", "--out", str(tmp_path / "t.png")],
                            "--token and --grid apply to per-token explanations; c is contrastive"),

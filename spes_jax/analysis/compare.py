@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from .._io import write_json, write_text
 from ..explainer import explain
 from ..config import SPESConfig
-from ..errors import SpesError
+from ..errors import SpesError, count
 from ..explanation import load_explanations, save_explanations
 from ..manifest import Entry
 from .metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
@@ -90,7 +90,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
     refs = {e.id: e.reference for e in entries}
     model_sha256 = parameters_sha256(model.params)
     features = [model.features(e.audio) for e in entries]
-    _log(f"decoding {len(entries)} utterances")
+    _log(f"decoding {count(len(entries), 'utterance')}")
     targets = [list(h[0].tokens) for h in model.decode(features)]
     results: list[MethodResult] = []
     curves = {}

@@ -147,7 +147,8 @@ class PerturbationCurve:
         return auc(self.scores, self.percentages / 100)
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric, "scorer": self.scorer, "auc": self.auc, "auc_fraction": self.auc_fraction,
+        # "auc" is the number every command prints (the paper's scale, as the size curve's "auc").
+        return {"metric": self.metric, "scorer": self.scorer, "auc": self.auc_fraction, "auc_over_percent": self.auc,
                 "higher_is_better": higher_is_better(self.metric, self.scorer),
                 "percentages": self.percentages.tolist(), "scores": self.scores.tolist(),
                 "hypotheses": self.hypotheses}

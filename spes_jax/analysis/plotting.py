@@ -440,3 +440,6 @@ def _contrastive_prefix_panel(ax, norm: Explanation, normalizer: str) -> None:
     ax.set_xlabel("decoder input before the word (position 0 = start token)")
     ax.set_ylabel("saliency")
     ax.set_title(f"prefix saliency, normalised ({normalizer})", fontsize=9)
+    if start == 0:  # an empty-looking panel needs its reason
+        ax.text(0.5, 0.5, "the word is the hypothesis' first: no previous output tokens but the start token",
+                transform=ax.transAxes, ha="center", va="center", fontsize=8, color="#333")

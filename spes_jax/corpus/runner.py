@@ -27,7 +27,7 @@ from ..audio import FRAME_SHIFT_S
 from ..config import SPESConfig
 from ..core import sweep
 from ..core.segmentation import prefetch, segment
-from ..errors import SpesError
+from ..errors import SpesError, count
 from ..driver import sweeps
 from ..explainer import explanation
 from ..explanation import Explanation
@@ -70,7 +70,7 @@ class Summary:
         return self.masks / self.seconds["sweep"] if self.seconds["sweep"] else 0.0
 
     def line(self) -> str:
-        return (f"{self.utterances} utterances explained ({self.already_done} already done, {self.skipped} "
+        return (f"{count(self.utterances, 'utterance')} explained ({self.already_done} already done, {self.skipped} "
                 f"skipped), {self.audio_seconds / 3600:.3f} h of audio, wall {self.wall:.1f} s, "
                 f"{self.masks_per_second:.0f} masks/s in the sweep; time: " +
                 ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))

@@ -25,7 +25,7 @@ from ..analysis.plausibility import token_words
 from ..analysis.plotting import (CLIP_PERCENTILE, OVERLAY_ALPHA, OVERLAY_GAMMA, OVERLAY_PALE, OVERLAY_RGB,
                                  color_limits, word_groups)
 from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, read_audio
-from ..errors import SpesError
+from ..errors import SpesError, count
 from ..explanation import Explanation
 from ..text import pieces_text
 
@@ -66,7 +66,7 @@ def resolve_audio(spec: str | os.PathLike | None, ids: list[str]) -> tuple[dict[
     name = os.path.splitext(os.path.basename(spec))[0]
     if name in ids or len(ids) == 1:
         return {name if name in ids else ids[0]: spec}, {}
-    raise SpesError(f"--audio {spec}: the result has {len(ids)} utterances and none is called {name!r}; "
+    raise SpesError(f"--audio {spec}: the result has {count(len(ids), 'utterance')} and none is called {name!r}; "
                     f"give a folder of <id>.wav files or a manifest")
 
 

@@ -127,11 +127,15 @@ class WhisperModel(SpeechToTextModel):
 
     def _generate_settings(self) -> SearchConfig:
         """Hugging Face's generate() for Whisper: beam 5, no n-gram block, Hugging Face's stopping rule,
-        and at most max_target_positions tokens with the prompt and the final <|endoftext|>."""
+        and at most max_target_positions tokens with the prompt and the final <|endoftext|>; with
+        OpenAI's no-speech threshold (0.6) on the no-speech token's probability, so that silence or
+        noise gives the empty hypothesis instead of up to 448 tokens of hallucinated text."""
+        no_speech = self.tokenizer.whisper.no_speech
         return SearchConfig(beam=5, no_repeat_ngram_size=0, max_len_a=0.0, min_len=0,
                             max_len_b=self.cfg.max_target_positions - len(self._prompt) - 1,
                             suppress=self.generation.suppress_tokens,
-                            begin_suppress=self.generation.begin_suppress_tokens, early_stopping=False)
+                            begin_suppress=self.generation.begin_suppress_tokens, early_stopping=False,
+                            no_speech=-1 if no_speech is None else no_speech)
 
     def configured(self, language: str | None = None, task: str | None = None,
                    occlusion: str | None = None) -> "WhisperModel":

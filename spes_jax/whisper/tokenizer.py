@@ -139,7 +139,8 @@ class WhisperTokenizer:
     """Byte-level BPE plus Whisper's control tokens.
 
     Attributes (token ids): ``eot``, ``sot``, ``sot_prev``, ``translate``, ``transcribe``,
-    ``no_timestamps``, ``timestamp_begin`` (``<|0.00|>``), ``languages`` (code -> id, e.g. "en");
+    ``no_timestamps``, ``no_speech`` (``<|nospeech|>``, ``<|nocaptions|>`` in older vocabularies; None
+    if absent), ``timestamp_begin`` (``<|0.00|>``), ``languages`` (code -> id, e.g. "en");
     ``multilingual`` (whether the model takes language and task tokens); ``vocab_size``.
     """
 
@@ -160,6 +161,7 @@ class WhisperTokenizer:
         self.translate = self._control("<|translate|>")
         self.transcribe = self._control("<|transcribe|>")
         self.no_timestamps = self._control("<|notimestamps|>")
+        self.no_speech = next((self._ids[t] for t in ("<|nospeech|>", "<|nocaptions|>") if t in self._ids), None)
         self.timestamp_begin = self._ids.get("<|0.00|>", self.no_timestamps + 1)
         self.languages = {m.group(1): i for i, t in sorted(self._tokens.items())
                           if i in self._special and (m := _LANGUAGE.fullmatch(t))}
