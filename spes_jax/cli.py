@@ -77,8 +77,15 @@ def _whisper_options(p: argparse.ArgumentParser, occlusion: bool = True) -> None
                        "spectrogram cell becomes (default mean: the utterance's per-channel mean; floor: silence)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in the one-line form of every other error (subcommands' parsers are of this class too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"spes-jax: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="spes-jax", description="Explain speech-to-text models with SPES, in JAX.")
+    p = _Parser(prog="spes-jax", description="Explain speech-to-text models with SPES, in JAX.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--no-compile-cache", action="store_true",
                    help="do not keep compiled steps on disk (default: reuse them across runs, in "

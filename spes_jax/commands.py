@@ -81,6 +81,9 @@ def sweep_config(args, task: str):
     """The ``SPESConfig`` of explain / explain-corpus options for ``task``."""
     from .config import SPESConfig
 
+    for flag, n in (("--masks", args.masks), ("--token-masks", args.token_masks)):
+        if n < 0:
+            raise SpesError(f"{flag} must be >= 0, got {n}")
     base = SPESConfig.st() if task == "st" else SPESConfig.asr()
     return base.replace(n_masks=args.masks, n_token_masks=args.token_masks, seed=args.seed,
                         precision=args.precision, batch_size=args.batch_size, sampler=args.sampler,
@@ -116,16 +119,23 @@ def explain_command(args) -> None:
 
 
 def _until_r_note(exp, cfg) -> None:
-    """Says when ``--until-r`` was not reached within the maximum masks, with the estimates reached."""
+    """With ``--until-r``: where each part stopped (masks used of the maximum) and the estimate it reached
+    (for the spectrogram the mean over tokens, which the stop compares, and the tokens' range)."""
     estimated = exp.meta.get("estimated_r")
     if cfg.until_r is None or not isinstance(estimated, dict):
         return
-    reached = {part: sum(r) / len(r) if isinstance(r, (list, tuple)) else float(r) for part, r in estimated.items()}
-    missed = [part for part, r in reached.items() if r < cfg.until_r]
-    if missed:
-        print(f"spes-jax: note: {exp.id}: --until-r {cfg.until_r:g} not reached within the maximum masks (estimated r: "
-              + ", ".join(f"{part} {reached[part]:.2f}" for part in estimated) + "); raise --masks / --token-masks "
-              "for maps that close to their limit", file=sys.stderr)
+    used = {"spectrogram": (exp.n_masks, cfg.n_masks), "prefix": (exp.n_token_masks, cfg.n_token_masks)}
+    parts = []
+    for part, r in estimated.items():
+        rs = list(r) if isinstance(r, (list, tuple)) else [float(r)]
+        mean = sum(rs) / len(rs)
+        spread = f" (tokens {min(rs):.2f}-{max(rs):.2f})" if len(rs) > 1 else ""
+        n, of = used.get(part, (None, None))
+        where = f"{n} of {of} masks, " if n is not None else ""
+        parts.append(f"{part} {where}r {mean:.2f}{spread}{'' if mean >= cfg.until_r else ' not reached'}")
+    print(f"spes-jax: note: {exp.id}: --until-r {cfg.until_r:g}: " + "; ".join(parts)
+          + ("; raise --masks / --token-masks for maps that close to their limit"
+             if any(p.endswith("not reached") for p in parts) else ""), file=sys.stderr)
 
 
 def explain_encoder_command(args) -> None:
@@ -327,9 +337,12 @@ def _token_index(exp, token: str) -> int:
         return int(token)
     except ValueError:
         pass
-    for k, piece in enumerate(exp.tokens):
-        if token in (piece, piece.lstrip("\u2581")):
-            return k
+    matches = [k for k, piece in enumerate(exp.tokens) if token in (piece, piece.lstrip("\u2581"))]
+    if len(matches) > 1:
+        print(f"spes-jax: note: --token {token!r} occurs {len(matches)} times in {exp.id}'s hypothesis (indices "
+              f"{', '.join(map(str, matches))}); plotting the first (an index chooses another)", file=sys.stderr)
+    if matches:
+        return matches[0]
     raise SpesError(f"--token {token!r}: not a token of {exp.id}'s hypothesis; its tokens are {' '.join(exp.tokens)}")
 
 
@@ -344,8 +357,8 @@ def plot_command(args) -> None:
     from matplotlib.figure import Figure
 
     from ._io import check_output
+    from .analysis.plausibility import read_timings
     from .analysis.plotting import plot_contrastive, plot_explanation, plot_token_grid
-    from .manifest import read_word_timings
     from .provenance import display_features, given_audio, recorded_audio
     from .results import load_result
 
@@ -372,7 +385,7 @@ def plot_command(args) -> None:
     audio = given_audio(exp, args.audio) if args.audio else recorded_audio(exp)
     n_bins = exp.spectrogram_saliency.shape[2]
     feats = display_features(audio, attrs, n_bins) if audio else None
-    timings = read_word_timings(args.timings).get(uid) if args.timings else None
+    timings = read_timings(args.timings, [exp])[uid] if args.timings else None
     if exp.contrastive:
         plot_contrastive(exp, feats, args.normalizer, args.out)
     elif args.grid:
@@ -385,19 +398,13 @@ def plot_command(args) -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
-def _first_mismatch(exps, timings) -> str:
-    from .analysis.plausibility import hypothesis_words
-
-    exp = next(e for e in exps if e.id in timings)
-    timed = " ".join(w for w, _, _ in timings[exp.id])
-    return f"{exp.id}: said {' '.join(hypothesis_words(exp.tokens))!r}, timed {timed!r}"
-
-
 def report_command(args) -> None:
     from ._io import check_output
     from .report import utterances, write_report
     from .results import load_result
 
+    if not args.out.lower().endswith((".html", ".htm")):
+        raise SpesError(f"--out {args.out}: the report is one HTML page; name it .html")
     check_output(args.out, args.overwrite)
     exps, attrs = load_result(args.result)
     _check_normalizer_option(exps.values(), args.normalizer, args.result)
@@ -411,14 +418,9 @@ def report_command(args) -> None:
 
 def plausibility_command(args) -> None:
     from ._io import check_output, write_json
-    from .manifest import read_word_timings
     from .results import load_result
-    from .analysis.plausibility import (
-        kurtosis_ranking,
-        match_timings,
-        positional_saliency,
-        time_alignment,
-    )
+    from .analysis.plausibility import (kurtosis_ranking, match_timings, positional_saliency, read_timings,
+                                        time_alignment)
 
     if args.out:
         check_output(args.out, args.overwrite)
@@ -431,15 +433,7 @@ def plausibility_command(args) -> None:
             raise SpesError(f"{args.explanations} explains translations (task st): time alignment pairs each "
                             "hypothesis word with the span where it is spoken, and a translation's words are "
                             "not spoken in the source audio")
-        timings = read_word_timings(args.timings)
-        if not any(e.id in timings for e in exps):
-            raise SpesError(f"{args.timings} has no timings for the utterances of {args.explanations} "
-                            f"(e.g. {exps[0].id if exps else None!r})")
-        pairs, skipped = match_timings(exps, timings)
-        if not pairs:
-            raise SpesError(f"the words in {args.timings} do not match the hypotheses in {args.explanations} "
-                            f"(e.g. {_first_mismatch(exps, timings)}); the timings must be of the words "
-                            "the model said, in its language")
+        pairs, skipped = match_timings(exps, read_timings(args.timings, exps))
         ta = time_alignment(pairs)
         out["time_alignment"] = {"utterances": ta.n_utterances, "skipped": skipped, "words": ta.n_words,
                                  "inside": float(ta.inside.mean()), "outside": float(ta.outside.mean()),
@@ -450,8 +444,10 @@ def plausibility_command(args) -> None:
     out["kurtosis"] = [r.__dict__ for r in ranking]
     if ranking:
         show = lambda rs: ", ".join(f"{r.token} {r.kurtosis:.1f} ({r.count})" for r in rs)
-        print(f"kurtosis, top 5: {show(ranking[:5])}")
-        print(f"kurtosis, bottom 5: {show(ranking[-5:])}")
+        k = min(5, max(1, len(ranking) // 2))  # the two lists never share a token
+        print(f"kurtosis, top {k}: {show(ranking[:k])}")
+        if len(ranking) > k:
+            print(f"kurtosis, bottom {k}: {show(ranking[-k:])}")
     pos = positional_saliency(exps)
     out["positional"] = {"start": float(pos.start.mean()), "latest": float(pos.latest.mean()),
                          "intermediate": float(pos.intermediate.mean()) if pos.intermediate.size else None,

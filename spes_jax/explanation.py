@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._io import atomic_output
-from .errors import SpesError
+from .errors import SpesError, count
 
 
 # Axis names of each per-utterance dataset, stored as its ``axes`` attribute.
@@ -92,7 +92,7 @@ class Explanation:
 
     def __repr__(self) -> str:
         K, T, C = self.spectrogram_saliency.shape
-        return (f"Explanation(id={self.id!r}, text={self.text!r}, {K} tokens, spectrogram_saliency ({K}, {T}, {C}), "
+        return (f"Explanation(id={self.id!r}, text={self.text!r}, {count(K, 'token')}, spectrogram_saliency ({K}, {T}, {C}), "
                 f"prefix_saliency {tuple(self.prefix_saliency.shape)}, n_masks={self.n_masks}, n_token_masks={self.n_token_masks}"
                 f"{', normalized' if self.is_normalized else ''})")
 

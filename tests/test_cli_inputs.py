@@ -82,12 +82,18 @@ BAD = [
     ("evaluate asr.h5 --metrics size --out-dir ev", "metrics.json exists; pass --overwrite"),
     ("compare m.tsv --out-dir cmp", "results.json exists; pass --overwrite"),
     ("plot asr.h5 --out taken.png", "exists; pass --overwrite"),
+    ("report asr.h5 --out r.pdf", "name it .html"),
+    ("explain a.wav --out new.h5 --masks -5", "--masks must be >= 0, got -5"),
+    ("plot asr.h5 --out f.png --clip-percentile 150", "argument --clip-percentile: '150': a number in (0, 100] or 'none' (see spes-jax plot --help)"),
     ("plot asr.h5 --out fig.h5", "not an image format"),
     ("plot asr.h5 --out fig.png --token chairs", "not a token of u1's hypothesis"),
     ("plausibility asr.h5 --out taken.h5", "exists; pass --overwrite"),
     # bug 1: German words with English timings of the same length are refused, not paired
     ("plausibility de.h5 --timings timings.json", "do not match the hypotheses"),
     ("plausibility st.h5 --timings timings.json", "explains translations (task st)"),
+    # timings of other words are refused by every command that draws or tests them, not drawn
+    ("plot de.h5 --out fig.png --timings timings.json", "do not match the hypotheses (e.g. u1: said "),
+    ("report de.h5 --out r.html --timings timings.json", "do not match the hypotheses"),
     # item 5: a directory as audio (loads the embedded model first)
     ("transcribe audio_dir", "audio_dir: is a directory"),
     # every embedded model states and enforces its longest input (asr: 12 s, asr-spliced: 7 s)
@@ -253,7 +259,8 @@ def test_timings_of_other_utterances(files, tmp_path, capsys):
     from spes_jax.cli import main
 
     (tmp_path / "t.json").write_text('{"u9": {"words": [{"word": "the", "start": 0.1, "end": 0.3}]}}')
-    assert main(["plausibility", str(files / "asr.h5"), "--timings", str(tmp_path / "t.json")]) == 2
-    assert "has no timings for the utterances of" in capsys.readouterr().err
+    for command in (["plausibility"], ["plot", "--out", str(tmp_path / "f.png")], ["report", "--out", str(tmp_path / "r.html")]):
+        assert main([command[0], str(files / "asr.h5"), *command[1:], "--timings", str(tmp_path / "t.json")]) == 2
+        assert "t.json has no timings for u1 (it times u9)" in capsys.readouterr().err, command
     assert main(["plausibility", str(files / "asr.h5"), "--timings", str(files / "timings.json")]) == 0
-    assert "time alignment: 1 utterances (0 skipped), 6 words" in capsys.readouterr().out
+    assert "time alignment: 1 utterance (0 skipped), 6 words" in capsys.readouterr().out

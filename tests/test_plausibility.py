@@ -44,3 +44,23 @@ def test_punctuation_inside_a_word_belongs_to_it():
     pieces = ["\u2581he", "\u2581was", "\u2581ill", "-", "dis", "posed", "\u2581", "red", "\u2581don", "'", "t", ".", "</s>"]
     assert token_words(pieces) == [0, 1, 2, 2, 2, 2, 3, 3, 4, 4, 4, -1, -1]
     assert hypothesis_words(pieces) == ["he", "was", "ill-disposed", "red", "don't"]
+
+
+def test_read_timings_keeps_only_timings_of_the_hypotheses_words(tmp_path):
+    """Timings of other words are dropped with one warning naming an example, never paired by position."""
+    import pytest
+
+    from spes_jax.analysis.plausibility import read_timings
+    from spes_jax.errors import SpesWarning
+
+    def exp(uid, words):
+        pieces = ["\u2581" + w for w in words] + ["</s>"]
+        K = len(pieces)
+        return Explanation(uid, pieces, np.zeros((K, 50, 80), np.float32), np.zeros((K, K), np.float32))
+
+    said = [exp("a", ["go", "forward"]), exp("b", ["does", "the", "farmer", "count"])]
+    (tmp_path / "t.ctm").write_text("a 1 0.10 0.20 go\na 1 0.30 0.40 forward\n"
+                                    "b 1 0.10 0.20 go\nb 1 0.30 0.40 forward\nb 1 0.50 0.60 ten\n")
+    with pytest.warns(SpesWarning, match=r"t.ctm: the words of 1 utterance do not match .* b: said 'does the farmer"):
+        kept = read_timings(tmp_path / "t.ctm", said)
+    assert kept == {"a": [("go", 0.1, pytest.approx(0.3)), ("forward", 0.3, pytest.approx(0.7))]}  # start, duration

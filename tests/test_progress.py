@@ -63,7 +63,7 @@ def explain_command(tiny_model, tmp_path_factory):
 
 
 @pytest.mark.parametrize("moment, ready", [
-    ("compiling the sweep", lambda err: "utterances, " in err),
+    ("compiling the sweep", lambda err: " masks each, on " in err),
     ("sweeping", lambda err: re.search(r"\| *[1-9]\d*/\d+ \[", err) is not None),
 ])
 def test_ctrl_c_ends_explain_within_2_s_and_writes_nothing(explain_command, moment, ready):

@@ -170,7 +170,7 @@ def test_token_and_word_grid(tmp_path):
     np.testing.assert_allclose(maps[2], norm[3:6].mean(0), atol=1e-6)
     fig = plot_token_grid(exp, columns=3)
     assert [ax.get_title(loc="left") for ax in fig.axes if ax.get_visible() and ax.get_title(loc="left")] == \
-        ["1: the", "2: bro", "3: wn", "4: don", "5: '", "6: t", "7: </s>"]
+        ["0: the", "1: bro", "2: wn", "3: don", "4: '", "5: t", "6: </s>"]  # the indices --token takes
     exp.save(tmp_path / "g.h5")
     assert main(["plot", str(tmp_path / "g.h5"), "--grid", "words", "--columns", "5", "--out", str(tmp_path / "w.png")]) == 0
     assert (tmp_path / "w.png").stat().st_size > 5000
@@ -337,6 +337,10 @@ def test_contrastive_plot_and_cli(tmp_path, capsys):
     assert "why 'she' rather than 'he'?" in fig._suptitle.get_text() and "Q_o 0.00024" in fig._suptitle.get_text()
     prefix_panel = lambda fig: next(ax for ax in fig.axes if ax.get_title().startswith("prefix saliency"))
     assert not prefix_panel(fig).texts
+    shifted = Explanation(**{**exp.__dict__, "spectrogram_saliency": -np.abs(exp.spectrogram_saliency) - 1e-3})
+    raw_title = next(ax.get_title() for ax in plot_contrastive(shifted).axes if ax.get_title().startswith("raw map"))
+    assert "every cell negative: occluding anything raises" in raw_title
+    assert "every cell" not in next(ax.get_title() for ax in fig.axes if ax.get_title().startswith("raw map"))
     first = Explanation(**{**exp.__dict__, "meta": {**exp.meta, "contrastive": {**exp.contrastive, "start": 0,
                                                                                  "end": 0}}})
     assert "first" in prefix_panel(plot_contrastive(first)).texts[0].get_text()  # why the panel is empty

@@ -104,7 +104,7 @@ def test_both_samplers_estimate_the_same_conditional_means():
         assert err.max() < 0.15, (sampler, err.max())
 
 
-def test_until_r_stops_early_and_reports_what_it_used(tiny_model):
+def test_until_r_stops_early_and_reports_what_it_used(tiny_model, capsys):
     feats = synthetic_features(0.6, seed=3)
     cfg = SPESConfig.asr(n_segments=(40, 60), n_masks=1024, n_token_masks=256, batch_size=32, token_batch_size=64,
                          until_r=0.3)
@@ -121,6 +121,17 @@ def test_until_r_stops_early_and_reports_what_it_used(tiny_model):
     full = explain(tiny_model, feats, cfg.replace(until_r=0.999), targets=[[5, 6, 7, 2]], ids=["a"])
     assert full.n_masks == 1024 and full.n_token_masks == 256
     assert np.mean(full.meta["estimated_r"]["spectrogram"]) > np.mean(est["spectrogram"])  # grows with masks
+
+    # What explain prints: where each part stopped, and whether it reached the goal.
+    from spes_jax.commands import _until_r_note
+
+    _until_r_note(early, cfg)
+    _until_r_note(full, cfg.replace(until_r=0.999))
+    early_note, full_note = capsys.readouterr().err.splitlines()
+    assert early_note.startswith(f"spes-jax: note: a: --until-r 0.3: spectrogram {early.n_masks} of 1024 masks, r ")
+    assert "not reached" not in early_note and "raise --masks" not in early_note
+    assert "spectrogram 1024 of 1024 masks" in full_note and full_note.endswith("for maps that close to their limit")
+    assert "not reached" in full_note
 
 
 def test_sampler_options_are_checked():

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..alignment import spoken_form
 from ..audio import FRAME_SHIFT_S
+from ..errors import SpesError
 from ..explanation import Explanation
 from ..text import WORD_START
 
@@ -145,6 +146,36 @@ def match_timings(explanations, timings: dict[str, list[tuple[str, float, float]
         else:
             pairs.append((exp, spans))
     return pairs, skipped
+
+
+def read_timings(path, explanations) -> dict[str, list[tuple[str, float, float]]]:
+    """The word timings in ``path`` (CTM or JSON) of those ``explanations`` whose hypothesis words they
+    time (``match_timings``). One error when the file times none of them or none of their hypotheses,
+    one warning naming the utterances it times other words for: drawing or testing maps against the
+    timings of other words would be silently wrong."""
+    import warnings
+
+    from ..errors import SpesWarning, count
+    from ..manifest import read_word_timings
+
+    explanations = list(explanations)
+    timings = read_word_timings(path)
+    timed = [e for e in explanations if e.id in timings]
+    if not timed:
+        ids = ", ".join(e.id for e in explanations[:3]) + (", ..." if len(explanations) > 3 else "")
+        raise SpesError(f"{path} has no timings for {ids} (it times {', '.join(list(timings)[:3]) or 'nothing'}"
+                        f"{', ...' if len(timings) > 3 else ''})")
+    pairs, skipped = match_timings(timed, timings)
+    said = lambda e: f"{e.id}: said {' '.join(hypothesis_words(e.tokens))!r}, timed " \
+                     f"{' '.join(w for w, _, _ in timings[e.id])!r}"
+    if not pairs:
+        raise SpesError(f"the words in {path} do not match the hypotheses (e.g. {said(timed[0])}); the timings "
+                        "must be of the words the model said, in its language")
+    if skipped:
+        first = next(e for e in timed if e.id == skipped[0])
+        warnings.warn(SpesWarning(f"{path}: the words of {count(len(skipped), 'utterance')} do not match their "
+                                  f"hypotheses (e.g. {said(first)}); they are left without word timings"))
+    return {exp.id: timings[exp.id] for exp, _ in pairs}
 
 
 @dataclass(frozen=True)

@@ -315,7 +315,8 @@ def plot_token_grid(exp: Explanation, features: np.ndarray | None = None, words:
         else:
             _saliency(ax, maps[i], limits)
         _words(ax, timings, "#2f6fde" if features is not None else "white", fontsize=6, active=active[i])
-        ax.set_title(f"{i + 1}: {labels[i].replace(chr(0x2581), '')}", fontsize=8, loc="left")
+        # Tokens carry the index ``plot --token`` takes (0-based); words are counted for reading.
+        ax.set_title(f"{i + 1 if words else i}: {labels[i].replace(chr(0x2581), '')}", fontsize=8, loc="left")
         ax.tick_params(labelsize=7)
         if i % columns == 0:
             ax.set_ylabel("mel", fontsize=7)
@@ -413,7 +414,7 @@ def plot_contrastive(exp: Explanation, features: np.ndarray | None = None, norma
     for ax, (data, title) in zip(axes[rows - 1 - len(maps):], maps):
         limit = symmetric_limit(data)
         fig.colorbar(_saliency(ax, data, (-limit, limit), DIVERGING), ax=ax, fraction=0.03, label="saliency")
-        ax.set_title(f"{title}: red favours the target word, blue the foil", fontsize=9)
+        ax.set_title(f"{title}: red favours the target word, blue the foil{_one_sign(data)}", fontsize=9)
     for ax in axes[:-1]:
         ax.set_ylabel("mel channel")
     axes[-2].set_xlabel("time (s)")
@@ -422,6 +423,17 @@ def plot_contrastive(exp: Explanation, features: np.ndarray | None = None, norma
                  f"(target word), Q_o {info['q_orig']:.3g} (foil word)\ntarget: {exp.text}\n"
                  f"foil: {pieces_text(info['foil'][:-1])}", fontsize=9)
     return _save(fig, path)
+
+
+def _one_sign(data: np.ndarray) -> str:
+    """A note for a raw map whose cells all share one sign: Eq. 3 averages over masks that each occlude
+    about half of all cells, so an effect of occluding anything at all shifts every cell alike."""
+    finite = data[np.isfinite(data)]
+    if finite.size and (finite.min() > 0 or finite.max() < 0):
+        side = "lowers" if finite.min() > 0 else "raises"
+        return (f"\n(every cell {'positive' if finite.min() > 0 else 'negative'}: occluding anything {side} the "
+                "target's score against the foil; compare cells with each other, as the normalised map does)")
+    return ""
 
 
 def _contrastive_prefix_panel(ax, norm: Explanation, normalizer: str) -> None:
@@ -441,5 +453,6 @@ def _contrastive_prefix_panel(ax, norm: Explanation, normalizer: str) -> None:
     ax.set_ylabel("saliency")
     ax.set_title(f"prefix saliency, normalised ({normalizer})", fontsize=9)
     if start == 0:  # an empty-looking panel needs its reason
-        ax.text(0.5, 0.5, "the word is the hypothesis' first: no previous output tokens but the start token",
-                transform=ax.transAxes, ha="center", va="center", fontsize=8, color="#333")
+        ax.text(0.5, 0.8, "the word is the hypothesis' first: no previous output tokens but the start token",
+                transform=ax.transAxes, ha="center", va="center", fontsize=8, color="#333",
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})

@@ -50,6 +50,11 @@ def assign(utterances: Sequence[Utterance], n_processes: int) -> list[list[Utter
     return parts
 
 
+def _duration(seconds: float) -> str:
+    """Audio time as a person reads it: "7.0 s", "12.5 min", "3.20 h"."""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
 @dataclasses.dataclass
 class Summary:
     """What a run did (this process). seconds: wall time of each phase; host work overlapped with the
@@ -71,7 +76,7 @@ class Summary:
 
     def line(self) -> str:
         return (f"{count(self.utterances, 'utterance')} explained ({self.already_done} already done, {self.skipped} "
-                f"skipped), {self.audio_seconds / 3600:.3f} h of audio, wall {self.wall:.1f} s, "
+                f"skipped), {_duration(self.audio_seconds)} of audio, wall {self.wall:.1f} s, "
                 f"{self.masks_per_second:.0f} masks/s in the sweep; time: " +
                 ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
 

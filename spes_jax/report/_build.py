@@ -91,12 +91,12 @@ def utterances(explanations: dict[str, Explanation], audio: str | os.PathLike | 
     """Joins a run with ``--audio`` (file, folder or manifest; else the audio file each explanation
     records, where it is still there and unchanged), ``--timings`` (CTM or JSON) and ``--metrics``
     (the metrics.json of ``spes-jax evaluate``; needs references from a manifest)."""
-    from ..manifest import read_word_timings
+    from ..analysis.plausibility import read_timings
     from ..provenance import given_audio, recorded_audio
 
     ids = list(explanations)
     paths, refs = resolve_audio(audio, ids)
-    spans = read_word_timings(timings) if timings else {}
+    spans = read_timings(timings, explanations.values()) if timings else {}
     curves = {}
     if metrics:
         try:
