@@ -168,6 +168,14 @@ def _per_token_only(exps, source: str, what: str) -> None:
                         "'spes-jax report'")
 
 
+def _unaggregated(exps, source: str, what: str) -> None:
+    """Refuses the output of ``spes-jax aggregate`` where ``what`` (a phrase ending in a verb) needs the
+    per-token maps it was made from."""
+    if any(e.aggregation for e in exps):
+        raise SpesError(f"{source} holds aggregated maps (words or phrases, written by 'spes-jax aggregate'): {what} "
+                        "the per-token explanations it was made from; draw aggregated maps with 'spes-jax plot'")
+
+
 def evaluate_command(args) -> None:
     from ._io import write_json
     from .manifest import read_manifest
@@ -179,6 +187,7 @@ def evaluate_command(args) -> None:
     # Every input and output is checked before any work; files are written only at the end.
     exps, attrs = load_result(args.explanations)
     _per_token_only(exps.values(), args.explanations, "deletion, insertion and size measure")
+    _unaggregated(exps.values(), args.explanations, "deletion, insertion and size measure")
     curves = [m for m in args.metrics if m != "size"]
     entries = {}
     if curves:
@@ -407,6 +416,7 @@ def report_command(args) -> None:
         raise SpesError(f"--out {args.out}: the report is one HTML page; name it .html")
     check_output(args.out, args.overwrite)
     exps, attrs = load_result(args.result)
+    _unaggregated(exps.values(), args.result, "the report shows")
     _check_normalizer_option(exps.values(), args.normalizer, args.result)
     items = utterances(exps, args.audio, args.timings, args.metrics)
     task = args.task or attrs.get("task") or "asr"
@@ -427,6 +437,7 @@ def plausibility_command(args) -> None:
     loaded, attrs = load_result(args.explanations)
     exps = list(loaded.values())
     _per_token_only(exps, args.explanations, "time alignment, kurtosis and positional saliency analyse")
+    _unaggregated(exps, args.explanations, "time alignment, kurtosis and positional saliency analyse")
     out: dict = {}
     if args.timings:
         if attrs.get("task") == "st":

@@ -264,3 +264,17 @@ def test_timings_of_other_utterances(files, tmp_path, capsys):
         assert "t.json has no timings for u1 (it times u9)" in capsys.readouterr().err, command
     assert main(["plausibility", str(files / "asr.h5"), "--timings", str(files / "timings.json")]) == 0
     assert "time alignment: 1 utterance (0 skipped), 6 words" in capsys.readouterr().out
+
+
+def test_aggregated_maps_are_refused_where_per_token_maps_are_needed(files, tmp_path, capsys):
+    from spes_jax.cli import main
+
+    agg = str(tmp_path / "agg.h5")
+    assert main(["aggregate", str(files / "asr.h5"), "--words", "--normalize", "--out", agg]) == 0
+    for command in (["report", "--out", str(tmp_path / "r.html")], ["plausibility"],
+                    ["evaluate", "--metrics", "size"]):
+        capsys.readouterr()
+        assert main([command[0], agg, *command[1:]]) == 2, command
+        assert "holds aggregated maps (words or phrases, written by 'spes-jax aggregate')" in capsys.readouterr().err
+    assert main(["plot", agg, "--out", str(tmp_path / "a.png")]) == 0  # plot draws them
+    assert not (tmp_path / "r.html").exists()

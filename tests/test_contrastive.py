@@ -11,7 +11,7 @@ import pytest
 
 from support import fixture_path
 from spes_jax.core import contrastive as con
-from spes_jax.errors import SpesError
+from spes_jax.errors import SpesError, SpesWarning
 from spes_jax.text import Dictionary
 
 REL = dict(rtol=1e-6, atol=0)
@@ -160,6 +160,12 @@ def test_contrastive_spans():
         con.contrastive_spans(t, f, 3, 6)
     with pytest.raises(SpesError, match="identical"):
         con.contrastive_spans(t, t)
+    # an added word has no target word to compare; two changed words are explained as one, with a warning
+    with pytest.raises(SpesError, match="the foil adds '\u2581very' to the target"):
+        con.contrastive_spans(t, t[:3] + ["\u2581very"] + t[3:])
+    two = ["\u2581he", "\u2581was"] + t[2:]
+    with pytest.warns(SpesWarning, match="differ in 2 words: '\u2581she \u2581is' vs '\u2581he \u2581was'"):
+        assert con.contrastive_spans(t, two) == (0, 1, 1)
     # the reference's end-to-end case explains '▁she' inside the hypothesis word '▁she it ...'
     hyp = ["\u2581she", "it", "it", "</s>"]
     assert con.contrastive_spans(hyp, ["\u2581", "h", "e", "it", "it", "</s>"], 0, 0, strict=False) == (0, 0, 2)

@@ -16,13 +16,14 @@ use columns 0..s.
 from __future__ import annotations
 
 import string
+import warnings
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import SpesError
+from ..errors import SpesError, SpesWarning
 from ..text import WORD_START
 
 WORD_PROBABILITIES = ("chain_rule", "length_norm", "first_only", "word_boundary")
@@ -204,12 +205,22 @@ def contrastive_spans(target: Sequence[str], foil: Sequence[str], start: int | N
         common = next(i for i, (a, b) in enumerate(zip(target[::-1], foil[::-1])) if a != b)
         common = min(common, len(target) - start, len(foil) - start)
         end = len(target) - common - 1
+        if end < start:
+            raise SpesError(f"the foil adds {' '.join(foil[start:start + len(foil) - len(target)])!r} to the target: "
+                            "a contrastive explanation compares a word of the target with the foil's word in its "
+                            "place; replace a word instead of adding one")
         # widen the differing pieces to whole words (e.g. '▁wait ress' vs '▁wait er')
         is_initial = lambda piece: bool(begins_word([piece])[0])
         while start > 0 and not is_initial(target[start]):
             start -= 1
         while end + 1 < len(target) - 1 and not is_initial(target[end + 1]):
             end += 1
+        words = sum(map(is_initial, target[start + 1:end + 1])) + 1
+        if words > 1:
+            warnings.warn(SpesWarning(
+                f"the target and the foil differ in {words} words: {' '.join(target[start:end + 1])!r} vs "
+                f"{' '.join(foil[start:end + 1 + len(foil) - len(target)])!r} is explained as one word (one "
+                "changed word gives the clearest contrast)"), stacklevel=2)
     start, end = int(start), int(end)
     if not 0 <= start <= end < len(target) - 1:
         raise SpesError(f"word span ({start}, {end}) is outside the target's pieces 0..{len(target) - 2} "
