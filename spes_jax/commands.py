@@ -160,6 +160,26 @@ def explain_encoder_command(args) -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
+def _formatting(curve, entries, scorer: str, score: float, level: int) -> str:
+    """The rest of the poor-baseline note: for WER, whether writing the unperturbed hypotheses (curve
+    level ``level``) and the references in spoken form (case, punctuation, numerals) explains it, as with
+    Whisper's "10 meters." against "ten meters"."""
+    from .alignment import spoken_form
+    from .analysis.metrics import corpus_score
+
+    end = ": it does not recognise this speech well, so the curve says little about the explanations"
+    if not scorer.startswith("wer"):
+        return end
+    ids = list(curve.hypotheses)
+    spoken = corpus_score(scorer, [spoken_form(entries[i].reference) for i in ids],
+                          [spoken_form(curve.hypotheses[i][level]) for i in ids])
+    if spoken > score / 2:
+        return end
+    return (f", but {spoken:.1f} with both written in spoken form (case, punctuation, numerals): most of it is "
+            "formatting, which the paper's scorer counts; references in the model's own style (e.g. its "
+            "unperturbed hypotheses) measure only what deletion changes")
+
+
 def _per_token_only(exps, source: str, what: str) -> None:
     """Refuses contrastive explanations where ``what`` (a phrase ending in a verb) needs per-token ones."""
     if any(e.contrastive for e in exps):
@@ -233,8 +253,9 @@ def evaluate_command(args) -> None:
             unperturbed = c.scores[0] if metric == "deletion" else c.scores[-1]
             if (scorer.startswith("wer") and unperturbed > 30) or (scorer == "bleu" and unperturbed < 30):
                 print(f"spes-jax: note: the model's output on the unperturbed audio already scores {scorer} "
-                      f"{unperturbed:.1f} against the references: it does not recognise this speech well, so "
-                      f"the {metric} curve says little about the explanations", file=sys.stderr)
+                      f"{unperturbed:.1f} against the references"
+                      f"{_formatting(c, entries, scorer, unperturbed, 0 if metric == 'deletion' else -1)}",
+                      file=sys.stderr)
             better = "higher" if higher_is_better(metric, scorer) else "lower"
             print(f"{metric} AUC\t{c.auc_fraction:.2f}\t({scorer} over the fraction of features "
                   f"{'deleted' if metric == 'deletion' else 'kept'}, 0..1, the paper's scale; "

@@ -366,3 +366,18 @@ def test_merge_says_what_it_reads(tmp_path, capsys):
     assert "run directory not found" in capsys.readouterr().err
     assert main(["merge", str(tmp_path), "--out", str(tmp_path / "all.h5")]) == 2
     assert "not an explain-corpus run directory" in capsys.readouterr().err
+
+
+def test_a_poor_baseline_that_is_only_formatting_says_so():
+    """Whisper writes "Go forward 10 meters." where references say "go forward ten meters": 75 % WER as
+    the paper scores it, 0 % in spoken form."""
+    from types import SimpleNamespace
+
+    from spes_jax.commands import _formatting
+
+    curve = SimpleNamespace(hypotheses={"a": ["Go forward 10 meters.", ""]})
+    entries = {"a": SimpleNamespace(reference="go forward ten meters")}
+    assert _formatting(curve, entries, "wer_max", 75.0, 0).startswith(", but 0.0 with both written in spoken form")
+    wrong = SimpleNamespace(hypotheses={"a": ["does the farmer count", ""]})
+    assert _formatting(wrong, entries, "wer_max", 75.0, 0).startswith(": it does not recognise this speech well")
+    assert _formatting(curve, entries, "bleu", 10.0, 0).startswith(": it does not recognise")
