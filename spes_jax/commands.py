@@ -125,17 +125,16 @@ def _until_r_note(exp, cfg) -> None:
     if cfg.until_r is None or not isinstance(estimated, dict):
         return
     used = {"spectrogram": (exp.n_masks, cfg.n_masks), "prefix": (exp.n_token_masks, cfg.n_token_masks)}
-    parts = []
+    parts, missed = [], False
     for part, r in estimated.items():
         rs = list(r) if isinstance(r, (list, tuple)) else [float(r)]
         mean = sum(rs) / len(rs)
+        missed |= mean < cfg.until_r
         spread = f" (tokens {min(rs):.2f}-{max(rs):.2f})" if len(rs) > 1 else ""
-        n, of = used.get(part, (None, None))
-        where = f"{n} of {of} masks, " if n is not None else ""
-        parts.append(f"{part} {where}r {mean:.2f}{spread}{'' if mean >= cfg.until_r else ' not reached'}")
+        n, of = used[part]
+        parts.append(f"{part} {n} of {of} masks, r {mean:.2f}{spread}{' not reached' if mean < cfg.until_r else ''}")
     print(f"spes-jax: note: {exp.id}: --until-r {cfg.until_r:g}: " + "; ".join(parts)
-          + ("; raise --masks / --token-masks for maps that close to their limit"
-             if any(p.endswith("not reached") for p in parts) else ""), file=sys.stderr)
+          + ("; raise --masks / --token-masks for maps that close to their limit" if missed else ""), file=sys.stderr)
 
 
 def explain_encoder_command(args) -> None:
@@ -523,7 +522,8 @@ def explain_corpus_command(args) -> None:
             skipped = [json.loads(line) for line in f][-summary.skipped:]
         for e in skipped[:5]:
             print(f"spes-jax: skipped {e['id']} ({e['source']}): {e['error']}", file=sys.stderr)
-        print(f"spes-jax: note: {summary.skipped} input(s) skipped, each logged in {summary.errors_file}", file=sys.stderr)
+        print(f"spes-jax: note: {count(summary.skipped, 'input')} skipped, each logged in {summary.errors_file}",
+              file=sys.stderr)
     print(f"wrote {args.out} (merge with 'spes-jax merge {args.out} --out ALL.h5')", file=sys.stderr)
 
 

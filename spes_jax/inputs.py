@@ -16,7 +16,7 @@ import numpy as np
 
 from .audio import FRAME_SHIFT_S, read_audio
 from .config import SPESConfig
-from .errors import SpesError, SpesWarning
+from .errors import SpesError, SpesWarning, count
 
 SILENCE_DBFS = -50.0  # loudest 25 ms frame below this: no speech (speech peaks near -20..0 dBFS)
 
@@ -94,7 +94,7 @@ def read_targets(model, text_or_file: str, n_inputs: int) -> list[list[int]]:
             lines = [line.strip() for line in f.read().splitlines()]
         where = [f"{text_or_file}:{n}" for n in range(1, len(lines) + 1)]
         if len(lines) != n_inputs:
-            raise SpesError(f"--targets {text_or_file}: {len(lines)} lines for {n_inputs} audio file(s); "
+            raise SpesError(f"--targets {text_or_file}: {len(lines)} lines for {count(n_inputs, 'audio file')}; "
                             "give one line per audio file")
     else:
         if n_inputs != 1:

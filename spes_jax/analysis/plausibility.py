@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import difflib
 import unicodedata
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..alignment import spoken_form
 from ..audio import FRAME_SHIFT_S
-from ..errors import SpesError
+from ..errors import SpesError, SpesWarning, count
 from ..explanation import Explanation
+from ..manifest import read_word_timings
 from ..text import WORD_START
 
 
@@ -153,11 +155,6 @@ def read_timings(path, explanations) -> dict[str, list[tuple[str, float, float]]
     time (``match_timings``). One error when the file times none of them or none of their hypotheses,
     one warning naming the utterances it times other words for: drawing or testing maps against the
     timings of other words would be silently wrong."""
-    import warnings
-
-    from ..errors import SpesWarning, count
-    from ..manifest import read_word_timings
-
     explanations = list(explanations)
     timings = read_word_timings(path)
     timed = [e for e in explanations if e.id in timings]
