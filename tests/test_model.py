@@ -175,3 +175,31 @@ def test_model_directory_input_length_limit(tiny_model, tmp_path):
     with pytest.raises(SpesError, match=r"data.max_seconds must be a positive number of seconds, got 'ten'"):
         load_model(save_model_dir(tmp_path / "bad", tiny_model.cfg, tiny_model.params, str(dict_path), None,
                                   data={"max_seconds": "ten"}))
+
+
+@pytest.mark.parametrize("mask", ["key padding", "causal"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_tiled_attention_is_the_dense_attention(monkeypatch, mask, dtype):
+    from spes_jax.models import layers
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 7, 16)), jnp.float32)
+    if mask == "causal":
+        allowed = jnp.tril(jnp.ones((7, 7), bool))[None, None]
+    else:
+        allowed = (jnp.arange(7) < jnp.array([[7], [4]]))[:, None, None, :]
+    attn = layers.MultiheadAttention(16, 4, dtype)
+    params = attn.init(jax.random.PRNGKey(0), x, x, allowed)
+
+    def run():
+        return attn.apply(params, x, x, allowed)
+
+    monkeypatch.setattr(layers, "_TILE_BYTES", 1 << 40)
+    dense = run()
+    monkeypatch.setattr(layers, "_TILE_BYTES", 3 * 7 * 4)  # blocks of 3 queries: 3, 3 and 1 + 2 padding
+    assert layers._tiled(7, 7)
+    tiled = run()
+    np.testing.assert_allclose(tiled, dense, rtol=0, atol=1e-5 if dtype == jnp.float32 else 0.05)
+    # Asked for the attention weights (cross-attention analysis), the dense form runs and records them.
+    _, state = attn.apply(params, x, x, allowed, mutable=["intermediates"])
+    assert state["intermediates"]["attention_weights"][0].shape == (2, 4, 7, 7)

@@ -115,8 +115,8 @@ def test_cli_explains_a_real_clip(tmp_path):
 
 
 def test_whisper_sweeps_two_masks_per_step_on_a_cpu(whisper, tiny_model):
-    """A configuration that leaves the batch open gets the model's: 64 encoder passes over 30 s per step
-    need 13 GB on a CPU, and 2 run faster per mask there."""
+    """A configuration that leaves the batch open gets the model's: on a CPU 2 encoder passes over 30 s
+    per step already run at the matmul rate."""
     cpu = jax.default_backend() == "cpu"
     assert whisper.sweep_config(SPESConfig.asr()).batches() == ((2, 32) if cpu else (64, 256))
     assert tiny_model.sweep_config(SPESConfig.asr()).batches() == (64, 256)

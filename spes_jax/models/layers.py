@@ -144,6 +144,59 @@ class Subsampler(nn.Module):
         return x, lengths
 
 
+# Scores of one block of queries (per batch row and head): small enough to stay in the CPU's caches
+# between the two dots. 4 MiB ran Whisper's encoder fastest on a 2-core EPYC (3 blocks of 500 queries
+# at 1,500 frames; 2 MiB: 0.9x, one block per head: 0.6x).
+_TILE_BYTES = 4 << 20
+
+
+def _tiled(queries: int, keys: int) -> bool:
+    """Whether attention over (queries, keys) runs tile by tile: on the CPU, when the scores of one
+    head would not fit in a tile (Whisper's encoder: 1,500 x 1,500). GPUs and TPUs fuse the dense form."""
+    return jax.default_backend() == "cpu" and queries * keys * 4 > _TILE_BYTES
+
+
+def tiled_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array, dtype: Any) -> jax.Array:
+    """Softmax attention one (batch row, head, block of queries) at a time; the same function as the
+    dense form up to float rounding.
+
+    The dense form writes the (B, H, Q, S) scores to memory and reads them back for the softmax and
+    the second dot; on XLA:CPU that ran Whisper's encoder attention at 0.3 of the matmul rate, while
+    a block's scores stay in cache. The softmax is normalised after the second dot ((c, d) divisions
+    instead of (c, S)).
+
+    q: (B, Q, H, d) scaled queries; k, v: (B, S, H, d); allowed: bool, broadcastable to (B, 1, Q, S)
+    (key padding or a causal mask; one mask for all heads). Returns (B, Q, H, d) float32.
+    """
+    B, Q, H, d = q.shape
+    S = k.shape[1]
+    blocks = math.ceil(Q * S * 4 / _TILE_BYTES)
+    rows = math.ceil(Q / blocks)
+    pad = blocks * rows - Q
+    allowed = jnp.broadcast_to(allowed, (B, 1, allowed.shape[2], S))[:, 0]        # (B, 1 or Q, S)
+    if allowed.shape[1] == 1:
+        allowed = jnp.broadcast_to(allowed[:, None], (B, blocks, 1, S))
+    else:
+        allowed = jnp.pad(allowed, ((0, 0), (0, pad), (0, 0)), constant_values=True).reshape(B, blocks, rows, S)
+    q = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(B, blocks, rows, H, d).transpose(0, 3, 1, 2, 4)
+    k, v = (t.transpose(0, 2, 1, 3).astype(dtype) for t in (k, v))
+
+    def block(q_t: jax.Array, k_h: jax.Array, v_h: jax.Array, allowed_t: jax.Array) -> jax.Array:
+        scores = jnp.where(allowed_t, jnp.dot(q_t.astype(dtype), k_h.T, preferred_element_type=jnp.float32),
+                           NEG_INF)
+        e = jnp.exp(scores - scores.max(-1, keepdims=True))
+        return jnp.dot(e.astype(dtype), v_h, preferred_element_type=jnp.float32) / e.sum(-1, keepdims=True)
+
+    def head(q_h, k_h, v_h, allowed_b):
+        return jax.lax.map(lambda t: block(t[0], k_h, v_h, t[1]), (q_h, allowed_b))
+
+    def row(q_b, k_b, v_b, allowed_b):
+        return jax.lax.map(lambda h: head(h[0], h[1], h[2], allowed_b), (q_b, k_b, v_b))
+
+    out = jax.lax.map(lambda b: row(*b), (q, k, v, allowed))              # (B, H, blocks, rows, d)
+    return out.reshape(B, H, blocks * rows, d)[:, :, :Q].transpose(0, 2, 1, 3)
+
+
 class MultiheadAttention(nn.Module):
     """fairseq ``MultiheadAttention`` (q scaled by d_head^-0.5, biases on all projections; Whisper's
     attention is the same with ``key_bias=False``)."""
@@ -170,6 +223,9 @@ class MultiheadAttention(nn.Module):
         """x: (B, Q, D) queries; k, v: (B, S, H, D/H); allowed: bool, broadcastable to (B, H, Q, S).
         Sows the float32 weights (B, H, Q, S) as intermediates/attention_weights."""
         q = self._split(self.q_proj(x)) * (self.dim // self.heads) ** -0.5
+        if _tiled(q.shape[1], k.shape[1]) and not self.is_mutable_collection("intermediates"):
+            out = tiled_attention(q, k, v, allowed, self.dtype)
+            return self.out_proj(out.reshape(*x.shape[:-1], self.dim))
         scores = matmul("bqhd,bshd->bhqs", q, k, self.dtype)
         probs = jax.nn.softmax(jnp.where(allowed, scores, NEG_INF), axis=-1)
         # Recorded only when the caller makes "intermediates" mutable (cross_attention); otherwise

@@ -156,8 +156,8 @@ class WhisperModel(SpeechToTextModel):
         return self._prompt
 
     def sweep_batches(self, platform: str) -> tuple[int, int]:
-        # Every spectrogram mask is a 30 s encoder pass: on a CPU a step of 64 holds 13 GB of attention
-        # scores for tiny.en, and 2 masks per step run 1.3x faster per mask than 8 (docs/benchmarks.md).
+        # Every spectrogram mask is a 30 s encoder pass, at the CPU's matmul rate already with 2 masks
+        # per step: 4 or 8 ran no faster per mask (tiny.en, 2026-12-03) and hold more memory.
         return (2, 32) if platform == "cpu" else super().sweep_batches(platform)
 
     @property
