@@ -47,8 +47,10 @@ def cross_attention(model, audio, tokens: Sequence[int] | str) -> np.ndarray:
     prompt = model.prompt
     batch, lengths = model.batch([feats])
     weights, n = _weights(model.module, model.params, batch, lengths, np.array([list(prompt) + ids[:-1]], np.int32))
-    # Whisper-like encoders attend over their whole padded input: keep the utterance's own frames.
-    n = min(int(n), -(-feats.shape[0] // model.encoder_stride))
+    # Encoders that read a fixed padded window (Whisper's 30 s) attend over all of it: keep the
+    # utterance's own frames. Elsewhere the encoder's valid length is exact (also under CTC compression).
+    if model.layout(feats).frames is not None:
+        n = min(int(n), -(-feats.shape[0] // model.encoder_stride))
     return np.asarray(weights[:, :, len(prompt) - 1:, :n], np.float32)
 
 
