@@ -411,9 +411,14 @@ def plot_command(args) -> None:
         raise SpesError(f"--token and --grid apply to per-token explanations; {uid} is contrastive "
                         f"({exp.contrastive['word']!r} rather than {exp.contrastive['foil_word']!r}): one map")
     token = _token_index(exp, args.token) if args.token is not None else None
-    audio = given_audio(exp, args.audio) if args.audio else recorded_audio(exp)
-    n_bins = exp.spectrogram_saliency.shape[2]
+    audio = args.audio or recorded_audio(exp)
+    T, n_bins = exp.spectrogram_saliency.shape[1:]
     feats = display_features(audio, attrs, n_bins) if audio else None
+    if args.audio:
+        if feats.shape[0] != T:
+            raise SpesError(f"--audio {args.audio}: gives {feats.shape[0]} frames but explanation {uid!r} has {T}; "
+                            f"it is not the audio that was explained ({exp.meta.get('audio', 'recorded in the file')})")
+        given_audio(exp, args.audio)  # same length, other content: warns
     timings = read_timings(args.timings, [exp])[uid] if args.timings else None
     if exp.contrastive:
         plot_contrastive(exp, feats, args.normalizer, args.out)

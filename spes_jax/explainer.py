@@ -18,7 +18,7 @@ from .core import sweep
 from .core.engine import SweepResult
 from .core.segmentation import Segmentation, segment
 from .driver import params_on_devices, sweeps
-from .errors import SpesError
+from .errors import SpesError, count
 from .explanation import Explanation
 from .inputs import input_features, warnings_if_all_succeed
 from .speech_model import SpeechToTextModel
@@ -41,11 +41,14 @@ def model_inputs(model: SpeechToTextModel, audio, cfg: SPESConfig, ids: Sequence
         raise SpesError("nothing to explain")
     ids = list(ids) if ids is not None else [_utt_id(a, i) for i, a in enumerate(audios)]
     if len(ids) != len(audios):
-        raise SpesError(f"{len(ids)} ids for {len(audios)} inputs: give one unique utterance id per input")
+        raise SpesError(f"{count(len(ids), 'id')} for {count(len(audios), 'input')}: give one unique utterance id "
+                        "per input")
     if len(set(ids)) != len(ids):
         raise SpesError("utterance ids must be unique (two inputs share a file name?)")
+    if single and (isinstance(targets, str) or (targets and isinstance(targets[0], (int, np.integer)))):
+        targets = [targets]  # one input's one target: a text or its token ids
     if targets is not None and len(targets) != len(audios):
-        raise SpesError(f"{len(targets)} targets for {len(audios)} inputs")
+        raise SpesError(f"{count(len(targets), 'target')} for {count(len(audios), 'input')}")
     with warnings_if_all_succeed():
         features = [input_features(model, a, cfg, os.fspath(a) if isinstance(a, (str, os.PathLike)) else u)
                     for a, u in zip(audios, ids)]
@@ -83,13 +86,14 @@ def explanation(model: SpeechToTextModel, utt_id: str, tokens: Sequence[int], n_
 
 def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *, ids: Sequence[str] | None = None,
             targets: Sequence[Sequence[int]] | None = None, devices: Sequence[jax.Device] | None = None,
-            progress: bool = False):
+            progress: bool | str = False):
     """SPES explanations of the model's own hypotheses.
 
     audio: an audio path, a (N,) 16 kHz waveform, a raw (T, C) fbank, or a list of these (silent and
     overly long inputs get a ``SpesWarning``). The hypothesis of each
     input is the model's beam search output (beam 5, no-repeat-ngram 5) unless ``targets`` gives
-    token ids (ending with the end token) or texts. The masks are split over ``devices`` (default: all local devices).
+    token ids (ending with the end token) or texts, one per input (for a single input, its one target). The masks are split over ``devices`` (default: all local devices).
+    ``progress``: a progress bar on stderr, named by the string if one is given (default "SPES").
     Returns an ``Explanation`` (or a list for a list input).
     """
     cfg = model.sweep_config(config or SPESConfig.asr())
@@ -103,7 +107,8 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
 
     results = []
     for swept in sweeps(model, plan, list(zip(ids, features, targets)), prepare, (cfg.n_masks, cfg.n_token_masks),
-                        until_r=cfg.until_r, progress="SPES" if progress else None):
+                        until_r=cfg.until_r,
+                        progress=(progress if isinstance(progress, str) else "SPES") if progress else None):
         utt_id, feats, tokens = swept.item
         results.append(explanation(model, utt_id, tokens, feats.shape[0], swept.host, cfg, swept.result))
     return results[0] if single else results

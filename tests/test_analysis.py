@@ -153,6 +153,12 @@ def test_cli_evaluate_plot_plausibility(tmp_path, corpus, capsys):
     assert "need --manifest" in capsys.readouterr().err
     assert main(["plot", str(d / "exp.h5"), "--id", "nope", "--out", str(tmp_path / "g.png")]) == 2
     assert not (tmp_path / "g.png").exists()
+    capsys.readouterr()
+    assert main(["plot", str(d / "exp.h5"), "--id", IDS[1], "--audio", samples()[IDS[0]],
+                 "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert "frames but explanation" in err and "not the audio that was explained" in err and "anyway" not in err
+    assert not (tmp_path / "g.png").exists()
     assert main(["compare", str(d / "asr.tsv"), "--out-dir", str(tmp_path / "c"), "--methods", "LIME"]) == 2
     assert "unknown method" in capsys.readouterr().err
 

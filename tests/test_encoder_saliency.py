@@ -108,7 +108,7 @@ def test_same_map_on_one_and_four_devices(tiny_model, tmp_path):
     ({"batch_size": 0}, "batch size must be >= 1"),
     ({"targets": [[5, 9]]}, r"0: target: token ids must end with </s> \(id 2\)"),
     ({"targets": [[5, 99, 2]]}, r"0: target: token id 99 is outside the model's vocabulary \(0..39\)"),
-    ({"targets": [[5, 2], [6, 2]]}, "2 targets for 1 inputs"),
+    ({"targets": [[5, 2], [6, 2]]}, "2 targets for 1 input"),
     ({"ids": ["a", "b"]}, "one unique utterance id per input"),
 ])
 def test_bad_input(tiny_model, kwargs, message):

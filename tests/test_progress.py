@@ -50,6 +50,11 @@ def test_explain_progress_closes_at_the_masks_it_ran(tiny_model, capsys):
     ran = sum(e.n_masks + e.n_token_masks for e in exps)
     assert ran < 2 * (1024 + 256)
     assert re.findall(r"(\d+)/(\d+) \[", err)[-1] == (str(ran), str(ran))
+    # A named bar (compare names each method's): announced and shown under that name.
+    explain(tiny_model, synthetic_features(0.6, seed=3), cfg.replace(until_r=None, n_masks=32, n_token_masks=8),
+            targets=[5, 6, 7, 2], progress="- KL")  # a single input's target: its ids
+    err = capsys.readouterr().err
+    assert err.startswith("- KL: 1 utterance, 32 spectrogram and 8 prefix masks each") and "SPES" not in err
 
 
 @pytest.fixture(scope="module")

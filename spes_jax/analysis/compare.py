@@ -102,8 +102,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
             # the progress bar announces the mask counts itself
             _log(f"{name}: explaining" + ("" if progress else f" with N_X {cfg.n_masks}, N_Y {cfg.n_token_masks}"))
             start = time.perf_counter()
-            exps = explain(model, features, cfg, ids=ids, targets=targets,
-                           progress=progress)
+            exps = explain(model, features, cfg, ids=ids, targets=targets, progress=progress and name)
             seconds = time.perf_counter() - start
             attrs, exps = provenance(model, cfg, task, exps, [audio[i] for i in ids], seconds=seconds)
             save_explanations(path, exps, attrs)
