@@ -188,6 +188,23 @@ def test_slic_reproduces_reference_labels():
             np.testing.assert_array_equal(seg.labels[level], d[f"{case}_labels_level{level}"])
 
 
+@pytest.mark.skipif(skimage.__version__ != "0.26.0", reason="SLIC output depends on the scikit-image version")
+def test_slic_levels_one_and_two_are_one_label_map():
+    """docs/spes.md: scikit-image rounds SLIC's seed step to whole cells, so the paper's first two levels
+    (2,000 and 2,500 patches per 5 s) are the same label map up to the duration threshold, in the
+    reference's own segmentation as in ours; the third is the same patch size on a shifted grid."""
+    from scipy.ndimage import gaussian_filter
+
+    d = np.load(fixture_path("spes", "slic_segmentation.npz"))
+    np.testing.assert_array_equal(d["paper_utt0_labels_level0"], d["paper_utt0_labels_level1"])
+    rng = np.random.default_rng(0)
+    for frames in (200, 500, 750):
+        seg = segment(gaussian_filter(rng.standard_normal((frames, 80)), 2).astype(np.float32), SPESConfig.asr())
+        np.testing.assert_array_equal(seg.labels[0], seg.labels[1])
+        assert abs(int(seg.n_segments[2]) - int(seg.n_segments[0])) <= 0.01 * seg.n_segments[0]
+        assert (seg.labels[2] != seg.labels[0]).any()
+
+
 def test_requested_segments_follow_eq2():
     cfg = SPESConfig.asr()
     assert requested_segments(500, cfg) == (2000, 2500, 3000)
@@ -300,7 +317,7 @@ def test_bad_inputs(tiny_model):
     bad[3, 3] = np.nan
     with pytest.raises(SpesError, match="NaN"):
         explain(tiny_model, bad)
-    with pytest.raises(SpesError, match="2 ids for 1 inputs"):
+    with pytest.raises(SpesError, match="2 ids for 1 input:"):
         explain(tiny_model, [synthetic_features(0.5)], ids=["a", "b"])
     with pytest.raises(SpesError, match="smaller than the number of granularity levels"):
         SPESConfig.asr(n_masks=2)
