@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--task", type=_task, choices=["asr", "st"], help="default: as recorded in the file, else asr")
     v.add_argument("--out-dir", help="write metrics.json and the curve plots here (default: print only)")
     v.add_argument("--overwrite", action="store_true", help="replace existing files in --out-dir")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=commands.evaluate_command)
 
     m = sub.add_parser("compare", help="SPES vs feature-wise, Bubble Noise and ablations (the paper's Table 1)")

@@ -246,7 +246,7 @@ def evaluate_command(args) -> None:
         for metric in curves:
             c = perturbation_curve(model, exps.values(), {i: e.audio for i, e in entries.items()},
                                    {i: e.reference for i, e in entries.items()}, metric, scorer, args.step,
-                                   greedy=args.greedy)
+                                   greedy=args.greedy, progress=not args.quiet)
             results[metric] = c.to_dict()
             outputs[f"{metric}.png"] = (plot_deletion_curves, {"explanations": c})
             unperturbed = c.scores[0] if metric == "deletion" else c.scores[-1]

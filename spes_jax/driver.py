@@ -79,10 +79,15 @@ def sweeps(model: SpeechToTextModel, plan: SweepPlan, items: Iterable[Item],
             bar.close()
 
 
-def _bar(name: str, plan: SweepPlan, n_masks: Sequence[int], n_items: int):
+def progress_bar(name: str, total: int, unit: str, what: str):
+    """A progress bar on stderr named ``name``, announced by one line ``name: what``."""
     from tqdm import tqdm
 
+    tqdm.write(f"{name}: {what}", file=sys.stderr)
+    return tqdm(total=total, unit=unit, desc=name, dynamic_ncols=True)
+
+
+def _bar(name: str, plan: SweepPlan, n_masks: Sequence[int], n_items: int):
     masks = " and ".join(f"{n} {part}" for n, part in zip(n_masks, plan.probe.parts))
-    tqdm.write(f"{name}: {count(n_items, 'utterance')}, {masks} masks each, on {plan.mesh.devices.flat[0].platform}",
-               file=sys.stderr)
-    return tqdm(total=n_items * sum(n_masks), unit="mask", desc=name, dynamic_ncols=True)
+    return progress_bar(name, n_items * sum(n_masks), "mask", f"{count(n_items, 'utterance')}, {masks} masks each, "
+                        f"on {plan.mesh.devices.flat[0].platform}")

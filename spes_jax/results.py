@@ -55,6 +55,21 @@ def _attrs(path: str, identity: dict | None) -> dict:
         return {}
 
 
+def _one_model(path: str, files: list[str]) -> None:
+    """A folder's files must explain one model: its maps are drawn and scored with that model's features."""
+    if len(files) < 2:
+        return
+    models = {}
+    for f in files:
+        attrs = _attrs(f, None)
+        if attrs.get("model_sha256"):
+            models.setdefault(attrs["model_sha256"], (f, attrs.get("model_path") or "a model"))
+    if len(models) > 1:
+        (f1, m1), (f2, m2) = list(models.values())[:2]
+        raise SpesError(f"{path}: its files explain different models ({os.path.basename(f1)}: {m1}; "
+                        f"{os.path.basename(f2)}: {m2}); give one file, or a folder of one model's results")
+
+
 def load_result(path: str | os.PathLike) -> tuple[dict[str, Explanation], dict]:
     """A result -> ({utterance id: Explanation}, ``result_attrs(path)``).
 
@@ -68,7 +83,9 @@ def load_result(path: str | os.PathLike) -> tuple[dict[str, Explanation], dict]:
     if identity is not None:
         return rundir.load_run(path), _attrs(path, identity)
     exps: dict[str, Explanation] = {}
-    for f in _files(path):
+    files = _files(path)
+    _one_model(path, files)
+    for f in files:
         for uid, exp in load_explanations(f).items():
             if uid in exps:
                 raise SpesError(f"{f}: utterance {uid!r} appears in more than one file of {path}")

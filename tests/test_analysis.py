@@ -126,7 +126,10 @@ def test_cli_evaluate_plot_plausibility(tmp_path, corpus, capsys):
         assert res["deletion"]["hypotheses"][exp.id][0] == exp.text == model.transcribe(samples()[exp.id]).text
     assert res["deletion"]["scores"][0] == 0.0  # the model transcribes both samples correctly
     assert {p.name for p in out.iterdir()} == {"metrics.json", "deletion.png", "size.png"}
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    # The decoding has a bar saying how it decodes (beam search of Whisper's deleted inputs took minutes).
+    assert "deletion: decoding 21 levels of 2 utterances with beam search (--greedy is faster)" in captured.err
+    lines = captured.out.splitlines()
     deletion = [line for line in lines if line.startswith("deletion AUC")]
     assert deletion == [f"deletion AUC\t{res['deletion']['auc']:.2f}\t(wer_max over the fraction of "
                         "features deleted, 0..1, the paper's scale; higher is more faithful)"]
@@ -183,7 +186,7 @@ def test_compare_writes_table_and_reuses_explanations(tmp_path, corpus):
     assert [m["method"] for m in payload["methods"]] == methods
     assert [m["n_masks"] for m in payload["methods"]] == [200, 10]  # 1 % of 20,000 and of 1,000, exactly
     table = (tmp_path / "table.md").read_text()
-    assert "| SPES |" in table and "budget scale 0.01" in table
+    assert "| SPES |" in table and "ASR, 1 utterance, budget scale 0.01" in table and "decoded with beam search" in table
     assert {"spes.h5", "bubble_noise.h5", "results.json", "deletion.png", "size.png"} <= set(os.listdir(tmp_path))
     assert list(load_explanations(tmp_path / "spes.h5")) == IDS[:1]
     before = os.path.getmtime(tmp_path / "spes.h5")

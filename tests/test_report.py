@@ -111,6 +111,13 @@ def test_load_result_file_and_folder(tmp_path):
         load_result(tmp_path / "empty")
     with pytest.raises(SpesError, match="not found"):
         load_result(tmp_path / "missing.h5")
+    # Files of two models in one folder: their maps need different features, so no pooling.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    save_explanations(mixed / "x.h5", [a], {"model_sha256": "1" * 64, "model_path": "/m/asr"})
+    save_explanations(mixed / "y.h5", [b], {"model_sha256": "2" * 64, "model_path": "/m/whisper"})
+    with pytest.raises(SpesError, match=r"explain different models \(x.h5: /m/asr; y.h5: /m/whisper\)"):
+        load_result(mixed)
 
 
 def test_resolve_audio(tmp_path):

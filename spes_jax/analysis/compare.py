@@ -108,7 +108,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
             save_explanations(path, exps, attrs)
         else:
             _log(f"{name}: reusing {path}")
-        deletion = perturbation_curve(model, exps, audio, refs, "deletion", scorer, greedy=greedy)
+        deletion = perturbation_curve(model, exps, audio, refs, "deletion", scorer, greedy=greedy, progress=progress)
         size = size_curve(exps)
         curves[name] = (deletion, size)
         results.append(MethodResult(name, cfg.n_masks, cfg.n_token_masks, deletion.auc_fraction,
@@ -172,8 +172,10 @@ def paper_table(payloads: list[dict]) -> str:
 
 def table(payload: dict) -> str:
     """The paper's Table 1 layout as Markdown."""
-    caption = (f"{payload['task'].upper()}, {payload['utterances']} utterances, budget scale "
-               f"{payload['budget_scale']:g} (N_X, N_Y per method below), deletion scored with {payload['scorer']}; "
+    search = {"greedy": ", decoded greedily", "beam": ", decoded with beam search"}.get(payload.get("search"), "")
+    caption = (f"{payload['task'].upper()}, {count(payload['utterances'], 'utterance')}, budget scale "
+               f"{payload['budget_scale']:g} (N_X, N_Y per method below), deletion scored with {payload['scorer']}"
+               f"{search}; "
                "AUCs on the paper's scale (deletion over the fraction deleted, size over thresholds 0..1)")
     lines = [caption, "",
              f"| method | {_deletion_label(payload)} | size ↓ | N_X | N_Y | explain time (s) |",

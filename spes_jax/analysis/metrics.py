@@ -15,13 +15,14 @@ Definitions follow FBK-fairseq's ``xai_metrics`` scripts:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..decoding import SearchConfig
-from ..errors import SpesError
+from ..errors import SpesError, count
 from ..explanation import Explanation
 
 METRICS = ("deletion", "insertion")
@@ -157,15 +158,26 @@ class PerturbationCurve:
 def perturbation_curve(model, explanations: Iterable[Explanation], audio: Mapping[str, object],
                        references: Mapping[str, str], metric: str = "deletion", scorer: str = "wer_max",
                        step: int = 5, search: SearchConfig | None = None, greedy: bool = False,
-                       progress: Callable[[int], None] | None = None) -> PerturbationCurve:
+                       progress: Callable[[int], None] | bool | None = None) -> PerturbationCurve:
     """Deletion (or insertion) curve of explanations of ``model``'s hypotheses.
 
     audio: id -> WAV path / waveform / raw fbank of every explained utterance; references: id ->
     reference text. Deleted features take the model's occlusion value (``layout(features).fill``,
     0 when the layout gives none). All levels of one utterance are decoded together in one batched
-    beam search (``greedy``: greedy search, faster; the paper's curves use the beam).
+    beam search (``greedy``: greedy search, faster; the paper's curves use the beam). ``progress``:
+    called with 1 per utterance decoded, or True for a progress bar on stderr.
     """
     levels = percentages(step)
+    explanations = list(explanations)
+    if progress is True:
+        from ..driver import progress_bar
+
+        with contextlib.closing(progress_bar(
+                metric, len(explanations), "utterance",
+                f"decoding {count(len(levels), 'level')} of {count(len(explanations), 'utterance')} with "
+                + ("greedy search" if greedy else "beam search (--greedy is faster)"))) as bar:
+            return perturbation_curve(model, explanations, audio, references, metric, scorer, step, search, greedy,
+                                      bar.update)
     hyps: dict[str, list[str]] = {}
     for exp in explanations:
         if exp.id not in audio or exp.id not in references:
