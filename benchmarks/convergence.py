@@ -3,6 +3,7 @@
     python benchmarks/convergence.py prepare [--asr 10 --st 5]       # host: synthesise, decode, SLIC (espeak-ng)
     python benchmarks/convergence.py run [--truth 100000] [--budgets 500 1000 2000 5000 10000 20000] [--seeds 3]
     python benchmarks/convergence.py plot                               # docs/figures/convergence.png
+    python benchmarks/convergence.py real --model whisper-tiny.en/ --audio a.wav [...]   # any model, real audio
 
 ``prepare`` stores held-out utterances of the embedded models (features, the model's hypothesis,
 the reference text, the SLIC labels) in .bench/convergence_inputs.npz, so ``run`` needs neither
@@ -18,6 +19,12 @@ the causal cells of tokens 3..K), the online split-half estimate at the same poi
 each sampler needs for mean r 0.9 / 0.95 (log-linear interpolation). ``--until-r`` runs measure what
 the convergence-driven budget spends and reaches. Deletion and size AUC of both samplers' maps at
 ``--auc-budget`` masks (one seed). Timing: masks/s of each sampler's compiled step.
+
+``real``: the same questions for any model on real audio where a ground truth is too costly (on a
+CPU, a Whisper mask is a 30 s encoder pass): per clip and seed one sweep of max(budgets) spectrogram
+and max(token budgets) prefix masks of the model's own hypothesis, and at each budget on the way the
+online split-half estimate (per token, and the mean ``--until-r`` compares, so the budget at which
+``--until-r`` would stop is read off the curve) and the per-token Pearson r between the seeds' maps.
 """
 
 from __future__ import annotations
@@ -283,6 +290,62 @@ def run(args) -> None:
     print(json.dumps(result["summary"], indent=1))
 
 
+def real(args) -> None:
+    from spes_jax.inputs import input_features
+
+    model = load_model(args.model)
+    budgets, token_budgets = sorted(args.budgets), sorted(args.token_budgets)
+    result = {"meta": {"device": device_name(), "model": args.model, "budgets": budgets,
+                       "token_budgets": token_budgets, "seeds": args.seeds, "precision": args.precision},
+              "utterances": []}
+    for path in args.audio:
+        base = model.sweep_config(SPESConfig.asr(n_masks=budgets[-1], n_token_masks=token_budgets[-1],
+                                                 precision=args.precision))
+        feats = input_features(model, path, base, path)
+        tokens = list(model.decode([feats])[0][0].tokens)
+        K, T = len(tokens), feats.shape[0]
+        seg = core.segment(feats, base)
+        maps, rows = {}, []
+        for seed in args.seeds:
+            cfg = base.replace(seed=seed)
+            plan = core.make_plan(model.module, cfg, jax.devices()[:1])
+            inputs = core.prepare(feats, tokens, seg, os.path.basename(path), cfg, plan, layout=model.layout(feats))
+            state = core.init(params_on_devices(model, plan), inputs, plan=plan)
+            t0 = time.perf_counter()
+            for part, step, ns in (("spectrogram", core.spectrogram_step, budgets),
+                                   ("prefix", core.prefix_step, token_budgets)):
+                batch, done = plan.batch(part), 0
+                for n in ns:
+                    for i in range(done // batch, -(-n // batch)):
+                        state = step(state, np.int32(i), plan=plan)
+                    done = max(done, -(-n // batch) * batch)
+                    est = jax.device_get(core.split_half_r(state, plan=plan))[part]
+                    maps[part, seed, n] = np.asarray(core.finalize(state, plan=plan)[part])
+                    rows.append({"seed": seed, "part": part, "n": done, "seconds": time.perf_counter() - t0,
+                                 "estimated_r": float(est[1]),  # per token where the part has rows (the prefix map: one)
+                                 "estimated_r_tokens": np.atleast_1d(est[0])[:K].tolist()})
+                    print(f"{os.path.basename(path)} seed {seed} {part} {done}: estimated r {float(est[1]):.3f} "
+                          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        agree = []
+        for part, ns in (("spectrogram", budgets), ("prefix", token_budgets)):
+            for n in ns:
+                a, b = (maps[part, s, n] for s in args.seeds[:2])
+                if part == "spectrogram":
+                    r, _ = _token_metrics(a[:K, :T].reshape(K, -1), b[:K, :T].reshape(K, -1))
+                else:  # token k's causal cells; tokens with >= 3 of them
+                    w = (np.arange(K)[None, :] <= np.arange(K)[:, None]).astype(np.float32)
+                    r, _ = _token_metrics(a[:K, :K], b[:K, :K], w)
+                    r = np.where(np.arange(K) >= 2, r, np.nan)
+                agree.append({"part": part, "n": n, "seeds_r": _mean(r)})
+                print(f"{os.path.basename(path)} {part} {n}: r between seeds {_mean(r):.3f}", flush=True)
+        result["utterances"].append({"audio": path, "K": K, "T": T, "text": model.tokenizer.decode(tokens),
+                                     "segments": [int(x) for x in seg.n_segments], "rows": rows, "seeds": agree})
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    print(f"wrote {args.out}")
+
+
 def auc_only(args) -> None:
     raw = load_inputs(args.inputs)
     raw = [u for u in raw if u["task"] == "asr"][: args.asr] + [u for u in raw if u["task"] == "st"][: args.st]
@@ -393,6 +456,15 @@ def main():
     a.add_argument("--batch", type=int, default=100)
     a.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "convergence_auc.json"))
     a.set_defaults(func=auc_only)
+    e = sub.add_parser("real", help="split-half estimate and seed agreement of any model on real audio")
+    e.add_argument("--model", required=True)
+    e.add_argument("--audio", nargs="+", required=True)
+    e.add_argument("--budgets", type=int, nargs="+", default=[1000, 2000, 4000, 6000])
+    e.add_argument("--token-budgets", type=int, nargs="+", default=[200, 600, 2000])
+    e.add_argument("--seeds", type=int, nargs=2, default=[0, 1])
+    e.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    e.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "convergence_real.json"))
+    e.set_defaults(func=real)
     g = sub.add_parser("plot")
     g.add_argument("--out", default=os.path.join(ROOT, "docs", "figures", "convergence.png"))
     g.set_defaults(func=plot)

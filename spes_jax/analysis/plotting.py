@@ -192,7 +192,10 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
         if i < maps - 1:
             axes[i].tick_params(labelbottom=False)
     axes[maps - 1].set_xlabel("time (s)")
-    _prefix_bars(axes[maps], norm, bars, "sentence level" if token is None else f"token {token}")
+    # The reference's sentence level averages all K rows, and prefix token j is seen only by the rows
+    # after it: later columns average more zeros. Say so where the bars are read.
+    _prefix_bars(axes[maps], norm, bars, "sentence level (mean over all tokens; later positions are seen by "
+                 "fewer)" if token is None else f"token {token}")
     _prefix_panel(axes[-1], norm, fig)
     return _save(fig, path)
 
