@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--audio", help="the utterance's audio file, to draw the spectrogram and the overlay "
                    "(default: the file recorded in the explanation file, if it is still there)")
     g.add_argument("--token", help="explained token: a 0-based index (negative from the end) or a piece, e.g. "
-                   "'▁takes' or 'takes' (default: the sentence-level map)")
+                   "'▁teacher' or 'teacher' (default: the sentence-level map)")
     g.add_argument("--grid", choices=["tokens", "words"], help="every token's (or word's) map in one figure, "
                    "each over its own colour range")
     g.add_argument("--timings", help="word timings (CTM or JSON), drawn as labelled word boundaries")
