@@ -92,7 +92,8 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     audio: an audio path, a (N,) 16 kHz waveform, a raw (T, C) fbank, or a list of these (silent and
     overly long inputs get a ``SpesWarning``). The hypothesis of each
     input is the model's beam search output (beam 5, no-repeat-ngram 5) unless ``targets`` gives
-    token ids (ending with the end token) or texts, one per input (for a single input, its one target). The masks are split over ``devices`` (default: all local devices).
+    token ids (ending with the end token) or texts, one per input (for a single input, its one
+    target). The masks are split over ``devices`` (default: all local devices).
     ``progress``: a progress bar on stderr, named by the string if one is given (default "SPES").
     Returns an ``Explanation`` (or a list for a list input).
     """

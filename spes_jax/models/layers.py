@@ -187,10 +187,10 @@ def tiled_attention(q: jax.Array, k: jax.Array, v: jax.Array, allowed: jax.Array
         e = jnp.exp(scores - scores.max(-1, keepdims=True))
         return jnp.dot(e.astype(dtype), v_h, preferred_element_type=jnp.float32) / e.sum(-1, keepdims=True)
 
-    def head(q_h, k_h, v_h, allowed_b):
+    def head(q_h: jax.Array, k_h: jax.Array, v_h: jax.Array, allowed_b: jax.Array) -> jax.Array:
         return jax.lax.map(lambda t: block(t[0], k_h, v_h, t[1]), (q_h, allowed_b))
 
-    def row(q_b, k_b, v_b, allowed_b):
+    def row(q_b: jax.Array, k_b: jax.Array, v_b: jax.Array, allowed_b: jax.Array) -> jax.Array:
         return jax.lax.map(lambda h: head(h[0], h[1], h[2], allowed_b), (q_b, k_b, v_b))
 
     out = jax.lax.map(lambda b: row(*b), (q, k, v, allowed))              # (B, H, blocks, rows, d)
