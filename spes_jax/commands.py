@@ -388,7 +388,7 @@ def plot_command(args) -> None:
     from ._io import check_output
     from .analysis.plausibility import read_timings
     from .analysis.plotting import plot_contrastive, plot_explanation, plot_token_grid
-    from .provenance import display_features, given_audio, recorded_audio
+    from .provenance import explained_features, given_audio, recorded_audio
     from .results import load_result
 
     suffix = os.path.splitext(args.out)[1][1:].lower()
@@ -412,12 +412,8 @@ def plot_command(args) -> None:
                         f"({exp.contrastive['word']!r} rather than {exp.contrastive['foil_word']!r}): one map")
     token = _token_index(exp, args.token) if args.token is not None else None
     audio = args.audio or recorded_audio(exp)
-    T, n_bins = exp.spectrogram_saliency.shape[1:]
-    feats = display_features(audio, attrs, n_bins) if audio else None
+    feats = explained_features(exp, audio, attrs, f"--audio {audio}" if args.audio else audio) if audio else None
     if args.audio:
-        if feats.shape[0] != T:
-            raise SpesError(f"--audio {args.audio}: gives {feats.shape[0]} frames but explanation {uid!r} has {T}; "
-                            f"it is not the audio that was explained ({exp.meta.get('audio', 'recorded in the file')})")
         given_audio(exp, args.audio)  # same length, other content: warns
     timings = read_timings(args.timings, [exp])[uid] if args.timings else None
     if exp.contrastive:

@@ -228,6 +228,17 @@ def _display_model(recorded: str, sha: str):
     return _recorded_model(recorded, sha, load_model)
 
 
+def explained_features(explanation: Explanation, audio, attrs: dict, where: str) -> np.ndarray:
+    """``display_features`` of ``audio`` for ``explanation``'s maps, (T, C); one error, naming ``where``
+    the audio came from, when it gives another number of frames than the maps cover."""
+    T, C = explanation.spectrogram_saliency.shape[1:]
+    feats = display_features(audio, attrs, C)
+    if feats.shape[0] != T:
+        raise SpesError(f"{where}: gives {feats.shape[0]} frames but explanation {explanation.id!r} has {T}; it is "
+                        f"not the audio that was explained ({explanation.meta.get('audio', 'recorded in the file')})")
+    return feats
+
+
 def display_features(audio, attrs: dict, n_bins: int) -> np.ndarray:
     """The (T, n_bins) features a result's maps are drawn over, for an audio file or a (N,) 16 kHz
     waveform: those the model recorded in ``attrs`` (the result's file attributes) computes, e.g. a

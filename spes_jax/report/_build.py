@@ -218,17 +218,12 @@ def _contrastive_payload(u: Utterance, normalizer: str | None, attrs: dict) -> t
 
 def _audio(u: Utterance, exp: Explanation, attrs: dict) -> dict:
     """The view's spectrogram (computed by the model ``attrs`` record) and audio (None without audio)."""
-    from ..provenance import display_features
+    from ..provenance import explained_features
 
-    T, C = exp.spectrogram_saliency.shape[1:]
     view = {"features": None, "audio": None}
     if u.audio is not None:
         wave = read_audio(u.audio) if isinstance(u.audio, (str, os.PathLike)) else np.asarray(u.audio, np.float32)
-        feats = display_features(wave, attrs, C)
-        if feats.shape[0] != T:
-            where = u.audio if isinstance(u.audio, (str, os.PathLike)) else "the audio"
-            raise SpesError(f"{where}: gives {feats.shape[0]} frames but explanation {exp.id!r} has {T}; "
-                            f"is it the explained utterance?")
+        feats = explained_features(exp, wave, attrs, u.audio if isinstance(u.audio, (str, os.PathLike)) else "the audio")
         lo, hi = np.percentile(feats, [1, 99.5])
         view["features"] = _pack(_quantise(feats, lo, hi))
         view["audio"] = {"rate": SAMPLE_RATE, "n": int(wave.size), "data": _pack(_mu_law(wave))}
