@@ -226,9 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     a.add_argument("--normalize", action="store_true",
                    help="per-token single_mean_std then paired_min_max before aggregating (the reference's scripts)")
-    a.add_argument("--words", action="store_true", help="average the rows per word (SentencePiece grouping)")
+    a.add_argument("--words", nargs="?", const="spoken", choices=["spoken", "reference"],
+                   help="average the rows per word: the words the figures and the report show ('ill-disposed' is "
+                   "one; the default), or 'reference' for the reference's grouping (punctuation is a word of its own)")
     a.add_argument("--spans", help="JSON {id: [[start, end], ...]} phrase spans in token indices (instead of words)")
-    a.add_argument("--word-columns", action="store_true", help="also average the prefix map's columns per word")
+    a.add_argument("--word-columns", action="store_true", help="also average the prefix map's columns per word "
+                   "(grouped as --words)")
     a.add_argument("--no-eos", action="store_true", help="drop the </s> row")
     a.add_argument("--time-spans", help="JSON {id: [[start, end], ...]} in frames; or, in seconds, a CTM, a timing JSON "
                    "or a folder of <id>.TextGrid files")
@@ -360,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
 
         enable_default()
     commands.MODEL_LINES.clear()
+    commands.WROTE_LINES.clear()
     outcome: list[BaseException | None] = []
     worker = threading.Thread(target=lambda: outcome.append(_run(args)), name="spes-jax command", daemon=True)
     worker.start()
@@ -378,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if error is not None:
         raise error
-    for line in commands.MODEL_LINES:
+    for line in commands.MODEL_LINES + commands.WROTE_LINES:
         print(line, file=sys.stderr)
     return 0
 

@@ -22,12 +22,18 @@ def convert_command(args) -> None:
 
 
 MODEL_LINES: list[str] = []
+WROTE_LINES: list[str] = []
 
 
 def _say_model(line: str) -> None:
     """The one line every command that runs a model prints, which model it used: printed when the
     command succeeds (``cli.main``), so that an error stays the only line."""
     MODEL_LINES.append(f"spes-jax: model: {line}")
+
+
+def _say_wrote(line: str) -> None:
+    """What a command wrote, printed on stderr after the model line when it succeeds (``cli.main``)."""
+    WROTE_LINES.append(line)
 
 
 def _loader(args, task: str | None):
@@ -115,7 +121,7 @@ def explain_command(args) -> None:
         _until_r_note(exp, cfg)
     if not args.quiet and (cfg.n_masks < 20000 or cfg.n_token_masks < 2000):
         print("spes-jax: note: fewer masks than the paper's 20000/2000 give noisier maps", file=sys.stderr)
-    print(f"wrote {args.out}", file=sys.stderr)
+    _say_wrote(f"wrote {args.out}")
 
 
 def _until_r_note(exp, cfg) -> None:
@@ -156,27 +162,7 @@ def explain_encoder_command(args) -> None:
                                             "precision": args.precision})
     for e in items:
         print(f"{e.id}\t{e.text}")
-    print(f"wrote {args.out}", file=sys.stderr)
-
-
-def _formatting(curve, entries, scorer: str, score: float, level: int) -> str:
-    """The rest of the poor-baseline note: for WER, whether writing the unperturbed hypotheses (curve
-    level ``level``) and the references in spoken form (case, punctuation, numerals) explains it, as with
-    Whisper's "10 meters." against "ten meters"."""
-    from .alignment import spoken_form
-    from .analysis.metrics import corpus_score
-
-    end = ": it does not recognise this speech well, so the curve says little about the explanations"
-    if not scorer.startswith("wer"):
-        return end
-    ids = list(curve.hypotheses)
-    spoken = corpus_score(scorer, [spoken_form(entries[i].reference) for i in ids],
-                          [spoken_form(curve.hypotheses[i][level]) for i in ids])
-    if spoken > score / 2:
-        return end
-    return (f", but {spoken:.1f} with both written in spoken form (case, punctuation, numerals): most of it is "
-            "formatting, which the paper's scorer counts; references in the model's own style (e.g. its "
-            "unperturbed hypotheses) measure only what deletion changes")
+    _say_wrote(f"wrote {args.out}")
 
 
 def _per_token_only(exps, source: str, what: str) -> None:
@@ -249,12 +235,9 @@ def evaluate_command(args) -> None:
                                    greedy=args.greedy, progress=not args.quiet)
             results[metric] = c.to_dict()
             outputs[f"{metric}.png"] = (plot_deletion_curves, {"explanations": c})
-            unperturbed = c.scores[0] if metric == "deletion" else c.scores[-1]
-            if (scorer.startswith("wer") and unperturbed > 30) or (scorer == "bleu" and unperturbed < 30):
-                print(f"spes-jax: note: the model's output on the unperturbed audio already scores {scorer} "
-                      f"{unperturbed:.1f} against the references"
-                      f"{_formatting(c, entries, scorer, unperturbed, 0 if metric == 'deletion' else -1)}",
-                      file=sys.stderr)
+            note = c.baseline_note({i: e.reference for i, e in entries.items()})
+            if note:
+                print(f"spes-jax: note: {note}", file=sys.stderr)
             better = "higher" if higher_is_better(metric, scorer) else "lower"
             print(f"{metric} AUC\t{c.auc_fraction:.2f}\t({scorer} over the fraction of features "
                   f"{'deleted' if metric == 'deletion' else 'kept'}, 0..1, the paper's scale; "
@@ -264,7 +247,7 @@ def evaluate_command(args) -> None:
         for name, (plot, data) in outputs.items():
             plot(data, os.path.join(args.out_dir, name))
         write_json(os.path.join(args.out_dir, "metrics.json"), results)
-        print(f"wrote {args.out_dir}/metrics.json and the curve plots", file=sys.stderr)
+        _say_wrote(f"wrote {args.out_dir}/metrics.json and the curve plots")
 
 
 def _compare_model(args, requested: str | None, out_dir: str, task: str):
@@ -343,8 +326,8 @@ def aggregate_command(args) -> None:
                 if isinstance(entry, dict) and not isinstance(entry.get("spans"), list):
                     raise SpesError(f"{args.spans}: utterance {uid!r} needs a 'spans' list")
                 entry = entry["spans"] if isinstance(entry, dict) else entry
-                exp = agg.by_words(exp, entry, include_eos=not args.no_eos, columns=args.word_columns,
-                                          labels=labels)
+                exp = agg.by_words(exp, entry, grouping=args.words or "spoken", include_eos=not args.no_eos,
+                                   columns=args.word_columns, labels=labels)
             if times is not None or args.time_mean:
                 exp = agg.by_time(exp, need(times, args.time_spans) if times is not None else None)
             if args.frequency:
@@ -357,7 +340,7 @@ def aggregate_command(args) -> None:
     attrs = {**attrs, "source": os.path.abspath(args.explanations),
              "aggregation": [s["op"] for s in out[0].aggregation] if out else [], "normalized": int(args.normalize)}
     save_explanations(args.out, out, attrs)
-    print(f"wrote {args.out} ({count(len(out), 'utterance')})", file=sys.stderr)
+    _say_wrote(f"wrote {args.out} ({count(len(out), 'utterance')})")
 
 
 def _token_index(exp, token: str) -> int:
@@ -425,7 +408,7 @@ def plot_command(args) -> None:
                         clip_percentile=args.clip_percentile)
     else:
         plot_explanation(exp, feats, token, args.out, timings=timings, clip_percentile=args.clip_percentile)
-    print(f"wrote {args.out}", file=sys.stderr)
+    _say_wrote(f"wrote {args.out}")
 
 
 def report_command(args) -> None:
@@ -444,7 +427,7 @@ def report_command(args) -> None:
     write_report(args.out, items, title=args.title or f"SPES: {os.path.basename(os.path.normpath(args.result))}",
                  task=task, source=f"{count(len(items), 'utterance')}, {sum(u.audio is not None for u in items)} with audio",
                  clip_percentile=args.clip_percentile, normalizer=args.normalizer, attrs=attrs)
-    print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)", file=sys.stderr)
+    _say_wrote(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
 
 
 def plausibility_command(args) -> None:
@@ -487,12 +470,17 @@ def plausibility_command(args) -> None:
     print(f"positional saliency (mean): start {pos.start.mean():.3f}, latest {pos.latest.mean():.3f}, "
           f"intermediate {pos.intermediate.mean() if pos.intermediate.size else float('nan'):.3f}; " +
           "; ".join(f"{k}: t = {t:.2f}, p = {p:.1e}" for k, (t, p) in pos.tests.items()))
+    budget = min((e.n_masks for e in exps if e.n_masks), default=0)
+    if budget and budget < 20000:
+        print(f"spes-jax: note: the maps were made with {budget} spectrogram masks (the paper's: 20000); noisier maps "
+              "blur the contrasts these tests measure, so at this budget a large p-value says little",
+              file=sys.stderr)
     if not args.timings and attrs.get("task") != "st":
         print("spes-jax: note: time alignment skipped: it needs word timings (--timings: a CTM, or JSON like the "
               "bundled samples' timings.json)", file=sys.stderr)
     if args.out:
         write_json(args.out, out)
-        print(f"wrote {args.out}", file=sys.stderr)
+        _say_wrote(f"wrote {args.out}")
 
 
 def _distributed(args) -> None:
@@ -525,7 +513,7 @@ def explain_corpus_command(args) -> None:
             print(f"spes-jax: skipped {e['id']} ({e['source']}): {e['error']}", file=sys.stderr)
         print(f"spes-jax: note: {count(summary.skipped, 'input')} skipped, each logged in {summary.errors_file}",
               file=sys.stderr)
-    print(f"wrote {args.out} (merge with 'spes-jax merge {args.out} --out ALL.h5')", file=sys.stderr)
+    _say_wrote(f"wrote {args.out} (merge with 'spes-jax merge {args.out} --out ALL.h5')")
 
 
 def merge_command(args) -> None:
@@ -534,7 +522,7 @@ def merge_command(args) -> None:
 
     check_output(args.out, args.overwrite)
     n = merge(args.run_dir, args.out)
-    print(f"wrote {args.out} ({count(n, 'utterance')})", file=sys.stderr)
+    _say_wrote(f"wrote {args.out} ({count(n, 'utterance')})")
 
 
 def explain_contrastive_command(args) -> None:
@@ -577,4 +565,4 @@ def explain_contrastive_command(args) -> None:
     for e in exps:
         c = e.contrastive
         print(f"{e.id}\t{c['word']} vs {c['foil_word']}\tP_o {c['p_orig']:.4g}\tQ_o {c['q_orig']:.4g}")
-    print(f"wrote {args.out}", file=sys.stderr)
+    _say_wrote(f"wrote {args.out}")

@@ -15,6 +15,47 @@ def pieces_text(pieces) -> str:
     return "".join(pieces).replace(WORD_START, " ").strip()
 
 
+def token_words(pieces: list[str]) -> list[int]:
+    """Word index of every piece, the grouping every view shares (figures, the report, plausibility,
+    word aggregation): a piece starting with U+2581 begins a word (a lone U+2581 begins the word its next piece spells),
+    a piece without it continues the open word, and punctuation between two pieces of one word
+    ("ill" "-" "dis" "posed", "don" "'" "t") belongs to it; -1 for </s> and other punctuation-only pieces.
+    (``aggregation.by_words(grouping="reference")`` has the reference's rule: docs/aggregation.md.)"""
+    def punctuation(p: str) -> bool:
+        text = p.replace(WORD_START, "")
+        return bool(text) and not any(ch.isalnum() for ch in text)
+
+    out, word = [], -1
+    for k, p in enumerate(pieces):
+        if p == "</s>" or punctuation(p):
+            following = pieces[k + 1] if k + 1 < len(pieces) else "</s>"
+            inside = (word >= 0 and out[-1] == word and not p.startswith(WORD_START)
+                      and not following.startswith(WORD_START) and following != "</s>" and not punctuation(following))
+            out.append(word if p != "</s>" and inside else -1)
+            continue
+        if p.startswith(WORD_START) or word < 0 or out[-1] != word:  # no word resumes after punctuation
+            word += 1
+        out.append(word)
+    return out
+
+
+def word_groups(pieces: list[str]) -> list[list[int]]:
+    """The token indices of each word, in order: pieces grouped by ``token_words`` (a piece starting
+    with U+2581 begins a word, punctuation inside a word belongs to it; </s> and other
+    punctuation-only pieces are groups of their own). Every group is a contiguous run of indices."""
+    groups: list[list[int]] = []
+    words: dict[int, list[int]] = {}
+    for k, w in enumerate(token_words(pieces)):
+        if w < 0:
+            groups.append([k])
+        elif w in words:
+            words[w].append(k)
+        else:
+            words[w] = [k]
+            groups.append(words[w])
+    return groups
+
+
 class Dictionary:
     """A fairseq target dictionary: ids 0-3 are <s>, <pad>, </s>, <unk>; then the file's symbols.
     ``index`` maps an unknown symbol to ``unk``."""

@@ -379,14 +379,16 @@ def test_merge_says_what_it_reads(tmp_path, capsys):
 
 def test_a_poor_baseline_that_is_only_formatting_says_so():
     """Whisper writes "Go forward 10 meters." where references say "go forward ten meters": 75 % WER as
-    the paper scores it, 0 % in spoken form."""
-    from types import SimpleNamespace
+    the paper scores it, 0 % in spoken form. evaluate and compare print this note."""
+    from spes_jax.analysis.metrics import PerturbationCurve
 
-    from spes_jax.commands import _formatting
+    def curve(hypothesis, scorer="wer_max", score=75.0):
+        return PerturbationCurve("deletion", scorer, np.array([0.0, 100.0]), np.array([score, 100.0]),
+                                 {"a": [hypothesis, ""]})
 
-    curve = SimpleNamespace(hypotheses={"a": ["Go forward 10 meters.", ""]})
-    entries = {"a": SimpleNamespace(reference="go forward ten meters")}
-    assert _formatting(curve, entries, "wer_max", 75.0, 0).startswith(", but 0.0 with both written in spoken form")
-    wrong = SimpleNamespace(hypotheses={"a": ["does the farmer count", ""]})
-    assert _formatting(wrong, entries, "wer_max", 75.0, 0).startswith(": it does not recognise this speech well")
-    assert _formatting(curve, entries, "bleu", 10.0, 0).startswith(": it does not recognise")
+    refs = {"a": "go forward ten meters"}
+    assert "scores wer_max 75.0 against the references, but 0.0 with both written in spoken form" in \
+        curve("Go forward 10 meters.").baseline_note(refs)
+    assert curve("does the farmer count").baseline_note(refs).endswith("says little about the explanations")
+    assert curve("Go forward 10 meters.", "bleu", 10.0).baseline_note(refs).endswith("says little about the explanations")
+    assert curve("go forward ten meters", score=0.0).baseline_note(refs) is None

@@ -1,6 +1,7 @@
 """Every input a user can give: bad input ends with one error line and leaves nothing behind;
 long and silent audio, given targets, self-describing explanation files."""
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -208,6 +209,10 @@ def test_plausibility_says_what_it_skips(files, capsys):
     assert "spes-jax: note: time alignment skipped: it needs word timings" in capsys.readouterr().err
     assert main(["plausibility", str(files / "st.h5")]) == 0  # a translation has no time alignment to skip
     assert "time alignment" not in capsys.readouterr().err
+    small = dataclasses.replace(_exp("u1", ["go", "on"]), n_masks=300)  # and says what a small budget means
+    save_explanations(files / "small.h5", [small], {"task": "asr"})
+    assert main(["plausibility", str(files / "small.h5")]) == 0
+    assert "made with 300 spectrogram masks (the paper's: 20000)" in capsys.readouterr().err
 
 
 def test_provenance_makes_files_self_describing(tiny_model, tmp_path):

@@ -300,3 +300,26 @@ def test_corpus_files_carry_what_explain_files_carry(tiny_model, arrays, zip_man
     assert main(["plot", str(tmp_path / "run.h5"), "--out", str(tmp_path / "p.png")]) == 0
     lines = capsys.readouterr().err.splitlines()  # no "recorded audio is not there" warning
     assert len(lines) == 2 and lines[1] == f"wrote {tmp_path / 'p.png'}"
+
+
+def test_ctrl_c_commits_the_utterances_already_explained(tiny_model, arrays, zip_manifest, tmp_path, monkeypatch):
+    """Ctrl-C during the second utterance's sweep keeps the first (not yet due for a commit), and
+    --resume explains only the rest."""
+    from spes_jax.corpus import runner
+
+    real = runner.sweeps
+
+    def interrupted_after_one(*args, **kwargs):
+        for k, swept in enumerate(real(*args, **kwargs)):
+            if k == 1:
+                raise KeyboardInterrupt
+            yield swept
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(runner, "sweeps", interrupted_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        explain_corpus(tiny_model, zip_manifest, run, CFG, targets="reference", shard_size=100, commit_every=3600)
+    assert len(load_run(run)) == 1
+    monkeypatch.setattr(runner, "sweeps", real)
+    summary = explain_corpus(tiny_model, zip_manifest, run, CFG, targets="reference", resume=True)
+    assert summary.already_done == 1 and sorted(load_run(run)) == sorted(arrays)

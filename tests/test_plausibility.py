@@ -1,7 +1,8 @@
 import numpy as np
 
 from spes_jax.explanation import Explanation
-from spes_jax.analysis.plausibility import time_alignment, token_words
+from spes_jax.analysis.plausibility import time_alignment
+from spes_jax.text import token_words, word_groups
 
 
 def test_token_words():
@@ -64,3 +65,15 @@ def test_read_timings_keeps_only_timings_of_the_hypotheses_words(tmp_path):
     with pytest.warns(SpesWarning, match=r"t.ctm: the words of 1 utterance do not match .* b: said 'does the farmer"):
         kept = read_timings(tmp_path / "t.ctm", said)
     assert kept == {"a": [("go", 0.1, pytest.approx(0.3)), ("forward", 0.3, pytest.approx(0.7))]}  # start, duration
+    # words of a hypothesis the timings lack are counted, not passed over in silence
+    said = [exp("a", ["go", "forward", "now"])]
+    with pytest.warns(SpesWarning, match=r"t.ctm: 1 of the 3 hypothesis words has no timing \(e.g. 'now' in a\)"):
+        assert list(read_timings(tmp_path / "t.ctm", said)) == ["a"]
+
+
+def test_no_word_resumes_after_punctuation_that_closed_it():
+    """A continuation piece after punctuation outside any word starts a word: every word is one
+    contiguous run of pieces (the word aggregation needs spans)."""
+    pieces = ["\u2581a", "!", "?", "b", "</s>"]
+    assert token_words(pieces) == [0, -1, -1, 1, -1]
+    assert word_groups(pieces) == [[0], [1], [2], [3], [4]]

@@ -12,7 +12,8 @@ import zlib
 import numpy as np
 import pytest
 
-from spes_jax.analysis.plotting import color_limits, plot_explanation, plot_token_grid, word_groups, word_maps
+from spes_jax.analysis.plotting import color_limits, plot_explanation, plot_token_grid, word_maps
+from spes_jax.text import word_groups
 from spes_jax.cli import build_parser, main
 from spes_jax.errors import SpesError
 from spes_jax.explanation import Explanation, save_explanations

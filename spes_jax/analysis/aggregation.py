@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import SpesError
 from ..explanation import Explanation
-from ..text import WORD_START
+from ..text import WORD_START, word_groups
 
 Span = tuple[int, int]
 
@@ -66,6 +66,19 @@ def word_spans(pieces: Sequence[str]) -> tuple[list[str], list[Span]]:
             spans.append((i, i))
     close(len(pieces) - 1)
     return words, spans
+
+
+WORD_GROUPINGS = ("spoken", "reference")
+
+
+def _words(pieces: Sequence[str], grouping: str) -> tuple[list[str], list[Span]]:
+    """The words of ``pieces`` under ``grouping`` (``by_words``) and their inclusive piece spans."""
+    if grouping == "reference":
+        return word_spans(pieces)
+    if grouping != "spoken":
+        raise SpesError(f"word grouping must be one of {', '.join(WORD_GROUPINGS)}, got {grouping!r}")
+    groups = word_groups(list(pieces))
+    return ["".join(pieces[k] for k in g).replace(WORD_START, "") for g in groups], [(g[0], g[-1]) for g in groups]
 
 
 def check_token_spans(spans: Sequence[Span], n_tokens: int, what: str = "word span") -> list[Span]:
@@ -223,19 +236,23 @@ def _aggregated(exp: Explanation, step: dict, **changes) -> Explanation:
     return dataclasses.replace(exp, meta={**exp.meta, "aggregation": exp.aggregation + [step]}, **changes)
 
 
-def by_words(exp: Explanation, spans: Sequence[Span] | None = None, *, include_eos: bool = True,
-             columns: bool = False, labels: list[str] | None = None) -> Explanation:
-    """Rows averaged per word (SentencePiece grouping) or per given phrase span.
+def by_words(exp: Explanation, spans: Sequence[Span] | None = None, *, grouping: str = "spoken",
+             include_eos: bool = True, columns: bool = False, labels: list[str] | None = None) -> Explanation:
+    """Rows averaged per word or per given phrase span.
 
-    spans: inclusive (start, end) indices into ``exp.tokens`` (None: automatic words). Each row keeps
-    the prefix columns before its phrase; include_eos appends the </s> row last; columns also averages
-    the prefix columns per word. Returns an Explanation with maps (n, T, C) and (n, K) or
-    (n, n_words + 1), ``tokens`` = the row labels.
+    spans: inclusive (start, end) indices into ``exp.tokens`` (None: automatic words). grouping: how
+    pieces form the automatic words (and the prefix columns' words): "spoken", the words of the
+    figures, the report and the plausibility analyses (``text.word_groups``: punctuation inside a
+    word belongs to it, "ill-disposed" is one word), or "reference", the reference's ``get_words``
+    (``word_spans``: four words there). Each row keeps the prefix columns before its phrase;
+    include_eos appends the </s> row last; columns also averages the prefix columns per word.
+    Returns an Explanation with maps (n, T, C) and (n, K) or (n, n_words + 1), ``tokens`` = the row
+    labels.
     """
     if exp.aggregation:
         raise SpesError(f"{exp.id}: aggregate words first (rows must still be tokens)")
     if spans is None:
-        phrases, spans = word_spans(exp.tokens[:-1])
+        phrases, spans = _words(exp.tokens[:-1], grouping)
     else:
         spans = check_token_spans(spans, len(exp.tokens))
         phrases = labels or ["".join(exp.tokens[s:e + 1]).replace(WORD_START, " ").strip() for s, e in spans]
@@ -244,9 +261,10 @@ def by_words(exp: Explanation, spans: Sequence[Span] | None = None, *, include_e
     spec, prefix = aggregate_rows(exp.spectrogram_saliency, exp.prefix_saliency, spans, include_eos)
     prefix_tokens = exp.prefix_tokens or ["</s>"] + list(exp.tokens[:-1])
     if columns:
-        prefix_tokens, col_spans = word_spans(prefix_tokens)
+        prefix_tokens, col_spans = _words(prefix_tokens, grouping)
         prefix = aggregate_columns(prefix, col_spans)
-    step = {"op": "words", "spans": [list(s) for s in spans], "include_eos": include_eos, "columns": columns}
+    step = {"op": "words", "spans": [list(s) for s in spans], "include_eos": include_eos, "columns": columns,
+            "grouping": grouping}
     return _aggregated(exp, step, tokens=list(phrases) + ["</s>"] * include_eos, spectrogram_saliency=spec,
                        prefix_saliency=prefix, prefix_tokens=prefix_tokens)
 

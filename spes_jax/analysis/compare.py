@@ -109,6 +109,9 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
         else:
             _log(f"{name}: reusing {path}")
         deletion = perturbation_curve(model, exps, audio, refs, "deletion", scorer, greedy=greedy, progress=progress)
+        note = None if curves else deletion.baseline_note(refs)  # the same unperturbed output for every method
+        if note:
+            _log(f"note: {note}")
         size = size_curve(exps)
         curves[name] = (deletion, size)
         results.append(MethodResult(name, cfg.n_masks, cfg.n_token_masks, deletion.auc_fraction,

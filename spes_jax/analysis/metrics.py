@@ -147,6 +147,32 @@ class PerturbationCurve:
         """AUC over p as a fraction (0..1), i.e. ``auc / 100``: the scale of the paper's Table 1."""
         return auc(self.scores, self.percentages / 100)
 
+    def baseline_note(self, references: Mapping[str, str]) -> str | None:
+        """A warning when the model's output on the unperturbed audio (the curve's 0 % point) already
+        scores poorly against ``references`` (WER over 30, BLEU under 30), or None: the curve then says
+        little about the explanations. For WER it says whether writing both in spoken form (case,
+        punctuation, numerals) explains it, as with Whisper's "10 meters." against "ten meters"."""
+        from ..alignment import spoken_form
+
+        level = 0 if self.metric == "deletion" else -1
+        score = float(self.scores[level])
+        wer = self.scorer.startswith("wer")
+        if not ((wer and score > 30) or (self.scorer == "bleu" and score < 30)):
+            return None
+        start = (f"the model's output on the unperturbed audio already scores {self.scorer} {score:.1f} against the "
+                 "references")
+        end = ": it does not recognise this speech well, so the curve says little about the explanations"
+        if not wer:
+            return start + end
+        ids = list(self.hypotheses)
+        spoken = corpus_score(self.scorer, [spoken_form(references[i]) for i in ids],
+                              [spoken_form(self.hypotheses[i][level]) for i in ids])
+        if spoken > score / 2:
+            return start + end
+        return (f"{start}, but {spoken:.1f} with both written in spoken form (case, punctuation, numerals): most of "
+                "it is formatting, which the paper's scorer counts; references in the model's own style (e.g. its "
+                "unperturbed hypotheses) measure only what deletion changes")
+
     def to_dict(self) -> dict:
         # "auc" is the number every command prints (the paper's scale, as the size curve's "auc").
         return {"metric": self.metric, "scorer": self.scorer, "auc": self.auc_fraction, "auc_over_percent": self.auc,

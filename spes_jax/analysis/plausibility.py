@@ -19,32 +19,8 @@ from ..audio import FRAME_SHIFT_S
 from ..errors import SpesError, SpesWarning, count
 from ..explanation import Explanation
 from ..manifest import read_word_timings
-from ..text import WORD_START
+from ..text import WORD_START, token_words
 
-
-
-def token_words(pieces: list[str]) -> list[int]:
-    """Word index of every piece, the grouping every view shares (figures, the report, plausibility):
-    a piece starting with U+2581 begins a word (a lone U+2581 begins the word its next piece spells),
-    a piece without it continues the open word, and punctuation between two pieces of one word
-    ("ill" "-" "dis" "posed", "don" "'" "t") belongs to it; -1 for </s> and other punctuation-only pieces.
-    (``aggregate --words`` keeps the reference's grouping, for parity: docs/aggregation.md.)"""
-    def punctuation(p: str) -> bool:
-        text = p.replace(WORD_START, "")
-        return bool(text) and not any(ch.isalnum() for ch in text)
-
-    out, word = [], -1
-    for k, p in enumerate(pieces):
-        if p == "</s>" or punctuation(p):
-            following = pieces[k + 1] if k + 1 < len(pieces) else "</s>"
-            inside = (word >= 0 and out[-1] == word and not p.startswith(WORD_START)
-                      and not following.startswith(WORD_START) and following != "</s>" and not punctuation(following))
-            out.append(word if p != "</s>" and inside else -1)
-            continue
-        if p.startswith(WORD_START) or word < 0:
-            word += 1
-        out.append(word)
-    return out
 
 
 def hypothesis_words(pieces: list[str]) -> list[str]:
@@ -153,8 +129,9 @@ def match_timings(explanations, timings: dict[str, list[tuple[str, float, float]
 def read_timings(path, explanations) -> dict[str, list[tuple[str, float, float]]]:
     """The word timings in ``path`` (CTM or JSON) of those ``explanations`` whose hypothesis words they
     time (``match_timings``). One error when the file times none of them or none of their hypotheses,
-    one warning naming the utterances it times other words for: drawing or testing maps against the
-    timings of other words would be silently wrong."""
+    one warning naming the utterances it times other words for, one counting the hypothesis words it
+    has no timing for: drawing or testing maps against the timings of other words would be silently
+    wrong."""
     explanations = list(explanations)
     timings = read_word_timings(path)
     timed = [e for e in explanations if e.id in timings]
@@ -172,6 +149,14 @@ def read_timings(path, explanations) -> dict[str, list[tuple[str, float, float]]
         first = next(e for e in timed if e.id == skipped[0])
         warnings.warn(SpesWarning(f"{path}: the words of {count(len(skipped), 'utterance')} do not match their "
                                   f"hypotheses (e.g. {said(first)}); they are left without word timings"))
+    missing = [(exp.id, word) for exp, spans in pairs for word, span in zip(hypothesis_words(exp.tokens), spans)
+               if span is None]
+    if missing:
+        n_words = sum(len(spans) for _, spans in pairs)
+        warnings.warn(SpesWarning(f"{path}: {len(missing)} of the {count(n_words, 'hypothesis word')} "
+                                  f"{'has' if len(missing) == 1 else 'have'} no timing "
+                                  f"(e.g. {missing[0][1]!r} in {missing[0][0]}); they are left out of the time "
+                                  "alignment"))
     return {exp.id: timings[exp.id] for exp, _ in pairs}
 
 

@@ -17,7 +17,7 @@ from .._io import atomic_output
 from ..audio import FRAME_SHIFT_S
 from ..errors import SpesError
 from ..explanation import Explanation
-from ..text import pieces_text
+from ..text import pieces_text, token_words, word_groups
 
 Timings = list[tuple[str, float, float]]
 
@@ -134,8 +134,6 @@ def _words(ax, timings: Timings | None, color: str, fontsize: float = 7, active:
 def _timed_word(pieces: list[str], timings: Timings | None) -> list[int]:
     """Per token, the index of its word in ``timings`` (-1: punctuation, </s>, or timings that do
     not have one span per word of the hypothesis, which then cannot be matched by position)."""
-    from .plausibility import token_words
-
     index = token_words(pieces)
     return index if timings and len(timings) == max(index, default=-1) + 1 else [-1] * len(pieces)
 
@@ -251,25 +249,6 @@ def _prefix_panel(ax, norm: Explanation, fig) -> None:
     ax.set_ylabel("explained token")
     ax.set_title("prefix saliency matrix", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
-
-
-def word_groups(pieces: list[str]) -> list[list[int]]:
-    """The token indices of each word, in order: pieces grouped by ``plausibility.token_words`` (a
-    piece starting with U+2581 begins a word, punctuation inside a word belongs to it; </s> and other
-    punctuation-only pieces are groups of their own)."""
-    from .plausibility import token_words
-
-    groups: list[list[int]] = []
-    words: dict[int, list[int]] = {}
-    for k, w in enumerate(token_words(pieces)):
-        if w < 0:
-            groups.append([k])
-        elif w in words:
-            words[w].append(k)
-        else:
-            words[w] = [k]
-            groups.append(words[w])
-    return groups
 
 
 def word_maps(exp: Explanation) -> tuple[list[str], np.ndarray]:
@@ -435,7 +414,7 @@ def _one_sign(data: np.ndarray) -> str:
     if finite.size and (finite.min() > 0 or finite.max() < 0):
         side = "lowers" if finite.min() > 0 else "raises"
         return (f"\n(every cell {'positive' if finite.min() > 0 else 'negative'}: occluding anything {side} the "
-                "target's score against the foil; compare cells with each other, as the normalised map does)")
+                "target's score against the foil;\ncompare cells with each other, as the normalised map does)")
     return ""
 
 

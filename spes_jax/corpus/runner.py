@@ -5,7 +5,8 @@ batches once (stored in the run), then sweep the utterances longest first so eac
 steps are reused; reading + fbank + SLIC run ahead in a background thread, and finished shards are
 written and committed by a second background thread while the device sweeps the next utterances.
 Decoded targets and explanations are both committed at least every ``commit_every`` seconds, so a
-kill loses at most about that much work (or one utterance's sweep, if that takes longer).
+kill loses at most about that much work (or one utterance's sweep, if that takes longer); Ctrl-C and
+errors commit every utterance explained so far before the run stops.
 """
 
 from __future__ import annotations
@@ -252,6 +253,7 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
             nonlocal pending, buffer
             if pending is not None:
                 _wait_write(pending, summary)
+                pending = None
             if buffer:
                 pending = pool.submit(_timed_commit, writer, model, buffer)
                 buffer = []
@@ -259,26 +261,29 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
         t_sweep = time.perf_counter()
         clock = _Clock(commit_every)
         skipped_before = errors.count
-        for swept in sweeps(model, plan, _load_all(model, todo, errors, read), prepare,
-                            (cfg.n_masks, cfg.n_token_masks), until_r=cfg.until_r):
-            u, (feats, seg, host_s) = swept.item
-            summary.seconds["read_slic"] += host_s
-            t = time.perf_counter()
-            buffer.append((explanation(model, u.id, tokens[u.id], feats.shape[0], seg, cfg, swept.result), u.source))
-            summary.seconds["sweep"] += swept.seconds + time.perf_counter() - t
-            summary.utterances += 1
-            summary.masks += sum(swept.result.n_masks.values())
-            summary.audio_seconds += feats.shape[0] * FRAME_SHIFT_S
-            if len(buffer) >= shard_size or clock.due():
-                flush()
-                clock.restart()
-            if bar:
-                bar.total = len(todo) - (errors.count - skipped_before)  # skipped inputs leave the total
-                bar.set_postfix_str(f"{summary.masks / max(time.perf_counter() - t_sweep, 1e-9):.0f} masks/s")
-                bar.update(1)
-        flush()
-        if pending is not None:
-            _wait_write(pending, summary)
+        try:
+            for swept in sweeps(model, plan, _load_all(model, todo, errors, read), prepare,
+                                (cfg.n_masks, cfg.n_token_masks), until_r=cfg.until_r):
+                u, (feats, seg, host_s) = swept.item
+                summary.seconds["read_slic"] += host_s
+                t = time.perf_counter()
+                exp = explanation(model, u.id, tokens[u.id], feats.shape[0], seg, cfg, swept.result)
+                buffer.append((exp, u.source))
+                summary.seconds["sweep"] += swept.seconds + time.perf_counter() - t
+                summary.utterances += 1
+                summary.masks += sum(swept.result.n_masks.values())
+                summary.audio_seconds += feats.shape[0] * FRAME_SHIFT_S
+                if len(buffer) >= shard_size or clock.due():
+                    flush()
+                    clock.restart()
+                if bar:
+                    bar.total = len(todo) - (errors.count - skipped_before)  # skipped inputs leave the total
+                    bar.set_postfix_str(f"{summary.masks / max(time.perf_counter() - t_sweep, 1e-9):.0f} masks/s")
+                    bar.update(1)
+        finally:  # Ctrl-C or an error included: what is explained is committed, and --resume skips it
+            flush()
+            if pending is not None:
+                _wait_write(pending, summary)
     if bar:
         bar.total = bar.n  # inputs skipped after the last explained one
         bar.close()

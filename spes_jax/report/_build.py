@@ -21,13 +21,12 @@ from importlib import resources
 import numpy as np
 
 from .._io import write_text
-from ..analysis.plausibility import token_words
 from ..analysis.plotting import (CLIP_PERCENTILE, OVERLAY_ALPHA, OVERLAY_GAMMA, OVERLAY_PALE, OVERLAY_RGB,
-                                 color_limits, word_groups)
+                                 color_limits)
 from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, read_audio
 from ..errors import SpesError, count
 from ..explanation import Explanation
-from ..text import pieces_text
+from ..text import pieces_text, token_words, word_groups
 
 Timing = list[tuple[str, float, float]]
 
