@@ -22,7 +22,6 @@ from ..manifest import read_word_timings
 from ..text import WORD_START, token_words
 
 
-
 def hypothesis_words(pieces: list[str]) -> list[str]:
     """The spoken words of a hypothesis, in the order and numbering of ``token_words``."""
     index = token_words(pieces)
