@@ -6,12 +6,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .errors import SpesError
 
 _being_written: set[str] = set()  # temporary files of the outputs being written now
+_interrupt_hooks: list[Callable[[], None]] = []
 
 
 @contextlib.contextmanager
@@ -45,6 +47,27 @@ def remove_partial_outputs() -> None:
     for tmp in list(_being_written):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def keep_on_interrupt(hook: Callable[[], None]) -> Iterator[None]:
+    """Within it, Ctrl-C on the command line runs ``hook`` before the process ends (from the main
+    thread, while the command's thread goes on: the hook must be thread-safe), e.g. to commit the work
+    already finished."""
+    _interrupt_hooks.append(hook)
+    try:
+        yield
+    finally:
+        _interrupt_hooks.remove(hook)
+
+
+def run_interrupt_hooks() -> None:
+    """Runs the hooks of ``keep_on_interrupt``; an error is printed, not raised: the process is ending."""
+    for hook in list(_interrupt_hooks):
+        try:
+            hook()
+        except (OSError, SpesError) as e:
+            print(f"spes-jax: error: {e}", file=sys.stderr)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

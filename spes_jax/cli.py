@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import warnings
 
 from . import __version__, commands
-from ._io import remove_partial_outputs
+from ._io import remove_partial_outputs, run_interrupt_hooks
 from .analysis.plotting import CLIP_PERCENTILE, CONTRASTIVE_NORMALIZER
 from .assets import EMBEDDED
 from .config import SCORERS
@@ -226,9 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     a.add_argument("--normalize", action="store_true",
                    help="per-token single_mean_std then paired_min_max before aggregating (the reference's scripts)")
-    a.add_argument("--words", nargs="?", const="spoken", choices=["spoken", "reference"],
+    a.add_argument("--words", nargs="?", const="spoken", choices=["spoken", "fbk"],
                    help="average the rows per word: the words the figures and the report show ('ill-disposed' is "
-                   "one; the default), or 'reference' for the reference's grouping (punctuation is a word of its own)")
+                   "one; the default), or 'fbk' for the grouping of FBK's SPES code (punctuation is a word of its "
+                   "own: four words there)")
     a.add_argument("--spans", help="JSON {id: [[start, end], ...]} phrase spans in token indices (instead of words)")
     a.add_argument("--word-columns", action="store_true", help="also average the prefix map's columns per word "
                    "(grouped as --words)")
@@ -370,9 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         worker.join()
     except KeyboardInterrupt:
-        remove_partial_outputs()
         bar = hasattr(args, "quiet") and not args.quiet  # a progress bar may hold the line: end it first
         print(("\n" if bar else "") + "spes-jax: interrupted", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut what the hooks keep
+        run_interrupt_hooks()
+        remove_partial_outputs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)

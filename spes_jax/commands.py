@@ -442,6 +442,14 @@ def plausibility_command(args) -> None:
     exps = list(loaded.values())
     _per_token_only(exps, args.explanations, "time alignment, kurtosis and positional saliency analyse")
     _unaggregated(exps, args.explanations, "time alignment, kurtosis and positional saliency analyse")
+    empty = [e.id for e in exps if len(e.tokens) == 1]  # only </s>: the model heard no speech
+    if len(empty) == len(exps):
+        raise SpesError(f"{args.explanations}: nothing to analyse: every explained hypothesis is empty (e.g. "
+                        f"{empty[0]!r})")
+    if empty:
+        print(f"spes-jax: note: {count(len(empty), 'utterance')} with an empty hypothesis left out (e.g. "
+              f"{empty[0]!r})", file=sys.stderr)
+        exps = [e for e in exps if len(e.tokens) > 1]
     out: dict = {}
     if args.timings:
         if attrs.get("task") == "st":

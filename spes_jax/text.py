@@ -20,8 +20,8 @@ def token_words(pieces: list[str]) -> list[int]:
     word aggregation): a piece starting with U+2581 begins a word (a lone U+2581 begins the word its
     next piece spells), a piece without it continues the open word, and punctuation between two
     pieces of one word ("ill" "-" "dis" "posed", "don" "'" "t") belongs to it; -1 for </s> and other
-    punctuation-only pieces. (``aggregation.by_words(grouping="reference")`` has the reference's
-    rule: docs/aggregation.md.)"""
+    punctuation-only pieces. (``aggregation.by_words(grouping="fbk")`` has the rule of FBK's SPES
+    code: docs/aggregation.md.)"""
     def punctuation(p: str) -> bool:
         text = p.replace(WORD_START, "")
         return bool(text) and not any(ch.isalnum() for ch in text)

@@ -45,10 +45,10 @@ def _run(exp, chain, sid):
         if name in ("phrase_and_token", "phrase_and_word"):
             columns = name == "phrase_and_word"
             if idx is None:
-                exp = agg.by_words(exp, grouping="reference", include_eos=True, columns=columns)
+                exp = agg.by_words(exp, grouping="fbk", include_eos=True, columns=columns)
             else:
                 spans, eos, _ = _ours(idx[sid]["spans"])
-                exp = agg.by_words(exp, spans, grouping="reference", include_eos=eos, columns=columns)
+                exp = agg.by_words(exp, spans, grouping="fbk", include_eos=eos, columns=columns)
         elif name == "time_aggregator":
             exp = agg.by_time(exp, None if idx is None else idx[sid])
         elif name == "frequency_embed":
@@ -306,9 +306,9 @@ def test_malformed_span_files(ref, tmp_path, capsys):
         assert message in capsys.readouterr().err and not bad.exists()
 
 
-def test_words_are_the_spoken_words_unless_the_reference_grouping_is_asked(tmp_path, capsys):
+def test_words_are_the_spoken_words_unless_fbks_grouping_is_asked(tmp_path, capsys):
     """A Whisper hypothesis splits "ill-disposed" into four pieces: one word by default (as the
-    figures and the report show it), four with the reference's rule; the CLI takes either."""
+    figures and the report show it), four with the rule of FBK's code; the CLI takes either."""
     from spes_jax.cli import main
 
     pieces = ["\u2581an", "\u2581ill", "-", "dis", "posed", "\u2581man", ".", "</s>"]
@@ -320,13 +320,13 @@ def test_words_are_the_spoken_words_unless_the_reference_grouping_is_asked(tmp_p
     np.testing.assert_allclose(spoken.spectrogram_saliency[1], exp.spectrogram_saliency[1:5].mean(0), rtol=1e-6)
     assert spoken.prefix_tokens == ["</s>", "an", "ill-disposed", "man", "."]
     assert spoken.aggregation[0]["grouping"] == "spoken"
-    assert agg.by_words(exp, grouping="reference").tokens == ["an", "ill", "-", "dis", "posed", "man", ".", "</s>"]
-    with pytest.raises(SpesError, match="word grouping must be one of spoken, reference"):
+    assert agg.by_words(exp, grouping="fbk").tokens == ["an", "ill", "-", "dis", "posed", "man", ".", "</s>"]
+    with pytest.raises(SpesError, match="word grouping must be one of spoken, fbk"):
         agg.by_words(exp, grouping="words")
 
     src, out = tmp_path / "in.h5", tmp_path / "out.h5"
     save_explanations(src, [exp], {"task": "asr"})
     assert main(["aggregate", str(src), "--words", "--out", str(out)]) == 0
     assert load_explanations(out)["u"].tokens == spoken.tokens
-    assert main(["aggregate", str(src), "--words", "reference", "--out", str(out), "--overwrite"]) == 0
+    assert main(["aggregate", str(src), "--words", "fbk", "--out", str(out), "--overwrite"]) == 0
     assert len(load_explanations(out)["u"].tokens) == 8

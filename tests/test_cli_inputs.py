@@ -213,6 +213,13 @@ def test_plausibility_says_what_it_skips(files, capsys):
     save_explanations(files / "small.h5", [small], {"task": "asr"})
     assert main(["plausibility", str(files / "small.h5")]) == 0
     assert "made with 300 spectrogram masks (the paper's: 20000)" in capsys.readouterr().err
+    silent = dataclasses.replace(_exp("quiet", []), n_masks=300)  # only </s>: nothing to test
+    save_explanations(files / "silent.h5", [silent], {"task": "asr"})
+    assert main(["plausibility", str(files / "silent.h5")]) == 2
+    assert "nothing to analyse: every explained hypothesis is empty (e.g. 'quiet')" in capsys.readouterr().err
+    save_explanations(files / "mixed.h5", [small, silent], {"task": "asr"})
+    assert main(["plausibility", str(files / "mixed.h5")]) == 0
+    assert "1 utterance with an empty hypothesis left out (e.g. 'quiet')" in capsys.readouterr().err
 
 
 def test_provenance_makes_files_self_describing(tiny_model, tmp_path):

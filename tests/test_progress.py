@@ -93,3 +93,38 @@ def test_ctrl_c_ends_explain_within_2_s_and_writes_nothing(explain_command, mome
     assert proc.returncode == 130 and b"".join(err).decode().endswith("spes-jax: interrupted\n")
     assert latency < 2.0, (moment, latency)
     assert sorted(os.listdir(d)) == ["a.wav", "dict.txt", "model"]  # no output, no temporary file
+
+
+@pytest.mark.slow  # ~30-50 s: two sweeps and their compilations in a subprocess
+def test_ctrl_c_in_a_corpus_run_commits_the_finished_utterances(tiny_model, tmp_path):
+    """Ctrl-C while the second utterance is swept: the first, explained but not yet due for a commit,
+    is committed before the process ends, and the message says how to go on."""
+    from spes_jax.corpus import load_run
+
+    corpus = tmp_path / "audio"
+    corpus.mkdir()
+    for name, seconds in (("long", 1.3), ("short", 0.7)):  # swept longest first
+        sf.write(corpus / f"{name}.wav", 0.1 * np.random.default_rng(1).standard_normal(int(16000 * seconds)), 16000,
+                 subtype="PCM_16")
+    model = save_tiny_model(tiny_model, str(tmp_path))
+    cmd = [sys.executable, "-m", "spes_jax.cli", "--no-compile-cache", "explain-corpus", str(corpus), "--model", model,
+           "--masks", "2000", "--token-masks", "10", "--batch-size", "64", "--shard-size", "100",
+           "--commit-every", "3600", "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    err = []
+    reader = threading.Thread(target=lambda: err.extend(iter(lambda: os.read(proc.stderr.fileno(), 4096), b"")))
+    reader.start()
+    deadline = time.monotonic() + 300
+    while not re.search(r" 1/2 \[", b"".join(err).decode()):
+        assert proc.poll() is None and time.monotonic() < deadline, b"".join(err).decode()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    reader.join()
+    out = b"".join(err).decode()
+    assert proc.returncode == 130 and "spes-jax: interrupted\n" in out, out
+    assert out.endswith(f"spes-jax: 1 utterance of the run committed in {tmp_path / 'run'}; the same command with "
+                        "--resume explains the rest\n"), out
+    assert list(load_run(tmp_path / "run")) == ["long"]

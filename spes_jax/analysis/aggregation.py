@@ -68,12 +68,12 @@ def word_spans(pieces: Sequence[str]) -> tuple[list[str], list[Span]]:
     return words, spans
 
 
-WORD_GROUPINGS = ("spoken", "reference")
+WORD_GROUPINGS = ("spoken", "fbk")
 
 
 def _words(pieces: Sequence[str], grouping: str) -> tuple[list[str], list[Span]]:
     """The words of ``pieces`` under ``grouping`` (``by_words``) and their inclusive piece spans."""
-    if grouping == "reference":
+    if grouping == "fbk":
         return word_spans(pieces)
     if grouping != "spoken":
         raise SpesError(f"word grouping must be one of {', '.join(WORD_GROUPINGS)}, got {grouping!r}")
@@ -243,8 +243,8 @@ def by_words(exp: Explanation, spans: Sequence[Span] | None = None, *, grouping:
     spans: inclusive (start, end) indices into ``exp.tokens`` (None: automatic words). grouping: how
     pieces form the automatic words (and the prefix columns' words): "spoken", the words of the
     figures, the report and the plausibility analyses (``text.word_groups``: punctuation inside a
-    word belongs to it, "ill-disposed" is one word), or "reference", the reference's ``get_words``
-    (``word_spans``: four words there). Each row keeps the prefix columns before its phrase;
+    word belongs to it, "ill-disposed" is one word), or "fbk", the grouping of FBK's SPES code
+    (``get_words``, here ``word_spans``: four words there). Each row keeps the prefix columns before its phrase;
     include_eos appends the </s> row last; columns also averages the prefix columns per word.
     Returns an Explanation with maps (n, T, C) and (n, K) or (n, n_words + 1), ``tokens`` = the row
     labels.

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import jax
 import numpy as np
 
-from .._io import write_json
+from .._io import keep_on_interrupt, write_json
 from ..audio import FRAME_SHIFT_S
 from ..config import SPESConfig
 from ..core import sweep
@@ -246,44 +246,55 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
         return sweep.prepare(feats, tokens[u.id], seg, u.id, cfg, plan, layout=model.layout(feats)), None
 
     buffer: list[tuple[Explanation, str]] = []  # and its source, recorded when the shard is written
+    lock = threading.Lock()  # the sweep's thread commits, and on Ctrl-C the command line's main thread
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
 
-        def flush():
+        def flush(wait: bool = False):
+            """Starts writing the buffered explanations after the previous write; ``wait``: and waits."""
             nonlocal pending, buffer
-            if pending is not None:
-                _wait_write(pending, summary)
-                pending = None
-            if buffer:
-                pending = pool.submit(_timed_commit, writer, model, buffer)
-                buffer = []
+            with lock:
+                if pending is not None:
+                    _wait_write(pending, summary)
+                    pending = None
+                if buffer:
+                    pending = pool.submit(_timed_commit, writer, model, buffer)
+                    buffer = []
+                if wait and pending is not None:
+                    _wait_write(pending, summary)
+                    pending = None
+
+        def keep_explained():
+            flush(wait=True)
+            print(f"spes-jax: {count(summary.already_done + summary.utterances, 'utterance')} of the run committed "
+                  f"in {out_dir}; the same command with --resume explains the rest", file=sys.stderr)
 
         t_sweep = time.perf_counter()
         clock = _Clock(commit_every)
         skipped_before = errors.count
-        try:
-            for swept in sweeps(model, plan, _load_all(model, todo, errors, read), prepare,
-                                (cfg.n_masks, cfg.n_token_masks), until_r=cfg.until_r):
-                u, (feats, seg, host_s) = swept.item
-                summary.seconds["read_slic"] += host_s
-                t = time.perf_counter()
-                exp = explanation(model, u.id, tokens[u.id], feats.shape[0], seg, cfg, swept.result)
-                buffer.append((exp, u.source))
-                summary.seconds["sweep"] += swept.seconds + time.perf_counter() - t
-                summary.utterances += 1
-                summary.masks += sum(swept.result.n_masks.values())
-                summary.audio_seconds += feats.shape[0] * FRAME_SHIFT_S
-                if len(buffer) >= shard_size or clock.due():
-                    flush()
-                    clock.restart()
-                if bar:
-                    bar.total = len(todo) - (errors.count - skipped_before)  # skipped inputs leave the total
-                    bar.set_postfix_str(f"{summary.masks / max(time.perf_counter() - t_sweep, 1e-9):.0f} masks/s")
-                    bar.update(1)
-        finally:  # Ctrl-C or an error included: what is explained is committed, and --resume skips it
-            flush()
-            if pending is not None:
-                _wait_write(pending, summary)
+        with keep_on_interrupt(keep_explained):
+            try:
+                for swept in sweeps(model, plan, _load_all(model, todo, errors, read), prepare,
+                                    (cfg.n_masks, cfg.n_token_masks), until_r=cfg.until_r):
+                    u, (feats, seg, host_s) = swept.item
+                    summary.seconds["read_slic"] += host_s
+                    t = time.perf_counter()
+                    exp = explanation(model, u.id, tokens[u.id], feats.shape[0], seg, cfg, swept.result)
+                    with lock:
+                        buffer.append((exp, u.source))
+                        summary.utterances += 1
+                    summary.seconds["sweep"] += swept.seconds + time.perf_counter() - t
+                    summary.masks += sum(swept.result.n_masks.values())
+                    summary.audio_seconds += feats.shape[0] * FRAME_SHIFT_S
+                    if len(buffer) >= shard_size or clock.due():
+                        flush()
+                        clock.restart()
+                    if bar:
+                        bar.total = len(todo) - (errors.count - skipped_before)  # skipped inputs leave the total
+                        bar.set_postfix_str(f"{summary.masks / max(time.perf_counter() - t_sweep, 1e-9):.0f} masks/s")
+                        bar.update(1)
+            finally:  # errors and a Python caller's Ctrl-C too: what is explained is committed, --resume skips it
+                flush(wait=True)
     if bar:
         bar.total = bar.n  # inputs skipped after the last explained one
         bar.close()
