@@ -329,8 +329,10 @@ def _warning_printer():
             return
         text = f"spes-jax: {'note' if issubclass(category, SpesNote) else 'warning'}: {message}"
         if text not in shown:
+            from tqdm import tqdm
+
             shown.add(text)
-            print(text, file=sys.stderr)
+            tqdm.write(text, file=sys.stderr)  # on its own line above a progress bar, which is redrawn below
 
     return show
 
