@@ -67,12 +67,9 @@ def explain_command(tiny_model, tmp_path_factory):
                model, "--masks", "300000", "--token-masks", "10", "--batch-size", "16", "--out", str(d / "x.h5")]
 
 
-@pytest.mark.parametrize("moment, ready", [
-    ("compiling the sweep", lambda err: " masks each, on " in err),
-    ("sweeping", lambda err: re.search(r"\| *[1-9]\d*/\d+ \[", err) is not None),
-])
-def test_ctrl_c_ends_explain_within_2_s_and_writes_nothing(explain_command, moment, ready):
-    d, cmd = explain_command
+def _interrupt_when(cmd: list[str], ready, wait: float = 30) -> tuple[int, str, float]:
+    """Runs ``cmd``, sends it SIGINT once ``ready(stderr so far)``; returns its exit code, whole stderr
+    and the seconds from the signal to its exit."""
     # As from a terminal: a shell without job control starts background jobs with SIGINT ignored, and a
     # process that inherits that never sees Ctrl-C (Python then installs no KeyboardInterrupt handler).
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -87,10 +84,20 @@ def test_ctrl_c_ends_explain_within_2_s_and_writes_nothing(explain_command, mome
         time.sleep(0.05)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=30)
+    proc.wait(timeout=wait)
     latency = time.monotonic() - sent
     reader.join()
-    assert proc.returncode == 130 and b"".join(err).decode().endswith("spes-jax: interrupted\n")
+    return proc.returncode, b"".join(err).decode(), latency
+
+
+@pytest.mark.parametrize("moment, ready", [
+    ("compiling the sweep", lambda err: " masks each, on " in err),
+    ("sweeping", lambda err: re.search(r"\| *[1-9]\d*/\d+ \[", err) is not None),
+])
+def test_ctrl_c_ends_explain_within_2_s_and_writes_nothing(explain_command, moment, ready):
+    d, cmd = explain_command
+    code, err, latency = _interrupt_when(cmd, ready)
+    assert code == 130 and err.endswith("spes-jax: interrupted\n")
     assert latency < 2.0, (moment, latency)
     assert sorted(os.listdir(d)) == ["a.wav", "dict.txt", "model"]  # no output, no temporary file
 
@@ -110,21 +117,8 @@ def test_ctrl_c_in_a_corpus_run_commits_the_finished_utterances(tiny_model, tmp_
     cmd = [sys.executable, "-m", "spes_jax.cli", "--no-compile-cache", "explain-corpus", str(corpus), "--model", model,
            "--masks", "2000", "--token-masks", "10", "--batch-size", "64", "--shard-size", "100",
            "--commit-every", "3600", "--out", str(tmp_path / "run")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=dict(os.environ, JAX_PLATFORMS="cpu"),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    err = []
-    reader = threading.Thread(target=lambda: err.extend(iter(lambda: os.read(proc.stderr.fileno(), 4096), b"")))
-    reader.start()
-    deadline = time.monotonic() + 300
-    while not re.search(r" 1/2 \[", b"".join(err).decode()):
-        assert proc.poll() is None and time.monotonic() < deadline, b"".join(err).decode()
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
-    reader.join()
-    out = b"".join(err).decode()
-    assert proc.returncode == 130 and "spes-jax: interrupted\n" in out, out
+    code, out, _ = _interrupt_when(cmd, lambda err: re.search(r" 1/2 \[", err) is not None, wait=60)
+    assert code == 130 and "spes-jax: interrupted\n" in out, out
     assert out.endswith(f"spes-jax: 1 utterance of the run committed in {tmp_path / 'run'}; the same command with "
                         "--resume explains the rest\n"), out
     assert list(load_run(tmp_path / "run")) == ["long"]
