@@ -188,7 +188,11 @@ def test_no_speech_token_above_threshold_gives_the_empty_hypothesis(eos_model, b
     np.testing.assert_allclose(res.scores[silent, 0], np.log(p[silent]), rtol=1e-5)
     assert ref.lengths[silent, 0] > 1
     for b in set(range(3)) - {silent}:
-        jax.tree_util.tree_map(lambda a, r: np.testing.assert_array_equal(a[b], r[b]), res, ref)
+        np.testing.assert_array_equal(res.tokens[b], ref.tokens[b])
+        np.testing.assert_array_equal(res.lengths[b], ref.lengths[b])
+        # Two compiled programs: XLA may fuse the same sums differently (1 ulp on an Intel Xeon).
+        np.testing.assert_allclose(res.scores[b], ref.scores[b], rtol=1e-6)
+        np.testing.assert_allclose(res.positional_scores[b], ref.positional_scores[b], rtol=1e-6, atol=1e-6)
     with pytest.raises(SpesError, match="no-speech"):
         search(model, params, x, n, cfg=detect, max_len=MAX_LEN, prompt=(EOS,))
 

@@ -74,7 +74,10 @@ def test_encoder_matches_transformers(tiny_en, clip):
     ref, out, _, _ = tiny_en(clip)
     np.testing.assert_allclose(out[:100], ref["encoder_last_hidden_state_head_f32"], rtol=0, atol=1e-4)
     ref16 = ref["encoder_last_hidden_state_f16"]
-    assert np.all(np.abs(out - ref16.astype(np.float32)) <= _half_ulp(ref16) + 1e-4)
+    # The relative term: float32 sums in another order on another CPU's GEMM (1.01e-4 at a value of 2.98,
+    # Intel Xeon; within 1e-4 on an AMD EPYC).
+    tol = _half_ulp(ref16) + 1e-4 + 3e-5 * np.abs(ref16.astype(np.float32))
+    assert np.all(np.abs(out - ref16.astype(np.float32)) <= tol)
     stats = [out.mean(), out.std(), out.min(), out.max(), np.abs(out).mean()]
     np.testing.assert_allclose(stats, ref["encoder_last_hidden_state_stats"], rtol=0, atol=1e-4)
 
