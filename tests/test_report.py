@@ -121,6 +121,18 @@ def test_load_result_file_and_folder(tmp_path):
         load_result(mixed)
 
 
+def test_spoken_wer_column_only_where_formatting_counts():
+    """Whisper writes case, punctuation and digits; the index then has a second WER with both sides in
+    spoken form, which is left out when it equals the WER for every row."""
+    e0, _ = synthetic("u0", 4, 80)  # text "w0 x1 ."
+    e1, _ = synthetic("u1", 4, 80, 1)
+    formatted = [Utterance(e0, reference="W0 X1!"), Utterance(e1, reference="w0 x1 . extra")]
+    rows = script_json(build_report(formatted), "spes-meta")["rows"]
+    assert [r["WER"] for r in rows] == [150.0, 25.0] and [r["spoken WER"] for r in rows] == [0.0, 20.0]  # "w zero x one"
+    plain = script_json(build_report([Utterance(e1, reference=e1.text)]), "spes-meta")["rows"]
+    assert "spoken WER" not in plain[0] and plain[0]["WER"] == 0.0
+
+
 def test_resolve_audio(tmp_path):
     exp, x = synthetic("utt1", 3, 50)
     write_wav(tmp_path / "utt1.wav", x)

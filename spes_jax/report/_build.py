@@ -23,12 +23,15 @@ import numpy as np
 from .._io import write_text
 from ..analysis.plotting import (CLIP_PERCENTILE, OVERLAY_ALPHA, OVERLAY_GAMMA, OVERLAY_PALE, OVERLAY_RGB,
                                  color_limits)
+from ..alignment import spoken_form
 from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, read_audio
 from ..errors import SpesError, count
 from ..explanation import Explanation
 from ..text import pieces_text, token_words, word_groups
 
 Timing = list[tuple[str, float, float]]
+# WER with both sides in spoken form (case, punctuation, numerals): Whisper writes "Go forward 10 meters."
+SPOKEN_WER = "spoken WER"
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,8 @@ def _payload(u: Utterance, task: str, clip_percentile: float | None, normalizer:
     if u.reference:
         name = "BLEU" if task == "st" else "WER"
         row[name] = round(corpus_score(name.lower(), [u.reference], [exp.text]), 2)
+        if task != "st":
+            row[SPOKEN_WER] = round(corpus_score("wer", [spoken_form(u.reference)], [spoken_form(exp.text)]), 2)
     row.update({k: round(float(v), 2) for k, v in u.scores.items()})
     return row, view
 
@@ -283,6 +288,9 @@ def build_report(items: list[Utterance], title: str = "SPES explanations", task:
     if clip_percentile is not None and clip_percentile >= 100:
         clip_percentile = None
     rows, views = zip(*(_payload(u, task, clip_percentile, normalizer, attrs or {}) for u in items))
+    if all(r.get(SPOKEN_WER) == r.get("WER") for r in rows):  # a second column only where formatting counts
+        for r in rows:
+            r.pop(SPOKEN_WER, None)
     overlay = {"rgb": [round(255 * c) for c in OVERLAY_RGB], "alpha": OVERLAY_ALPHA, "gamma": OVERLAY_GAMMA,
                "pale": OVERLAY_PALE}
     meta = {"title": title, "source": source, "task": task, "colormap": _colormap("inferno"), "overlay": overlay,

@@ -493,9 +493,10 @@
   const ROW_H = 35;
   const rows = META.rows.map((r, i) => ({ ...r, _i: i }));
   let shown = rows.slice(), sortKey = null, sortDir = 1;
-  const NUMERIC = new Set(["duration", "tokens", "WER", "BLEU", "deletion AUC", "insertion AUC", "size AUC", "P_o", "Q_o"]);
-  const columns = ["id", "duration", "tokens", "hypothesis", "reference", "word", "foil", "P_o", "Q_o", "WER", "BLEU",
-    "deletion AUC", "insertion AUC", "size AUC"]
+  const NUMERIC = new Set(["duration", "tokens", "WER", "spoken WER", "BLEU", "deletion AUC", "insertion AUC", "size AUC",
+    "P_o", "Q_o"]);
+  const columns = ["id", "duration", "tokens", "hypothesis", "reference", "word", "foil", "P_o", "Q_o", "WER", "spoken WER",
+    "BLEU", "deletion AUC", "insertion AUC", "size AUC"]
     .filter((c) => rows.some((r) => r[c] !== undefined && r[c] !== ""));
   const WIDTH = { id: 150, duration: 124, tokens: 76, hypothesis: null, reference: null, "deletion AUC": 132, "insertion AUC": 140 };
 
@@ -572,7 +573,7 @@
     const d = state.d;
     $("uid").textContent = d.id;
     const lines = [["hypothesis", d.text], ["reference", d.reference]].filter((l) => l[1]);
-    const score = ["WER", "BLEU", "deletion AUC", "size AUC"].filter((c) => row[c] !== undefined).map((c) => `${c} ${row[c]}`);
+    const score = ["WER", "spoken WER", "BLEU", "deletion AUC", "size AUC"].filter((c) => row[c] !== undefined).map((c) => `${c} ${row[c]}`);
     $("utext").innerHTML = d.contrastive ? contrastiveHead(d) : lines.map(([k, v]) => `<div><b>${k}</b>${escapeHtml(v)}</div>`).join("") +
       `<div><b>duration</b>${(d.T * d.shift).toFixed(2)} s &middot; ${d.K} tokens${score.length ? " &middot; " + score.join(" &middot; ") : ""}</div>`;
     // word and sentence modes average token maps; a contrastive explanation has the word's map only
