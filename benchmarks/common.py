@@ -19,11 +19,24 @@ from spes_jax.models import layers
 from spes_jax.models.layers import matmul
 
 
+def _cpu_model() -> str:
+    """The host CPU's model name and its bfloat16 matmul units (AMD EPYCs and Intel Xeons with AMX
+    run XLA's GEMMs at very different rates)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = [line.split(":", 1) for line in f if ":" in line]
+    except OSError:
+        info = []
+    names = [v.strip() for k, v in info if k.strip() == "model name"]
+    flags = next((v.split() for k, v in info if k.strip() == "flags"), [])
+    units = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return " ".join([names[0] if names else platform.processor() or platform.machine()] + units)
+
+
 def device_name() -> str:
     d = jax.devices()[0]
     kind = getattr(d, "device_kind", d.platform)
-    return f"{d.platform}:{kind} x{jax.device_count()} ({platform.processor() or platform.machine()}, " \
-           f"{os.cpu_count()} cpus)"
+    return f"{d.platform}:{kind} x{jax.device_count()} ({_cpu_model()}, {os.cpu_count()} cpus)"
 
 
 def time_call(fn: Callable[[], Any], min_time: float = 2.0, min_reps: int = 3) -> float:

@@ -33,8 +33,6 @@ from common import device_name, print_table, write_results
 from spes_jax import SPESConfig, explain, load_model
 from spes_jax.convert import convert_checkpoint
 
-FIXTURES = os.environ.get("SPES_FBK_FIXTURES", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
-                                                             "fixtures", "fbk"))
 MASKS = {"tiny": 600, "paper": 200}  # per run: ~5-60 s on a 2-core CPU
 BATCH = {"tiny": 64, "paper": 8}
 
@@ -89,18 +87,22 @@ def main():
     ap.add_argument("--ref-script", required=True, help="the reference's throughput script")
     ap.add_argument("--ref-src", required=True, help="the patched reference source tree")
     ap.add_argument("--work", required=True, help="folder for checkpoints, inputs and converted models")
-    ap.add_argument("--fixtures", default=FIXTURES, help="the FBK fixtures (model/ with config_explain.yaml)")
+    ap.add_argument("--fixtures", default=os.environ.get("SPES_FBK_FIXTURES"),
+                    help="the FBK fixtures (model/ with config_explain.yaml; default: fixtures/fbk beside the folder "
+                         "of the throughput script, as that script assumes)")
     ap.add_argument("--models", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
     ap.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     ref = Reference(args.ref_python, args.ref_script, os.path.abspath(args.ref_src))
+    fixtures = os.path.abspath(args.fixtures or os.path.join(os.path.dirname(args.ref_script), "..", "fixtures", "fbk"))
+    if not os.path.isfile(os.path.join(fixtures, "model", "config_explain.yaml")):
+        ap.error(f"{fixtures}/model has no config_explain.yaml: pass --fixtures (the shared FBK fixtures)")
     print(f"device: {device_name()}; load average {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
     for name in args.models:
         work = os.path.abspath(os.path.join(args.work, name))
         os.makedirs(work, exist_ok=True)
-        fixtures = os.path.abspath(args.fixtures)
         ckpt = checkpoint(ref, name, work, fixtures)
         feats, ids = prepared(ref, ckpt, work, fixtures)
         jax_dir = os.path.join(work, "spes-jax")

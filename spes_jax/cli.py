@@ -75,7 +75,8 @@ def _whisper_options(p: argparse.ArgumentParser, occlusion: bool = True) -> None
                    "models); --task st translates it into English")
     if occlusion:
         p.add_argument("--occlusion", choices=["floor", "zero", "mean"], help="Whisper: what an occluded "
-                       "spectrogram cell becomes (default mean: the utterance's per-channel mean; floor: silence)")
+                       "spectrogram cell becomes (mean: the utterance's per-channel mean, the default; floor: "
+                       "silence); a command that reads a result uses the one it records")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -36,14 +36,17 @@ def _say_wrote(line: str) -> None:
     WROTE_LINES.append(line)
 
 
-def _loader(args, task: str | None):
+def _loader(args, task: str | None, attrs: dict | None = None):
     """name or directory -> model, with a Whisper model's --language and --occlusion, and ``task`` "st"
-    as Whisper's translation into English."""
+    as Whisper's translation into English. attrs: a result's file attributes, whose recorded options
+    (``provenance.recorded_options``) apply where the command line gives none."""
+    from .provenance import recorded_options
     from .speech_model import load_model
 
-    return lambda name: load_model(name, language=getattr(args, "language", None),
+    recorded = recorded_options(attrs or {})
+    return lambda name: load_model(name, language=getattr(args, "language", None) or recorded.get("language"),
                                    task="translate" if task == "st" else "transcribe",
-                                   occlusion=getattr(args, "occlusion", None))
+                                   occlusion=getattr(args, "occlusion", None) or recorded.get("occlusion"))
 
 
 def load_cli_model(args, task: str | None = None):
@@ -186,7 +189,7 @@ def evaluate_command(args) -> None:
     from .manifest import read_manifest
     from .analysis.metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
     from .analysis.plotting import plot_deletion_curves, plot_size_curves
-    from .provenance import result_model
+    from .provenance import options_note, result_model
     from .results import load_result
 
     # Every input and output is checked before any work; files are written only at the end.
@@ -217,8 +220,11 @@ def evaluate_command(args) -> None:
     if curves:
         task = args.task or attrs.get("task") or "asr"
         model, line = result_model(attrs, args.explanations, args.model, args.force_model, default=task,
-                                   load=_loader(args, task))
+                                   load=_loader(args, task, attrs))
         _say_model(line)
+        note = options_note(attrs, model, args.explanations)
+        if note:
+            print(f"spes-jax: note: {note}", file=sys.stderr)
     results = {"explanations": os.path.abspath(args.explanations)}
     if "size" in args.metrics:
         size = size_curve(exps.values(), args.step)
@@ -263,7 +269,8 @@ def _compare_model(args, requested: str | None, out_dir: str, task: str):
         model = _loader(args, task)(requested or task)
         _say_model(model_name(model.path))
         return model
-    model, line = result_model(result_attrs(made[0]), made[0], default=task, load=_loader(args, task))
+    attrs = result_attrs(made[0])
+    model, line = result_model(attrs, made[0], default=task, load=_loader(args, task, attrs))
     _say_model(line)
     return model
 

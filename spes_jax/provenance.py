@@ -55,13 +55,29 @@ def feature_kind(model) -> str:
 
 def model_provenance(model, task: str) -> dict:
     """The attributes every result file records about the model and its input (docs/explanation-files.md):
-    library version, task, model (source, path, parameter hash), sample rate, frame shift, feature kind."""
+    library version, task, model (source, path, parameter hash, loading options), sample rate, frame
+    shift, feature kind."""
     from . import __version__
 
     return {"library": f"spes-jax {__version__}", "task": task, "model": json.dumps(model.info or {}),
             "model_path": os.path.abspath(model.path) if model.path else "",
-            "model_sha256": parameters_sha256(model.params), "sample_rate": SAMPLE_RATE,
-            "frame_shift_s": FRAME_SHIFT_S, "features": feature_kind(model)}
+            "model_sha256": parameters_sha256(model.params), "model_options": json.dumps(model.options, sort_keys=True),
+            "sample_rate": SAMPLE_RATE, "frame_shift_s": FRAME_SHIFT_S, "features": feature_kind(model)}
+
+
+def recorded_options(attrs: dict) -> dict:
+    """The model's loading options a result records (``SpeechToTextModel.options``; {} for files
+    written before they were recorded)."""
+    return json.loads(attrs.get("model_options") or "{}")
+
+
+def options_note(attrs: dict, model, result: str) -> str | None:
+    """One line when ``model`` runs with other loading options than ``result`` was made with (e.g. a
+    Whisper occlusion given on the command line), else None."""
+    recorded = recorded_options(attrs)
+    changed = [f"{k} {model.options[k]} (explained with {v})" for k, v in recorded.items()
+               if k in model.options and model.options[k] != v]
+    return f"{result}: running the model with {', '.join(changed)}" if changed else None
 
 
 def file_provenance(model, config: SPESConfig, task: str, **extra) -> dict:

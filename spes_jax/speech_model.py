@@ -103,6 +103,12 @@ class SpeechToTextModel:
         raise NotImplementedError
 
     @property
+    def options(self) -> dict:
+        """The loading options its results depend on beyond the parameters (Whisper: language, task,
+        occlusion); every result file records them, and the commands that read a result reuse them."""
+        return {}
+
+    @property
     def max_input_frames(self) -> int:
         """The longest input (frames) the model was built for; longer ones are warned about."""
         raise NotImplementedError

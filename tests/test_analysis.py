@@ -1,9 +1,11 @@
 """Plausibility analyses, figures, manifests, ``spes-jax compare / evaluate / plot / plausibility``."""
 
+import copy
 import json
 import os
 import warnings
 
+import h5py
 import numpy as np
 import pytest
 
@@ -193,6 +195,12 @@ def test_compare_writes_table_and_reuses_explanations(tmp_path, corpus):
     again = compare(model, entries, "asr", str(tmp_path), budget_scale=0.01, methods=["SPES"], progress=False)
     assert os.path.getmtime(tmp_path / "spes.h5") == before  # reused, not recomputed
     assert again["methods"][0]["deletion_auc"] == payload["methods"][0]["deletion_auc"]
+    # The same weights loaded with other options (a Whisper occlusion, say): explained anew.
+    floor = copy.copy(model)
+    floor.__class__ = type("Floor", (type(model),), {"options": property(lambda m: {"occlusion": "floor"})})
+    compare(floor, entries, "asr", str(tmp_path), budget_scale=0.01, methods=["SPES"], progress=False)
+    with h5py.File(tmp_path / "spes.h5") as f:
+        assert json.loads(f.attrs["model_options"]) == {"occlusion": "floor"}
 
 
 def test_compare_batch_size_changes_no_result(tmp_path, corpus, capsys):
@@ -213,8 +221,6 @@ def test_compare_batch_size_changes_no_result(tmp_path, corpus, capsys):
 
 
 def test_compare_reruns_with_the_recorded_model_and_never_reuses_another_models(tmp_path, corpus, capsys):
-    import h5py
-
     from spes_jax.provenance import parameters_sha256
 
     d, _, _ = corpus

@@ -1,5 +1,6 @@
 """Corpus runs in one process: inputs, shards, resume, merge, bad input (tiny model, few masks)."""
 
+import copy
 import errno
 import json
 import os
@@ -166,6 +167,17 @@ def test_resume_refuses_other_config_and_existing_dir(tiny_model, zip_manifest, 
         explain_corpus(tiny_model, zip_manifest, run, CFG.replace(n_masks=9), targets="reference", resume=True)
     with pytest.raises(SpesError, match="targets differs"):
         explain_corpus(tiny_model, zip_manifest, run, CFG, targets="hypothesis", resume=True)
+    # The same weights loaded with other options (a Whisper occlusion, say) make other maps.
+    floor = copy.copy(tiny_model)
+    floor.__class__ = type("Floor", (type(tiny_model),), {"options": property(lambda m: {"occlusion": "floor"})})
+    with pytest.raises(SpesError, match="model_options differs"):
+        explain_corpus(floor, zip_manifest, run, CFG, targets="reference", resume=True)
+    # A run recorded before the options were: an FBK model's (none) are assumed.
+    (run_file,) = run.glob("proc-*/run.json")
+    identity = json.loads(run_file.read_text())
+    del identity["model_options"]
+    run_file.write_text(json.dumps(identity))
+    explain_corpus(tiny_model, zip_manifest, run, CFG, targets="reference", limit=1, resume=True)
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("x")

@@ -2,6 +2,7 @@
 perturbed and shown; occluded cells become the utterance's channel mean by default; the forced prompt's last token
 is the start column of the prefix map."""
 
+import argparse
 import json
 
 import jax
@@ -11,6 +12,8 @@ from support import requires_whisper, whisper_fixture_path
 
 from spes_jax import SPESConfig, load_explanations, load_model
 from spes_jax.cli import main
+from spes_jax.commands import _loader
+from spes_jax.provenance import model_provenance, options_note
 from spes_jax.core import SegmentMasks, requested_segments, segment, sweep
 from spes_jax.explainer import compute_params, explanation
 from spes_jax.whisper.features import silence_floor
@@ -99,6 +102,17 @@ def test_sweep_maps_cover_the_utterance_and_start_at_notimestamps(whisper, clip)
     assert exp.spectrogram_saliency.shape == (K, T, 80)
     assert exp.prefix_tokens == ["<|notimestamps|>", "▁go", "▁forward", "▁10", "▁meters", "."]
     assert exp.tokens[-1] == "</s>" and exp.text == "go forward 10 meters."
+
+
+def test_results_record_the_loading_options_and_readers_reuse_them(whisper):
+    """A result records the occlusion (language, task) it was made with; evaluate and compare load the
+    model with it unless the command line gives another, which is noted."""
+    attrs = model_provenance(whisper.configured(occlusion="floor"), "asr")
+    assert json.loads(attrs["model_options"]) == {"language": None, "occlusion": "floor", "task": "transcribe"}
+    model = _loader(argparse.Namespace(language=None, occlusion=None), "asr", attrs)(whisper.path)
+    assert model.options["occlusion"] == "floor" and options_note(attrs, model, "x.h5") is None
+    model = _loader(argparse.Namespace(language=None, occlusion="zero"), "asr", attrs)(whisper.path)
+    assert options_note(attrs, model, "x.h5") == "x.h5: running the model with occlusion zero (explained with floor)"
 
 
 @pytest.mark.slow

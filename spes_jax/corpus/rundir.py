@@ -26,6 +26,8 @@ from ..explanation import Explanation, load_explanations, save_explanations
 RUN_FILE, INDEX_FILE, TARGETS_FILE, ERRORS_FILE = "run.json", "index.json", "targets.json", "errors.jsonl"
 # Recorded but free to change on resume: they do not change any result.
 _FREE_CONFIG_KEYS = ("batch_size", "token_batch_size")
+# What a run made before a key was recorded had: float32 maps, and no model options (FBK models).
+_BEFORE_RECORDED = {"map_dtype": "float32", "model_options": "{}"}
 
 
 def proc_dir(run_dir: str, process: int) -> str:
@@ -48,8 +50,8 @@ def _read_json(path: str, default=None):
 
 def identity_mismatch(recorded: dict, current: dict) -> str | None:
     """Why a recorded run identity differs from the current one (None when compatible)."""
-    for key in ("model", "model_config", "seed", "targets", "task", "map_dtype"):
-        if recorded.get(key, "float32" if key == "map_dtype" else None) != current.get(key):
+    for key in ("model", "model_options", "model_config", "seed", "targets", "task", "map_dtype"):
+        if recorded.get(key, _BEFORE_RECORDED.get(key)) != current.get(key):
             return f"{key} differs (run: {recorded.get(key)!r}, now: {current.get(key)!r})"
     a, b = json.loads(recorded["config"]), json.loads(current["config"])
     for key in sorted(set(a) | set(b)):

@@ -195,7 +195,8 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
     utterances = read_corpus(manifest)[:limit]
 
     attrs = file_provenance(model, cfg, task, targets=targets)
-    identity = {"model": attrs["model_sha256"], "model_config": repr(model.module.cfg), "config": cfg.to_json(),
+    identity = {"model": attrs["model_sha256"], "model_options": attrs["model_options"],
+                "model_config": repr(model.module.cfg), "config": cfg.to_json(),
                 "seed": cfg.seed, "targets": targets, "task": task, "map_dtype": map_dtype, "attrs": attrs}
     mine = rundir.proc_dir(out_dir, process_index)
     if os.path.isdir(out_dir) and not resume:

@@ -155,6 +155,10 @@ class WhisperModel(SpeechToTextModel):
     def prompt(self) -> tuple[int, ...]:
         return self._prompt
 
+    @property
+    def options(self) -> dict:
+        return {"language": self.language, "task": self.task, "occlusion": self.occlusion}
+
     def sweep_batches(self, platform: str) -> tuple[int, int]:
         # Every spectrogram mask is a 30 s encoder pass, at the CPU's matmul rate already with 2 masks
         # per step: 4 or 8 ran no faster per mask (tiny.en, 2026-12-03) and hold more memory.
