@@ -201,7 +201,7 @@ def evaluate_command(args) -> None:
     if curves:
         if not args.manifest:
             raise SpesError("deletion and insertion need --manifest (the audio and references)")
-        entries = {e.id: e for e in read_manifest(args.manifest)}
+        entries = {e.id: e for e in read_manifest(args.manifest, ids=set(exps))}
         missing = [i for i in exps if i not in entries]
         if missing:
             raise SpesError(f"{count(len(missing), 'explained utterance')} not in the manifest {args.manifest}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ._io import write_text
@@ -32,11 +33,13 @@ def read_rows(path: str, hint: str) -> list[dict]:
     return rows
 
 
-def read_manifest(path: str | os.PathLike, require_reference: bool = True) -> list[Entry]:
+def read_manifest(path: str | os.PathLike, require_reference: bool = True,
+                  ids: Collection[str] | None = None) -> list[Entry]:
     """Reads a TSV manifest with a header: ``audio`` and a reference column (``reference``,
     ``tgt_text`` or ``text``), optionally ``id`` (default: the audio file name). Audio paths are
     relative to the manifest's folder. ``require_reference=False`` accepts manifests without a
-    reference column (the references are then empty)."""
+    reference column (the references are then empty). ids: only these utterances' rows are
+    returned and their audio checked (a result's: a corpus run skips rows whose audio is unusable)."""
     path = os.fspath(path)
     rows = read_rows(path, "a TSV with a header line 'id, audio, reference'")
     columns = rows[0].keys()
@@ -44,16 +47,19 @@ def read_manifest(path: str | os.PathLike, require_reference: bool = True) -> li
     if "audio" not in columns or (ref is None and require_reference):
         raise SpesError(f"{path}: needs an 'audio' column and one of {_REFERENCE_COLUMNS}; has {list(columns)}")
     base = os.path.dirname(os.path.abspath(path))
-    entries = []
+    entries, seen = [], []
     for n, row in enumerate(rows, 2):
         if row["audio"] is None or (ref is not None and row[ref] is None):
             raise SpesError(f"{path}:{n}: missing fields")
         audio = os.path.join(base, row["audio"])
+        uid = row.get("id") or os.path.splitext(os.path.basename(audio))[0]
+        seen.append(uid)
+        if ids is not None and uid not in ids:
+            continue
         if not os.path.isfile(audio):
             raise SpesError(f"{path}:{n}: audio file not found: {audio}")
-        uid = row.get("id") or os.path.splitext(os.path.basename(audio))[0]
         entries.append(Entry(uid, audio, row[ref].strip() if ref else ""))
-    if len({e.id for e in entries}) != len(entries):
+    if len(set(seen)) != len(seen):
         raise SpesError(f"{path}: utterance ids are not unique")
     return entries
 

@@ -51,6 +51,12 @@ def test_manifest_and_timings(tmp_path, corpus):
     bad.write_text("audio\treference\nmissing.wav\thi\n")
     with pytest.raises(SpesError, match="not found"):
         read_manifest(bad)
+    # A result's readers check only its utterances' rows (a corpus run skips rows it cannot read).
+    bad.write_text(f"id\taudio\treference\ngone\tmissing.wav\thi\nok\t{entries[0].audio}\tyes\n")
+    assert read_manifest(bad, ids={"ok"}) == [Entry("ok", entries[0].audio, "yes")]
+    bad.write_text(f"id\taudio\treference\nok\tmissing.wav\thi\nok\t{entries[0].audio}\tyes\n")
+    with pytest.raises(SpesError, match="not unique"):
+        read_manifest(bad, ids={"x"})
     (tmp_path / "x.ctm").write_text("u1 1 zero 0.3 w\n")
     with pytest.raises(SpesError, match="CTM"):
         read_word_timings(tmp_path / "x.ctm")

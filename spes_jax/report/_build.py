@@ -63,7 +63,7 @@ def resolve_audio(spec: str | os.PathLike | None, ids: list[str]) -> tuple[dict[
     if not os.path.isfile(spec):
         raise SpesError(f"--audio not found: {spec}")
     if spec.endswith((".tsv", ".txt")):
-        entries = read_manifest(spec, require_reference=False)
+        entries = read_manifest(spec, require_reference=False, ids=set(ids))
         return {e.id: e.audio for e in entries}, {e.id: e.reference for e in entries if e.reference}
     name = os.path.splitext(os.path.basename(spec))[0]
     if name in ids or len(ids) == 1:
