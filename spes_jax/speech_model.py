@@ -19,7 +19,7 @@ from .audio import FRAME_SHIFT_S, load_features
 from .config import SPESConfig
 from .core.sweep import InputLayout
 from .decoding import SearchConfig, SearchResult, beam_search, greedy_search
-from .errors import SpesError
+from .errors import SpesError, count
 from .models import ModelConfig, S2TModel
 from .models.io import FORMAT, read_model_dir
 from .text import WORD_START, Dictionary, Tokenizer
@@ -124,8 +124,9 @@ class SpeechToTextModel:
         than ``max_seconds``."""
         name = f"{os.fspath(audio)}: " if isinstance(audio, (str, os.PathLike)) else ""
         if feats.shape[0] < MIN_FRAMES:
-            raise SpesError(f"{name}audio too short: {feats.shape[0] * FRAME_SHIFT_S:.2f} s ({feats.shape[0]} "
-                            f"frames of 10 ms); need at least {MIN_FRAMES * FRAME_SHIFT_S:.2f} s")
+            # Frames, not seconds: a 25 ms window makes 0.03 s of audio one frame.
+            raise SpesError(f"{name}audio too short: it gives {count(feats.shape[0], 'frame')} of 10 ms; the model "
+                            f"needs at least {MIN_FRAMES} (about {MIN_FRAMES * FRAME_SHIFT_S + 0.01:.2f} s of audio)")
         limit = self.max_seconds
         if limit and feats.shape[0] * FRAME_SHIFT_S > limit:
             raise SpesError(f"{name}audio is {feats.shape[0] * FRAME_SHIFT_S:.1f} s long; this model handles at "
