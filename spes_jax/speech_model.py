@@ -346,8 +346,10 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, language: str |
         return load_whisper(path, language=language, task=task or "transcribe",
                             occlusion=occlusion or DEFAULT_OCCLUSION)
     if language is not None or occlusion is not None:
-        raise SpesError(f"{path}: --language and --occlusion are options of Whisper models (an FBK model's "
-                        "language and task are those it was trained for)")
+        from .provenance import model_name
+
+        raise SpesError(f"{model_name(path)}: --language and --occlusion are options of Whisper models (an FBK "
+                        "model's language and task are those it was trained for)")
     cfg, params, config, dict_path, spm_path = read_model_dir(path)
     tokenizer = Tokenizer(Dictionary.load(dict_path), spm_path)
     if len(tokenizer.dictionary) != cfg.vocab_size:

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 import spes_jax
-from spes_jax import SPESConfig, assets, explain, load_model
+from spes_jax import SPESConfig, SpesError, assets, explain, load_model
 from spes_jax.analysis.plausibility import time_alignment
 from spes_jax.training.data import wer
 from support import ROOT
@@ -35,6 +35,8 @@ def test_spliced_models_and_former_names():
     assert [h.text for h in load_model("asr-spliced").transcribe(paths)] == [t["text"] for t in timings.values()]
     assert [h.text for h in load_model("st-spliced").transcribe(paths)] == [t["translation"] for t in timings.values()]
     assert load_model("asr-robust").path == load_model("asr").path == assets.model_dir("asr")
+    with pytest.raises(SpesError, match=r"^embedded model asr: --language and --occlusion are options of Whisper"):
+        load_model("asr", occlusion="floor")
     assert assets.task("st-robust") == "st" and assets.task("some/dir") == "asr"
 
 
