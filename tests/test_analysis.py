@@ -1,6 +1,7 @@
 """Plausibility analyses, figures, manifests, ``spes-jax compare / evaluate / plot / plausibility``."""
 
 import copy
+import dataclasses
 import json
 import os
 import warnings
@@ -109,7 +110,7 @@ def test_match_timings_by_content(corpus):
 def test_plot_explanation(tmp_path, corpus):
     _, model, exps = corpus
     exp = exps[0]
-    from spes_jax.analysis.plotting import plot_explanation
+    from spes_jax.analysis.plotting import plot_explanation, plot_token_grid
 
     fig = plot_explanation(exp, model.features(samples()[exp.id]), token=1, path=tmp_path / "f.png")
     assert len(fig.axes) == 8  # spectrogram, map, overlay, prefix bars, prefix matrix + 3 colour bars
@@ -119,6 +120,17 @@ def test_plot_explanation(tmp_path, corpus):
         plot_explanation(exp, token=99)
     with pytest.raises(SpesError, match="do not match"):
         plot_explanation(exp, np.zeros((5, 80), np.float32))
+    # A part explained with no masks: its panels say so, without maps or colour bars.
+    no_spec = dataclasses.replace(exp, spectrogram_saliency=np.zeros_like(exp.spectrogram_saliency), n_masks=0)
+    fig = plot_explanation(no_spec, model.features(samples()[exp.id]))
+    assert len(fig.axes) == 6 and sum("--masks 0" in t.get_text() for a in fig.axes for t in a.texts) == 2
+    no_prefix = dataclasses.replace(exp, prefix_saliency=np.zeros_like(exp.prefix_saliency), n_token_masks=0)
+    fig = plot_explanation(no_prefix)
+    assert len(fig.axes) == 4 and sum("--token-masks 0" in t.get_text() for a in fig.axes for t in a.texts) == 2
+    with pytest.raises(SpesError, match="not explained"):
+        plot_token_grid(no_spec)
+    # The reference's files record no mask counts: their maps are drawn.
+    assert len(plot_explanation(dataclasses.replace(exp, n_masks=0, n_token_masks=0)).axes) == 5
 
 
 def test_cli_evaluate_plot_plausibility(tmp_path, corpus, capsys):

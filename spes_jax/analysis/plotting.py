@@ -177,11 +177,16 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
         axes[0].set_title(f"{exp.id}: spectrogram (the model's input features)", fontsize=9)
     clip = "colours {} to {}".format(*_clip_ends(clip_percentile))
     ax = axes[1 if features is not None else 0]
-    fig.colorbar(_saliency(ax, saliency, limits), ax=ax, fraction=0.03, label="saliency", pad=0.01)
     ax.set_title(f"spectrogram saliency, {what} ({clip})", fontsize=9)
+    if not _explained(exp, "spectrogram"):  # zero maps, normalised, would be one flat colour with a colour bar
+        for a in axes[maps - (2 if features is not None else 1): maps]:
+            _not_explained(a, "no spectrogram masks (--masks 0): the spectrogram was not explained", (T, C))
+    else:
+        fig.colorbar(_saliency(ax, saliency, limits), ax=ax, fraction=0.03, label="saliency", pad=0.01)
     if features is not None:
-        fig.colorbar(_overlay(axes[2], features, saliency, limits), ax=axes[2], fraction=0.03, pad=0.01,
-                     label="saliency")
+        if _explained(exp, "spectrogram"):
+            fig.colorbar(_overlay(axes[2], features, saliency, limits), ax=axes[2], fraction=0.03, pad=0.01,
+                         label="saliency")
         axes[2].set_title("overlay: saliency over the spectrogram", fontsize=9)
     active = -1 if token is None else _timed_word(exp.tokens, timings)[token]
     for i in range(maps):
@@ -192,10 +197,33 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
     axes[maps - 1].set_xlabel("time (s)")
     # The reference's sentence level averages all K rows, and prefix token j is seen only by the rows
     # after it: later columns average more zeros. Say so where the bars are read.
-    _prefix_bars(axes[maps], norm, bars, "sentence level (mean over all tokens; later positions are seen by "
-                 "fewer)" if token is None else f"token {token}")
-    _prefix_panel(axes[-1], norm, fig)
+    if _explained(exp, "prefix"):
+        _prefix_bars(axes[maps], norm, bars, "sentence level (mean over all tokens; later positions are seen "
+                     "by fewer)" if token is None else f"token {token}")
+        _prefix_panel(axes[-1], norm, fig)
+    else:
+        for a in axes[maps:]:
+            _not_explained(a, "no prefix masks (--token-masks 0): the previous tokens were not explained")
     return _save(fig, path)
+
+
+def _explained(exp: Explanation, part: str) -> bool:
+    """Whether the "spectrogram" or "prefix" part of ``exp`` was explained: not when it had no masks and
+    its maps are zero (the reference's files record no mask counts; their maps are not zero)."""
+    n, maps = ((exp.n_masks, exp.spectrogram_saliency) if part == "spectrogram"
+               else (exp.n_token_masks, exp.prefix_saliency))
+    return n > 0 or bool(np.any(maps))
+
+
+def _not_explained(ax, why: str, extent: tuple[int, int] | None = None) -> None:
+    """An empty panel with its reason; ``extent`` (T, C): the frame and channel axes it would have had."""
+    if extent is not None:
+        ax.set_xlim(0, extent[0] * FRAME_SHIFT_S)
+        ax.set_ylim(0, extent[1])
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#333")
 
 
 def plot_alignment(features: np.ndarray, words: Timings, phones: Timings | None = None,
@@ -275,6 +303,8 @@ def plot_token_grid(exp: Explanation, features: np.ndarray | None = None, words:
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
+    if not _explained(exp, "spectrogram"):
+        raise SpesError(f"{exp.id}: the spectrogram was not explained (0 spectrogram masks): no maps for a grid")
     norm = exp if exp.is_normalized else exp.normalized()
     K, T, C = norm.spectrogram_saliency.shape
     if features is not None and features.shape != (T, C):
