@@ -64,14 +64,15 @@ compute_params = params_on_devices
 
 
 def explanation(model: SpeechToTextModel, utt_id: str, tokens: Sequence[int], n_frames: int,
-                seg: Segmentation, cfg: SPESConfig, result: SweepResult) -> Explanation:
-    """The ``Explanation`` of one swept utterance (maps cut to its K tokens and T frames)."""
+                seg: Segmentation, cfg: SPESConfig, result: SweepResult, given: bool = False) -> Explanation:
+    """The ``Explanation`` of one swept utterance (maps cut to its K tokens and T frames). given: the
+    tokens are a given target, not the model's hypothesis (recorded as ``meta["targets"] = "given"``)."""
     spec, prefix = jax.device_get((result.spectrogram, result.prefix))
     K = len(tokens)
     pieces = model.dictionary.pieces(tokens)
     meta = {"token_ids": np.asarray(tokens, np.int32), "requested_segments": list(seg.requested),
             "n_segments": [int(n) for n in seg.n_segments],
-            "sampler": cfg.sampler}
+            "sampler": cfg.sampler, **({"targets": "given"} if given else {})}
     if result.r is not None:
         meta["until_r"] = cfg.until_r
         meta["estimated_r"] = {"spectrogram": [round(float(x), 4) for x in np.asarray(result.r["spectrogram"])[:K]],
@@ -98,6 +99,7 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
     Returns an ``Explanation`` (or a list for a list input).
     """
     cfg = model.sweep_config(config or SPESConfig.asr())
+    given = targets is not None
     single, ids, features, targets = model_inputs(model, audio, cfg, ids, targets)
     plan = sweep.make_plan(model.module, cfg, devices)
 
@@ -111,5 +113,5 @@ def explain(model: SpeechToTextModel, audio, config: SPESConfig | None = None, *
                         until_r=cfg.until_r,
                         progress=(progress if isinstance(progress, str) else "SPES") if progress else None):
         utt_id, feats, tokens = swept.item
-        results.append(explanation(model, utt_id, tokens, feats.shape[0], swept.host, cfg, swept.result))
+        results.append(explanation(model, utt_id, tokens, feats.shape[0], swept.host, cfg, swept.result, given))
     return results[0] if single else results

@@ -74,7 +74,7 @@ def test_corpus_run_equals_single_explanations_and_merges(tiny_model, arrays, zi
     for uid, exp in got.items():
         np.testing.assert_allclose(exp.spectrogram_saliency, ref[uid].spectrogram_saliency, atol=1e-6)
         np.testing.assert_allclose(exp.prefix_saliency, ref[uid].prefix_saliency, atol=1e-6)
-        assert exp.tokens == ref[uid].tokens
+        assert exp.tokens == ref[uid].tokens and exp.meta["targets"] == ref[uid].meta["targets"] == "given"
     merged = tmp_path / "all.h5"
     assert merge(run, merged) == 3
     again = load_explanations(merged)

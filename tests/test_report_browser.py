@@ -127,7 +127,9 @@ def test_index_of_1000_utterances(driver, tmp_path):
     from selenium.webdriver.common.by import By
 
     bases = [synthetic("base", K=3, T=40, seed=i)[0] for i in range(10)]
-    items = [Utterance(dataclasses.replace(bases[i % 10], id=f"utt{i:04d}")) for i in range(1000)]
+    # Every other one explains a given target (explain --targets), not the model's hypothesis.
+    items = [Utterance(dataclasses.replace(bases[i % 10], id=f"utt{i:04d}", meta={"targets": "given"} if i % 2 else {}))
+             for i in range(1000)]
     path = tmp_path / "corpus.html"
     write_report(path, items, title="1,000 utterances")
     url = open_page(driver, path)
@@ -149,6 +151,11 @@ def test_index_of_1000_utterances(driver, tmp_path):
     driver.find_element(By.LINK_TEXT, "utt0500").click()
     wait_for(driver, "return window.spesReport.state.d && window.spesReport.state.d.id === 'utt0500'")
     assert driver.find_element(By.ID, "caption").text.startswith("Token 1 of 3")
+    assert driver.find_element(By.ID, "utext").text.startswith("hypothesis")
+    assert driver.find_elements(By.XPATH, "//th[text()='hypothesis / given target']")
+    driver.get(url.split("#")[0] + "#u=utt0501")
+    wait_for(driver, "return window.spesReport.state.d && window.spesReport.state.d.id === 'utt0501'")
+    assert driver.find_element(By.ID, "utext").text.startswith("given target")
     assert_clean(driver, url)
 
 

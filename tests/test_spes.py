@@ -233,7 +233,7 @@ def test_explain_end_to_end_and_file_roundtrip(tiny_model, tmp_path):
     for exp in exps:
         np.testing.assert_array_equal(back[exp.id].spectrogram_saliency, exp.spectrogram_saliency)
         np.testing.assert_array_equal(back[exp.id].prefix_saliency, exp.prefix_saliency)
-        assert back[exp.id].tokens == exp.tokens
+        assert back[exp.id].tokens == exp.tokens and back[exp.id].meta["targets"] == "given"
     n = back["a"].normalized()
     assert n.spectrogram_saliency.min() >= 0 and n.spectrogram_saliency.max() <= 1
 

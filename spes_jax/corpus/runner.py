@@ -280,7 +280,8 @@ def explain_corpus(model, manifest: str | os.PathLike, out_dir: str | os.PathLik
                     u, (feats, seg, host_s) = swept.item
                     summary.seconds["read_slic"] += host_s
                     t = time.perf_counter()
-                    exp = explanation(model, u.id, tokens[u.id], feats.shape[0], seg, cfg, swept.result)
+                    exp = explanation(model, u.id, tokens[u.id], feats.shape[0], seg, cfg, swept.result,
+                                      given=targets == "reference")
                     with lock:
                         buffer.append((exp, u.source))
                         summary.utterances += 1

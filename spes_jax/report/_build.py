@@ -179,13 +179,14 @@ def _payload(u: Utterance, task: str, clip_percentile: float | None, normalizer:
     norm = exp.normalized()
     view = {
         "id": exp.id, "K": K, "T": T, "C": C, "shift": FRAME_SHIFT_S, "tokens": exp.tokens,
-        "words": token_words(exp.tokens), "text": exp.text, "reference": u.reference, **_maps(exp, norm),
+        "words": token_words(exp.tokens), "text": exp.text, "given": exp.meta.get("targets") == "given",
+        "reference": u.reference, **_maps(exp, norm),
         "prefixRaw": _round(np.tril(exp.prefix_saliency), 6), "prefixNorm": _round(norm.prefix_saliency),
         "limits": _limits(exp, norm, clip_percentile),
         "timings": [list(s) for s in u.timings] if u.timings else None, **_audio(u, exp, attrs),
     }
     row = {"id": exp.id, "duration": round(T * FRAME_SHIFT_S, 2), "tokens": K, "hypothesis": exp.text,
-           "reference": u.reference, "size AUC": round(size_curve([norm]).auc, 2)}
+           "reference": u.reference, "size AUC": round(size_curve([norm]).auc, 2), "given": view["given"]}
     if u.reference:
         name = "BLEU" if task == "st" else "WER"
         row[name] = round(corpus_score(name.lower(), [u.reference], [exp.text]), 2)

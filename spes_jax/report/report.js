@@ -500,11 +500,15 @@
     .filter((c) => rows.some((r) => r[c] !== undefined && r[c] !== ""));
   const WIDTH = { id: 150, duration: 124, tokens: 76, hypothesis: null, reference: null, "deletion AUC": 132, "insertion AUC": 140 };
 
+  // Explanations of given targets (explain --targets) are not of the model's hypotheses.
+  const TEXT_HEADER = rows.every((r) => r.given) ? "given target" : rows.some((r) => r.given) ? "hypothesis / given target"
+    : "hypothesis";
+
   function buildHead() {
     const head = $("thead");
     for (const c of columns) {
       const th = document.createElement("th");
-      th.textContent = c === "duration" ? "duration (s)" : c;
+      th.textContent = c === "duration" ? "duration (s)" : c === "hypothesis" ? TEXT_HEADER : c;
       if (NUMERIC.has(c)) th.className = "num";
       if (WIDTH[c] !== null) th.style.width = (WIDTH[c] || 118) + "px";
       th.addEventListener("click", () => sortBy(c));
@@ -572,7 +576,7 @@
   function showView(row) {
     const d = state.d;
     $("uid").textContent = d.id;
-    const lines = [["hypothesis", d.text], ["reference", d.reference]].filter((l) => l[1]);
+    const lines = [[d.given ? "given target" : "hypothesis", d.text], ["reference", d.reference]].filter((l) => l[1]);
     const score = ["WER", "spoken WER", "BLEU", "deletion AUC", "size AUC"].filter((c) => row[c] !== undefined).map((c) => `${c} ${row[c]}`);
     $("utext").innerHTML = d.contrastive ? contrastiveHead(d) : lines.map(([k, v]) => `<div><b>${k}</b>${escapeHtml(v)}</div>`).join("") +
       `<div><b>duration</b>${(d.T * d.shift).toFixed(2)} s &middot; ${d.K} tokens${score.length ? " &middot; " + score.join(" &middot; ") : ""}</div>`;
