@@ -347,6 +347,9 @@ def aggregate_command(args) -> None:
     attrs = {**attrs, "source": os.path.abspath(args.explanations),
              "aggregation": [s["op"] for s in out[0].aggregation] if out else [], "normalized": int(args.normalize)}
     save_explanations(args.out, out, attrs)
+    if not args.normalize:
+        print("spes-jax: note: the maps were averaged as they are, not normalised (--normalize normalises each token "
+              "first, as the reference does; plot draws only normalised aggregates)", file=sys.stderr)
     _say_wrote(f"wrote {args.out} ({count(len(out), 'utterance')})")
 
 
@@ -370,6 +373,21 @@ def _check_normalizer_option(exps, normalizer: str | None, source: str) -> None:
     if normalizer and not any(e.contrastive for e in exps):
         raise SpesError(f"--normalizer applies to contrastive explanations (explain-contrastive); {source} explains "
                         "every token of a hypothesis, normalised as the paper does (per-token z-score, then min-max)")
+
+
+def _plottable_aggregate(exp) -> None:
+    """plot draws normalised maps over time x frequency, with rows of tokens, words or phrases: refuses
+    other outputs of ``spes-jax aggregate`` with what to do instead."""
+    ops = [step["op"] for step in exp.aggregation or []]
+    averaged = [what for op, what in (("time", "time (aggregate --time-spans or --time-mean)"),
+                                      ("frequency", "frequency (aggregate --frequency)")) if op in ops]
+    if averaged:
+        raise SpesError(f"{exp.id}: its maps are averaged over {' and '.join(averaged)}, and plot draws maps over the "
+                        "spectrogram's time and frequency; plot a file aggregated by --words, --spans or --sentence "
+                        "only, or read these maps in Python (spes_jax.load_explanations)")
+    if ops and not exp.is_normalized:
+        raise SpesError(f"{exp.id}: aggregated without --normalize; plot draws normalised maps, and each token's map "
+                        "is normalised before averaging (as the reference does): aggregate again with --normalize")
 
 
 def plot_command(args) -> None:
@@ -396,6 +414,7 @@ def plot_command(args) -> None:
               f"(--id chooses another: {', '.join(list(exps)[1:4])}{', ...' if len(exps) > 4 else ''})",
               file=sys.stderr)
     exp = exps[uid]
+    _plottable_aggregate(exp)
     _check_normalizer_option([exp], args.normalizer, args.explanations)
     if exp.contrastive and (args.grid or args.token is not None):
         raise SpesError(f"--token and --grid apply to per-token explanations; {uid} is contrastive "

@@ -330,3 +330,30 @@ def test_words_are_the_spoken_words_unless_fbks_grouping_is_asked(tmp_path, caps
     assert load_explanations(out)["u"].tokens == spoken.tokens
     assert main(["aggregate", str(src), "--words", "fbk", "--out", str(out), "--overwrite"]) == 0
     assert len(load_explanations(out)["u"].tokens) == 8
+
+
+def test_plot_draws_word_aggregates_and_refuses_the_others_with_one_line(tmp_path, capsys):
+    """plot draws normalised maps over time x frequency whose rows are words, phrases or the sentence
+    (the prefix rows then keep token columns unless --word-columns); maps averaged over time or
+    frequency, or averaged before normalising, get one error saying what to do."""
+    from spes_jax.cli import main
+
+    pieces = ["\u2581an", "\u2581ill", "-", "dis", "posed", "\u2581man", ".", "</s>"]
+    rng = np.random.default_rng(1)
+    exp = Explanation(id="u", tokens=pieces, spectrogram_saliency=rng.random((8, 30, 80), np.float32),
+                      prefix_saliency=np.tril(rng.random((8, 8), np.float32)), n_masks=10, n_token_masks=10)
+    src = tmp_path / "in.h5"
+    save_explanations(src, [exp], {"task": "asr"})
+    for n, options in enumerate([["--words"], ["--words", "--word-columns"], ["--sentence"]]):
+        out = tmp_path / f"a{n}.h5"
+        assert main(["aggregate", str(src), "--out", str(out), "--normalize", *options]) == 0
+        for token in ([], ["--token", "1"]) if n < 2 else ([],):
+            assert main(["plot", str(out), "--out", str(tmp_path / f"a{n}{len(token)}.png"), *token]) == 0
+    capsys.readouterr()
+    for options, message in ((["--time-mean", "--normalize"], "averaged over time (aggregate --time-spans"),
+                             (["--words", "--frequency", "--normalize"], "averaged over frequency"),
+                             (["--words"], "aggregated without --normalize")):
+        out = tmp_path / "b.h5"
+        assert main(["aggregate", str(src), "--out", str(out), "--overwrite", *options]) == 0
+        assert main(["plot", str(out), "--out", str(tmp_path / "b.png")]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "b.png").exists()

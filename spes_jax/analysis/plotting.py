@@ -15,7 +15,7 @@ import numpy as np
 
 from .._io import atomic_output
 from ..audio import FRAME_SHIFT_S
-from ..errors import SpesError
+from ..errors import SpesError, count
 from ..explanation import Explanation
 from ..text import pieces_text, token_words, word_groups
 
@@ -159,7 +159,7 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
     norm = exp if exp.is_normalized else exp.normalized()
     K, T, C = norm.spectrogram_saliency.shape
     if token is not None and not -K <= token < K:
-        raise SpesError(f"{exp.id}: token {token} out of range (the hypothesis has {K} tokens)")
+        raise SpesError(f"{exp.id}: token {token} out of range (the hypothesis has {count(K, 'token')})")
     if features is not None and features.shape != (T, C):
         raise SpesError(f"{exp.id}: features of shape {features.shape} do not match the explanation's {(T, C)}")
     if token is None:
@@ -167,7 +167,7 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
     else:
         token %= K
         saliency, what = norm.spectrogram_saliency[token], f"token {token}: {exp.tokens[token]!r}"
-        bars = np.tril(norm.prefix_saliency)[token]  # causal: previous tokens only
+        bars = _causal(norm.prefix_saliency)[token]  # previous tokens only
     limits = color_limits(saliency, clip_percentile)
     maps = 3 if features is not None else 1
     fig = Figure(figsize=(9, 2.1 * maps + 1.6 + 2.6 + (0.1 * K if K > 12 else 0)), layout="constrained")
@@ -249,7 +249,7 @@ def plot_alignment(features: np.ndarray, words: Timings, phones: Timings | None 
 
 
 def _prefix_labels(norm: Explanation) -> list[str]:
-    K = norm.prefix_saliency.shape[0]
+    K = norm.prefix_saliency.shape[1]
     return [t.replace("</s>", "<s>") for t in norm.prefix_tokens] if norm.prefix_tokens else [str(j) for j in range(K)]
 
 
@@ -266,12 +266,20 @@ def _prefix_bars(ax, norm: Explanation, bars: np.ndarray, what: str) -> None:
     ax.set_title(f"prefix saliency, {what}: previous output tokens", fontsize=9)
 
 
+def _causal(prefix: np.ndarray) -> np.ndarray:
+    """The (K, K) token-by-token prefix map with the cells of later tokens zeroed; a map whose rows are
+    words or phrases over token columns (``aggregation.by_words``) already keeps only the columns
+    before each row's phrase."""
+    return np.tril(prefix) if prefix.shape[0] == prefix.shape[1] else prefix
+
+
 def _prefix_panel(ax, norm: Explanation, fig) -> None:
-    K = norm.prefix_saliency.shape[0]
-    causal = np.tril(np.ones((K, K), bool))
-    data = np.ma.masked_where(~causal, norm.prefix_saliency)
+    K, L = norm.prefix_saliency.shape
+    data = norm.prefix_saliency
+    if K == L:
+        data = np.ma.masked_where(~np.tril(np.ones((K, K), bool)), data)
     im = ax.imshow(data, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-    ax.set_xticks(range(K), _prefix_labels(norm), rotation=90, fontsize=7)
+    ax.set_xticks(range(L), _prefix_labels(norm), rotation=90, fontsize=7)
     ax.set_yticks(range(K), norm.tokens, fontsize=7)
     ax.set_xlabel("previous output token (position 0 = start token)")
     ax.set_ylabel("explained token")
