@@ -278,6 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
                    f"normaliser (default: the one recorded, else {CONTRASTIVE_NORMALIZER})")
     r.set_defaults(func=commands.report_command)
 
+    a = sub.add_parser("align", help="word (and phone) timings of a manifest's references by forced alignment "
+                       "(PocketSphinx: pip install 'spes-jax[align]'; English)")
+    a.add_argument("manifest", help="TSV with id, audio, reference (the transcript; numerals and punctuation are "
+                   "written in spoken form first)")
+    a.add_argument("--out", required=True, help="word timings, CTM (what plot, report and plausibility read)")
+    a.add_argument("--phones", help="also the phone timings, CTM (e.g. for aggregate --time-spans)")
+    a.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=commands.align_command)
+
     q = sub.add_parser("plausibility", help="time alignment, kurtosis ranking and positional saliency")
     q.add_argument("explanations", help=RESULT_HELP)
     q.add_argument("--timings", help="word timings: CTM, or JSON like the bundled samples' timings.json")

@@ -456,6 +456,46 @@ def report_command(args) -> None:
     _say_wrote(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB)")
 
 
+def align_command(args) -> None:
+    from ._io import check_output
+    from .alignment import Aligner, spoken_form, write_ctm
+    from .audio import read_audio
+    from .driver import progress_bar
+    from .manifest import read_manifest
+
+    outputs = [args.out] + ([args.phones] if args.phones else [])
+    for path in outputs:
+        check_output(path, args.overwrite)
+    if len(set(map(os.path.abspath, outputs))) < len(outputs):
+        raise SpesError("--out and --phones name the same file")
+    entries = read_manifest(args.manifest)
+    aligner = Aligner()  # before any audio is read: says how to install PocketSphinx when it is missing
+    words, phones, failed = {}, {}, []
+    bar = None if args.quiet else progress_bar("align", len(entries), "utterance",
+                                               f"{count(len(entries), 'utterance')} of {args.manifest}")
+    try:
+        for e in entries:
+            try:
+                alignment = aligner(read_audio(e.audio), spoken_form(e.reference))
+                words[e.id], phones[e.id] = alignment.words, alignment.phones
+            except SpesError as err:
+                failed.append(f"{e.id}: {err}")
+            if bar:
+                bar.update()
+    finally:
+        if bar:
+            bar.close()
+    if not words:
+        raise SpesError(f"no utterance of {args.manifest} could be aligned, e.g. {failed[0]}")
+    for line in failed:
+        print(f"spes-jax: warning: {line}; left out", file=sys.stderr)
+    write_ctm(args.out, words)
+    if args.phones:
+        write_ctm(args.phones, phones)
+    _say_wrote(f"wrote {' and '.join(outputs)} ({count(len(words), 'utterance')} aligned"
+               f"{f', {len(failed)} left out' if failed else ''})")
+
+
 def plausibility_command(args) -> None:
     from ._io import check_output, write_json
     from .results import load_result

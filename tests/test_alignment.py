@@ -88,3 +88,33 @@ def test_plot_alignment_draws_word_and_phone_labels(tmp_path):
                          [("G", 0.2, 0.3), ("OW", 0.3, 0.5)], tmp_path / "a.png", title="t")
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == ["go", "on", "G", "OW"] and (tmp_path / "a.png").stat().st_size > 0
+
+
+@needs_aligner
+def test_align_command_times_a_manifest_and_leaves_out_what_it_cannot_align(tmp_path, capsys):
+    """`spes-jax align`: the bundled samples' transcripts against their audio (the aligned words' centres
+    inside espeak-ng's own word spans), an utterance with unknown words left out with one warning, and CTM
+    files that plot, report and plausibility read."""
+    from spes_jax import assets
+    from spes_jax.cli import main
+
+    samples, timings = assets.samples(), assets.sample_timings()
+    ids = list(samples)[:2]
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("id\taudio\treference\n" + "".join(f"{i}\t{samples[i]}\t{timings[i]['text']}\n" for i in ids)
+                        + f"odd\t{samples[ids[0]]}\tzzxq blorf\n")
+    words, phones = tmp_path / "w.ctm", tmp_path / "p.ctm"
+    assert main(["align", str(manifest), "--out", str(words), "--phones", str(phones), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "odd: cannot align 'zzxq blorf': not in the dictionary" in err and "2 utterances aligned, 1 left out" in err
+    got = read_word_timings(words)
+    assert list(got) == ids and set(read_word_timings(phones)) == set(ids)
+    for i in ids:
+        truth = [(w["word"], w["start"], w["end"]) for w in timings[i]["words"]]
+        assert [w for w, _, _ in got[i]] == [w for w, _, _ in truth]
+        assert np.mean([a <= (s + e) / 2 < b for (_, s, e), (_, a, b) in zip(got[i], truth)]) >= 0.8
+    assert main(["align", str(manifest), "--out", str(words)]) == 2  # exists: one line, nothing replaced
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    manifest.write_text(f"id\taudio\treference\nodd\t{samples[ids[0]]}\tzzxq\n")
+    assert main(["align", str(manifest), "--out", str(tmp_path / "none.ctm")]) == 2
+    assert "no utterance of" in capsys.readouterr().err and not (tmp_path / "none.ctm").exists()
