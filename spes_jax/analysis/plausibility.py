@@ -85,22 +85,36 @@ def time_alignment(pairs: list[tuple[Explanation, list[tuple[str, float, float]]
     return TimeAlignment(inside, outside, float(t), float(p), len(inside), len(pairs))
 
 
+def _matched(words: list[str], timed: list[str]) -> dict[int, list[int]]:
+    """Hypothesis word index -> the indices of the timed words it matches (``align_words``)."""
+    def spoken(labels: list[str]) -> tuple[list[str], list[int]]:
+        parts = [spoken_form(w).split() or [normalize_word(w)] for w in labels]
+        return [p for ps in parts for p in ps], [k for k, ps in enumerate(parts) for _ in ps]
+
+    (a, word_of_a), (b, word_of_b) = spoken(words), spoken(timed)
+    matched: dict[int, list[int]] = {}
+    for block in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
+        for i in range(block.size):
+            matched.setdefault(word_of_a[block.a + i], []).append(word_of_b[block.b + i])
+    return matched
+
+
+def timed_word_index(pieces: list[str], timed: list[tuple[str, float, float]] | None) -> list[int]:
+    """Per token of a hypothesis, the index in ``timed`` of the (first) timed word its word matches by
+    spoken form (``align_words``); -1 for punctuation, </s> and words with no timed counterpart."""
+    if not timed:
+        return [-1] * len(pieces)
+    matched = _matched(hypothesis_words(pieces), [w for w, _, _ in timed])
+    return [min(matched[w]) if w in matched else -1 for w in token_words(pieces)]
+
+
 def align_words(words: list[str], timed: list[tuple[str, float, float]]) -> list[tuple[str, float, float] | None]:
     """The timed span of each hypothesis word, matched by spoken form in order (the longest common
     subsequence of the two lists of spoken words, ``alignment.spoken_form``: "10" and "ten" match, and
     "150" spoken as "one hundred fifty" spans from "one" to "fifty"); None for a word with no timed
     counterpart."""
-    def spoken(labels: list[str]) -> tuple[list[str], list[int]]:
-        parts = [spoken_form(w).split() or [normalize_word(w)] for w in labels]
-        return [p for ps in parts for p in ps], [k for k, ps in enumerate(parts) for _ in ps]
-
-    (a, word_of_a), (b, word_of_b) = spoken(words), spoken([w for w, _, _ in timed])
-    matched: dict[int, list[int]] = {}
-    for block in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
-        for i in range(block.size):
-            matched.setdefault(word_of_a[block.a + i], []).append(word_of_b[block.b + i])
     spans: list = [None] * len(words)
-    for k, js in matched.items():
+    for k, js in _matched(words, [w for w, _, _ in timed]).items():
         first, last = timed[min(js)], timed[max(js)]
         spans[k] = first if first is last else (" ".join(w for w, _, _ in timed[min(js):max(js) + 1]), first[1], last[2])
     return spans

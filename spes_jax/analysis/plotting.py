@@ -17,7 +17,8 @@ from .._io import atomic_output
 from ..audio import FRAME_SHIFT_S
 from ..errors import SpesError, count
 from ..explanation import Explanation
-from ..text import pieces_text, token_words, word_groups
+from ..text import pieces_text, word_groups
+from .plausibility import timed_word_index
 
 Timings = list[tuple[str, float, float]]
 
@@ -131,13 +132,6 @@ def _words(ax, timings: Timings | None, color: str, fontsize: float = 7, active:
                                     "alpha": 0.9 if on else 0.75})
 
 
-def _timed_word(pieces: list[str], timings: Timings | None) -> list[int]:
-    """Per token, the index of its word in ``timings`` (-1: punctuation, </s>, or timings that do
-    not have one span per word of the hypothesis, which then cannot be matched by position)."""
-    index = token_words(pieces)
-    return index if timings and len(timings) == max(index, default=-1) + 1 else [-1] * len(pieces)
-
-
 def _clip_ends(percentile: float | None) -> tuple[str, str]:
     """What the ends of the colour range are, in words (``color_limits``)."""
     return ("min", "max") if percentile is None or percentile >= 100 else ("median", f"{percentile:g}th pct")
@@ -188,7 +182,7 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
             fig.colorbar(_overlay(axes[2], features, saliency, limits), ax=axes[2], fraction=0.03, pad=0.01,
                          label="saliency")
         axes[2].set_title("overlay: saliency over the spectrogram", fontsize=9)
-    active = -1 if token is None else _timed_word(exp.tokens, timings)[token]
+    active = -1 if token is None else timed_word_index(exp.tokens, timings)[token]
     for i in range(maps):
         axes[i].set_ylabel("mel channel")
         _words(axes[i], timings, "white" if axes[i] is ax else "#2f6fde", active=active)
@@ -318,7 +312,7 @@ def plot_token_grid(exp: Explanation, features: np.ndarray | None = None, words:
     if features is not None and features.shape != (T, C):
         raise SpesError(f"{exp.id}: features of shape {features.shape} do not match the explanation's {(T, C)}")
     labels, maps = word_maps(exp) if words else (list(exp.tokens), norm.spectrogram_saliency)
-    timed = _timed_word(exp.tokens, timings)
+    timed = timed_word_index(exp.tokens, timings)
     active = [timed[g[0]] for g in word_groups(exp.tokens)] if words else timed
     n = len(labels)
     columns = max(1, min(columns, n))
