@@ -197,6 +197,9 @@ def load_explanations(path: str | os.PathLike) -> dict[str, Explanation]:
     import h5py
 
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise SpesError(f"{path}: a directory; load_explanations reads one file (spes_jax.results.load_result reads a "
+                        "folder of them or an explain-corpus run directory)")
     if not os.path.isfile(path):
         raise SpesError(f"explanation file not found: {path}")
     out: dict[str, Explanation] = {}

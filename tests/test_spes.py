@@ -236,6 +236,8 @@ def test_explain_end_to_end_and_file_roundtrip(tiny_model, tmp_path):
         assert back[exp.id].tokens == exp.tokens and back[exp.id].meta["targets"] == "given"
     n = back["a"].normalized()
     assert n.spectrogram_saliency.min() >= 0 and n.spectrogram_saliency.max() <= 1
+    with pytest.raises(SpesError, match="a directory; load_explanations reads one file"):
+        spes_jax.load_explanations(tmp_path)
 
 
 def test_reference_explanation_files_load():
