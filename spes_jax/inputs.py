@@ -34,7 +34,7 @@ def check_silence(waveform: np.ndarray, name: str) -> None:
     level = peak_frame_dbfs(waveform)
     if level < SILENCE_DBFS:
         warnings.warn(f"{name}: the audio is silent (loudest 25 ms at {level:.0f} dBFS, below {SILENCE_DBFS:.0f}); "
-                      "a non-empty hypothesis for it is a hallucination", SpesWarning, stacklevel=2)
+                      "any words the model writes for it are not in the audio", SpesWarning, stacklevel=2)
 
 
 def check_length(frames: int, model, cfg: SPESConfig | None, name: str) -> None:
