@@ -38,15 +38,23 @@ def _say_wrote(line: str) -> None:
 
 def _loader(args, task: str | None, attrs: dict | None = None):
     """name or directory -> model, with a Whisper model's --language and --occlusion, and ``task`` "st"
-    as Whisper's translation into English. attrs: a result's file attributes, whose recorded options
-    (``provenance.recorded_options``) apply where the command line gives none."""
+    as Whisper's translation into English. attrs: a result's file attributes, whose recorded language and
+    occlusion (``provenance.recorded_options``) apply where the command line gives none and the model
+    has them (a model of another family, by --force-model, keeps its own)."""
     from .provenance import recorded_options
     from .speech_model import load_model
 
     recorded = recorded_options(attrs or {})
-    return lambda name: load_model(name, language=getattr(args, "language", None) or recorded.get("language"),
-                                   task="translate" if task == "st" else "transcribe",
-                                   occlusion=getattr(args, "occlusion", None) or recorded.get("occlusion"))
+
+    def load(name):
+        model = load_model(name, language=getattr(args, "language", None),
+                           task="translate" if task == "st" else "transcribe",
+                           occlusion=getattr(args, "occlusion", None))
+        keep = {k: recorded[k] for k in ("language", "occlusion")
+                if k in recorded and k in model.options and getattr(args, k, None) is None}
+        return model.configured(**keep) if keep else model
+
+    return load
 
 
 def load_cli_model(args, task: str | None = None):
