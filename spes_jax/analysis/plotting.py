@@ -172,13 +172,14 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
     clip = "colours {} to {}".format(*_clip_ends(clip_percentile))
     ax = axes[1 if features is not None else 0]
     ax.set_title(f"spectrogram saliency, {what} ({clip})", fontsize=9)
-    if not _explained(exp, "spectrogram"):  # zero maps, normalised, would be one flat colour with a colour bar
+    explained = _explained(exp, "spectrogram")
+    if not explained:  # zero maps, normalised, would be one flat colour with a colour bar
         for a in axes[maps - (2 if features is not None else 1): maps]:
             _not_explained(a, "no spectrogram masks (--masks 0): the spectrogram was not explained", (T, C))
     else:
         fig.colorbar(_saliency(ax, saliency, limits), ax=ax, fraction=0.03, label="saliency", pad=0.01)
     if features is not None:
-        if _explained(exp, "spectrogram"):
+        if explained:
             fig.colorbar(_overlay(axes[2], features, saliency, limits), ax=axes[2], fraction=0.03, pad=0.01,
                          label="saliency")
         axes[2].set_title("overlay: saliency over the spectrogram", fontsize=9)
