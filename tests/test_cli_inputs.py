@@ -16,7 +16,7 @@ from spes_jax import SPESConfig, SpesError, assets, load_explanations, save_expl
 from spes_jax.errors import SpesWarning
 from spes_jax.explanation import Explanation
 from spes_jax.inputs import check_length, check_silence, read_targets
-from spes_jax.analysis.plausibility import align_words, hypothesis_words, match_timings, timed_word_index
+from spes_jax.analysis.plausibility import align_words, hypothesis_words, match_timings, timed_words
 from spes_jax.provenance import parameters_sha256, provenance
 from support import ROOT, save_tiny_model
 
@@ -138,8 +138,8 @@ def test_words_are_matched_by_content():
     # against a transcript's "he", "ill", "disposed", "ten".
     pieces = [S + "He", S + "was", S + "ill", "-", "dis", "posed", S + "10", ".", "</s>"]
     timed = [("he", 0.1, 0.2), ("was", 0.2, 0.4), ("ill", 0.4, 0.6), ("disposed", 0.6, 1.0), ("ten", 1.0, 1.3)]
-    assert timed_word_index(pieces, timed) == [0, 1, 2, 2, 2, 2, 4, -1, -1]
-    assert timed_word_index(pieces, None) == [-1] * 9
+    assert timed_words(pieces, timed) == [[0], [1], [2, 3], [2, 3], [2, 3], [2, 3], [4], [], []]
+    assert timed_words(pieces, None) == [[]] * 9
     english = {"u1": ENGLISH}
     pairs, skipped = match_timings([_exp("u1", ["the", "chair", "is", "behind", "the", "flower"])], english)
     assert [s for s in pairs[0][1]] == ENGLISH and not skipped

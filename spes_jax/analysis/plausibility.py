@@ -99,13 +99,14 @@ def _matched(words: list[str], timed: list[str]) -> dict[int, list[int]]:
     return matched
 
 
-def timed_word_index(pieces: list[str], timed: list[tuple[str, float, float]] | None) -> list[int]:
-    """Per token of a hypothesis, the index in ``timed`` of the (first) timed word its word matches by
-    spoken form (``align_words``); -1 for punctuation, </s> and words with no timed counterpart."""
+def timed_words(pieces: list[str], timed: list[tuple[str, float, float]] | None) -> list[list[int]]:
+    """Per token of a hypothesis, the indices in ``timed`` of the timed words its word matches by
+    spoken form (``align_words``: "ill-disposed" both "ill" and "disposed"); none for punctuation,
+    </s> and words with no timed counterpart."""
     if not timed:
-        return [-1] * len(pieces)
+        return [[] for _ in pieces]
     matched = _matched(hypothesis_words(pieces), [w for w, _, _ in timed])
-    return [min(matched[w]) if w in matched else -1 for w in token_words(pieces)]
+    return [matched.get(w, []) for w in token_words(pieces)]
 
 
 def align_words(words: list[str], timed: list[tuple[str, float, float]]) -> list[tuple[str, float, float] | None]:

@@ -9,7 +9,7 @@ map dark. Uses matplotlib's object API (no pyplot state), so it works headless a
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from ..audio import FRAME_SHIFT_S
 from ..errors import SpesError, count
 from ..explanation import Explanation
 from ..text import pieces_text, word_groups
-from .plausibility import timed_word_index
+from .plausibility import timed_words
 
 Timings = list[tuple[str, float, float]]
 
@@ -119,13 +119,13 @@ def _overlay(ax, features: np.ndarray, saliency: np.ndarray, limits: tuple[float
     return ScalarMappable(Normalize(lo, hi), _overlay_cmap())
 
 
-def _words(ax, timings: Timings | None, color: str, fontsize: float = 7, active: int = -1) -> None:
+def _words(ax, timings: Timings | None, color: str, fontsize: float = 7, active: Collection[int] = ()) -> None:
     """Word boundaries as dashed lines, each word's label at the top between its boundaries; the
-    label of timed word ``active`` (the explained token's) is highlighted."""
+    labels of the timed words ``active`` (the explained token's) are highlighted."""
     for i, (word, start, end) in enumerate(timings or ()):
         for x in (start, end):
             ax.axvline(x, color=color, lw=0.7, ls=(0, (3, 2)), alpha=0.8)
-        on = i == active
+        on = i in active
         ax.text((start + end) / 2, 0.97, word, transform=ax.get_xaxis_transform(), ha="center", va="top",
                 fontsize=fontsize, color="#2f6fde" if on else "#1c2330", fontweight="bold" if on else "normal",
                 clip_on=True, bbox={"boxstyle": "round,pad=0.15", "fc": "#dbe6fb" if on else "white", "ec": "none",
@@ -183,7 +183,7 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
             fig.colorbar(_overlay(axes[2], features, saliency, limits), ax=axes[2], fraction=0.03, pad=0.01,
                          label="saliency")
         axes[2].set_title("overlay: saliency over the spectrogram", fontsize=9)
-    active = -1 if token is None else timed_word_index(exp.tokens, timings)[token]
+    active = [] if token is None else timed_words(exp.tokens, timings)[token]
     for i in range(maps):
         axes[i].set_ylabel("mel channel")
         _words(axes[i], timings, "white" if axes[i] is ax else "#2f6fde", active=active)
@@ -313,7 +313,7 @@ def plot_token_grid(exp: Explanation, features: np.ndarray | None = None, words:
     if features is not None and features.shape != (T, C):
         raise SpesError(f"{exp.id}: features of shape {features.shape} do not match the explanation's {(T, C)}")
     labels, maps = word_maps(exp) if words else (list(exp.tokens), norm.spectrogram_saliency)
-    timed = timed_word_index(exp.tokens, timings)
+    timed = timed_words(exp.tokens, timings)
     active = [timed[g[0]] for g in word_groups(exp.tokens)] if words else timed
     n = len(labels)
     columns = max(1, min(columns, n))

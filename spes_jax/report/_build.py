@@ -171,7 +171,7 @@ def _payload(u: Utterance, task: str, clip_percentile: float | None, normalizer:
              attrs: dict) -> tuple[dict, dict]:
     """(index row, view data) of one utterance."""
     from ..analysis.metrics import corpus_score, size_curve
-    from ..analysis.plausibility import timed_word_index
+    from ..analysis.plausibility import timed_words
 
     exp = u.explanation
     if exp.contrastive:
@@ -185,7 +185,7 @@ def _payload(u: Utterance, task: str, clip_percentile: float | None, normalizer:
         "prefixRaw": _round(np.tril(exp.prefix_saliency), 6), "prefixNorm": _round(norm.prefix_saliency),
         "limits": _limits(exp, norm, clip_percentile),
         "timings": [list(s) for s in u.timings] if u.timings else None,
-        "timedWord": timed_word_index(exp.tokens, u.timings), **_audio(u, exp, attrs),
+        "timedWords": timed_words(exp.tokens, u.timings), **_audio(u, exp, attrs),
     }
     row = {"id": exp.id, "duration": round(T * FRAME_SHIFT_S, 2), "tokens": K, "hypothesis": exp.text,
            "reference": u.reference, "size AUC": round(size_curve([norm]).auc, 2), "given": view["given"]}
@@ -202,7 +202,7 @@ def _contrastive_payload(u: Utterance, normalizer: str | None, attrs: dict) -> t
     """(index row, view data) of a contrastive explanation: its one map (raw and normalised, both
     shown on a scale centred on 0), target and foil, and P_o / Q_o. The per-token metrics (WER of
     the hypothesis, size AUC, deletion) do not apply."""
-    from ..analysis.plausibility import timed_word_index
+    from ..analysis.plausibility import timed_words
     from ..analysis.plotting import contrastive_normalizer
 
     exp, info = u.explanation, u.explanation.contrastive
@@ -214,7 +214,7 @@ def _contrastive_payload(u: Utterance, normalizer: str | None, attrs: dict) -> t
         "words": token_words(info["target"]), "text": exp.text, "reference": u.reference,
         **_maps(exp, norm), "prefixRaw": _significant(exp.prefix_saliency), "prefixNorm": _round(norm.prefix_saliency),
         "timings": [list(s) for s in u.timings] if u.timings else None,
-        "timedWord": timed_word_index(info["target"], u.timings), **_audio(u, exp, attrs),
+        "timedWords": timed_words(info["target"], u.timings), **_audio(u, exp, attrs),
         "contrastive": {**{k: info[k] for k in ("word", "foil_word", "start", "end", "scorer", "word_probability")},
                         "foil": pieces_text(info["foil"][:-1]), "normalizer": name,
                         "p": float(f"{info['p_orig']:.4g}"), "q": float(f"{info['q_orig']:.4g}")},

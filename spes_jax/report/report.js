@@ -227,8 +227,8 @@
 
   // Word timings: one box per timed word under the map, and faint boundaries across it.
   function drawWords(g, d, cur, G) {
-    // the timed words the shown tokens' words match by spoken form (plausibility.timed_word_index)
-    const active = new Set(cur.rows.map((r) => d.timedWord[r]).filter((w) => w >= 0));
+    // the timed words the shown tokens' words match by spoken form (plausibility.timed_words)
+    const active = new Set(cur.rows.flatMap((r) => d.timedWords[r]));
     g.textAlign = "center"; g.textBaseline = "middle"; g.font = "11px system-ui, sans-serif";
     d.timings.forEach(([word, s, e], i) => {
       const x0 = G.x(s), x1 = G.x(e), on = state.mode !== "sentence" && active.has(i);
