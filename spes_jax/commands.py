@@ -383,27 +383,12 @@ def _check_normalizer_option(exps, normalizer: str | None, source: str) -> None:
                         "every token of a hypothesis, normalised as the paper does (per-token z-score, then min-max)")
 
 
-def _plottable_aggregate(exp) -> None:
-    """plot draws normalised maps over time x frequency, with rows of tokens, words or phrases: refuses
-    other outputs of ``spes-jax aggregate`` with what to do instead."""
-    ops = [step["op"] for step in exp.aggregation or []]
-    averaged = [what for op, what in (("time", "time (aggregate --time-spans or --time-mean)"),
-                                      ("frequency", "frequency (aggregate --frequency)")) if op in ops]
-    if averaged:
-        raise SpesError(f"{exp.id}: its maps are averaged over {' and '.join(averaged)}, and plot draws maps over the "
-                        "spectrogram's time and frequency; plot a file aggregated by --words, --spans or --sentence "
-                        "only, or read these maps in Python (spes_jax.load_explanations)")
-    if ops and not exp.is_normalized:
-        raise SpesError(f"{exp.id}: aggregated without --normalize; plot draws normalised maps, and each token's map "
-                        "is normalised before averaging (as the reference does): aggregate again with --normalize")
-
-
 def plot_command(args) -> None:
     from matplotlib.figure import Figure
 
     from ._io import check_output
     from .analysis.plausibility import read_timings
-    from .analysis.plotting import plot_contrastive, plot_explanation, plot_token_grid
+    from .analysis.plotting import check_drawable, plot_contrastive, plot_explanation, plot_token_grid
     from .provenance import explained_features, given_audio, recorded_audio
     from .results import load_result
 
@@ -422,7 +407,7 @@ def plot_command(args) -> None:
               f"(--id chooses another: {', '.join(list(exps)[1:4])}{', ...' if len(exps) > 4 else ''})",
               file=sys.stderr)
     exp = exps[uid]
-    _plottable_aggregate(exp)
+    check_drawable(exp)  # before the audio is read: an aggregate over time has no frames to match it
     _check_normalizer_option([exp], args.normalizer, args.explanations)
     if exp.contrastive and (args.grid or args.token is not None):
         raise SpesError(f"--token and --grid apply to per-token explanations; {uid} is contrastive "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+
 from .errors import SpesError
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
@@ -55,6 +57,11 @@ def word_groups(pieces: list[str]) -> list[list[int]]:
             words[w] = [k]
             groups.append(words[w])
     return groups
+
+
+def word_text(pieces: Sequence[str], group: list[int]) -> str:
+    """The text of one group of ``word_groups``: its pieces joined, without the word-start marker."""
+    return "".join(pieces[k] for k in group).replace(WORD_START, "")
 
 
 class Dictionary:

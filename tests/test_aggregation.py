@@ -357,3 +357,8 @@ def test_plot_draws_word_aggregates_and_refuses_the_others_with_one_line(tmp_pat
         assert main(["aggregate", str(src), "--out", str(out), "--overwrite", *options]) == 0
         assert main(["plot", str(out), "--out", str(tmp_path / "b.png")]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "b.png").exists()
+    # The same check guards the figures' Python API.
+    from spes_jax.analysis.plotting import plot_explanation
+
+    with pytest.raises(SpesError, match="averaged over time"):
+        plot_explanation(agg.by_time(exp.normalized()))

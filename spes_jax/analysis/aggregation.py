@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import SpesError
 from ..explanation import Explanation
-from ..text import WORD_START, word_groups
+from ..text import WORD_START, word_groups, word_text
 
 Span = tuple[int, int]
 
@@ -78,7 +78,7 @@ def _words(pieces: Sequence[str], grouping: str) -> tuple[list[str], list[Span]]
     if grouping != "spoken":
         raise SpesError(f"word grouping must be one of {', '.join(WORD_GROUPINGS)}, got {grouping!r}")
     groups = word_groups(list(pieces))
-    return ["".join(pieces[k] for k in g).replace(WORD_START, "") for g in groups], [(g[0], g[-1]) for g in groups]
+    return [word_text(pieces, g) for g in groups], [(g[0], g[-1]) for g in groups]
 
 
 def check_token_spans(spans: Sequence[Span], n_tokens: int, what: str = "word span") -> list[Span]:

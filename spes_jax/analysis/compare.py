@@ -22,7 +22,7 @@ from ..errors import SpesError, count
 from ..explanation import load_explanations, save_explanations
 from ..manifest import Entry
 from .metrics import default_scorer, higher_is_better, perturbation_curve, size_curve
-from ..provenance import model_provenance, provenance
+from ..provenance import parameters_sha256, provenance, recorded_options
 
 # name -> (file stem, how the method's config derives from SPES's)
 METHODS: dict[str, tuple[str, Callable[[SPESConfig], SPESConfig]]] = {
@@ -88,7 +88,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
     ids = [e.id for e in entries]
     audio = {e.id: e.audio for e in entries}
     refs = {e.id: e.reference for e in entries}
-    made_by = {k: v for k, v in model_provenance(model, task).items() if k in ("model_sha256", "model_options")}
+    model_sha256 = parameters_sha256(model.params)
     features = [model.features(e.audio) for e in entries]
     _log(f"decoding {count(len(entries), 'utterance')}")
     targets = [list(h[0].tokens) for h in model.decode(features)]
@@ -97,7 +97,7 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
     for name in names:
         cfg = configs[name]
         path = os.path.join(out_dir, METHODS[name][0] + ".h5")
-        exps, seconds = _cached(path, cfg, ids, made_by)
+        exps, seconds = _cached(path, cfg, ids, model_sha256, model.options)
         if exps is None:
             # the progress bar announces the mask counts itself
             _log(f"{name}: explaining" + ("" if progress else f" with N_X {cfg.n_masks}, N_Y {cfg.n_token_masks}"))
@@ -128,10 +128,10 @@ def compare(model, entries: list[Entry], task: str, out_dir: str, budget_scale: 
     return payload
 
 
-def _cached(path: str, cfg: SPESConfig, ids: list[str], made_by: dict):
-    """Explanations already in ``path`` for this exact model (``made_by``: its parameter hash and
-    loading options as file attributes), configuration (batch sizes aside: they change speed and
-    memory, not the maps) and utterance set, else None."""
+def _cached(path: str, cfg: SPESConfig, ids: list[str], model_sha256: str, options: dict):
+    """Explanations already in ``path`` for this exact model (parameter hash and loading options),
+    configuration (batch sizes aside: they change speed and memory, not the maps) and utterance set,
+    else None."""
     import h5py
 
     def maps_config(c: SPESConfig) -> SPESConfig:
@@ -144,8 +144,8 @@ def _cached(path: str, cfg: SPESConfig, ids: list[str], made_by: dict):
             recorded = maps_config(SPESConfig.from_json(f.attrs.get("config", "")))
         except (TypeError, ValueError, KeyError):  # no or another version's configuration: explain again
             recorded = None
-        same = (recorded == maps_config(cfg) and sorted(f.keys()) == sorted(ids)
-                and all(f.attrs.get(k, "{}" if k == "model_options" else "") == v for k, v in made_by.items()))
+        same = (recorded == maps_config(cfg) and f.attrs.get("model_sha256") == model_sha256
+                and recorded_options(f.attrs) == options and sorted(f.keys()) == sorted(ids))
         seconds = float(f.attrs.get("seconds", 0.0))
     if not same:
         return None, 0.0

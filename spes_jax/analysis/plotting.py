@@ -17,7 +17,7 @@ from .._io import atomic_output
 from ..audio import FRAME_SHIFT_S
 from ..errors import SpesError, count
 from ..explanation import Explanation
-from ..text import pieces_text, word_groups
+from ..text import pieces_text, word_groups, word_text
 from .plausibility import timed_words
 
 Timings = list[tuple[str, float, float]]
@@ -137,6 +137,21 @@ def _clip_ends(percentile: float | None) -> tuple[str, str]:
     return ("min", "max") if percentile is None or percentile >= 100 else ("median", f"{percentile:g}th pct")
 
 
+def check_drawable(exp: Explanation) -> None:
+    """The figures draw normalised maps over time x frequency, with rows of tokens, words or phrases:
+    refuses other outputs of ``aggregation`` (``spes-jax aggregate``) with what to do instead."""
+    ops = [step["op"] for step in exp.aggregation or []]
+    averaged = [what for op, what in (("time", "time (aggregate --time-spans or --time-mean)"),
+                                      ("frequency", "frequency (aggregate --frequency)")) if op in ops]
+    if averaged:
+        raise SpesError(f"{exp.id}: its maps are averaged over {' and '.join(averaged)}, and plot draws maps over the "
+                        "spectrogram's time and frequency; plot a file aggregated by --words, --spans or --sentence "
+                        "only, or read these maps in Python (spes_jax.load_explanations)")
+    if ops and not exp.is_normalized:
+        raise SpesError(f"{exp.id}: aggregated without --normalize; plot draws normalised maps, and each token's map "
+                        "is normalised before averaging (as the reference does): aggregate again with --normalize")
+
+
 def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token: int | None = None,
                      path: str | os.PathLike | None = None, *, timings: Timings | None = None,
                      clip_percentile: float | None = CLIP_PERCENTILE):
@@ -150,6 +165,7 @@ def plot_explanation(exp: Explanation, features: np.ndarray | None = None, token
     """
     from matplotlib.figure import Figure
 
+    check_drawable(exp)
     norm = exp if exp.is_normalized else exp.normalized()
     K, T, C = norm.spectrogram_saliency.shape
     if token is not None and not -K <= token < K:
@@ -287,7 +303,7 @@ def word_maps(exp: Explanation) -> tuple[list[str], np.ndarray]:
     report's word mode does. Returns (labels, (W, T, C) maps)."""
     norm = exp if exp.is_normalized else exp.normalized()
     groups = word_groups(exp.tokens)
-    labels = ["".join(exp.tokens[k] for k in g).replace("\u2581", "") for g in groups]
+    labels = [word_text(exp.tokens, g) for g in groups]
     return labels, np.stack([norm.spectrogram_saliency[g].mean(axis=0) for g in groups])
 
 
@@ -306,6 +322,7 @@ def plot_token_grid(exp: Explanation, features: np.ndarray | None = None, words:
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
+    check_drawable(exp)
     if not _explained(exp, "spectrogram"):
         raise SpesError(f"{exp.id}: the spectrogram was not explained (0 spectrogram masks): no maps for a grid")
     norm = exp if exp.is_normalized else exp.normalized()

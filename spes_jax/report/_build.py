@@ -23,6 +23,7 @@ import numpy as np
 from .._io import write_text
 from ..analysis.plotting import (CLIP_PERCENTILE, OVERLAY_ALPHA, OVERLAY_GAMMA, OVERLAY_PALE, OVERLAY_RGB,
                                  color_limits)
+from ..analysis.plausibility import timed_words
 from ..alignment import spoken_form
 from ..audio import FRAME_SHIFT_S, SAMPLE_RATE, read_audio
 from ..errors import SpesError, count
@@ -171,7 +172,6 @@ def _payload(u: Utterance, task: str, clip_percentile: float | None, normalizer:
              attrs: dict) -> tuple[dict, dict]:
     """(index row, view data) of one utterance."""
     from ..analysis.metrics import corpus_score, size_curve
-    from ..analysis.plausibility import timed_words
 
     exp = u.explanation
     if exp.contrastive:
@@ -202,7 +202,6 @@ def _contrastive_payload(u: Utterance, normalizer: str | None, attrs: dict) -> t
     """(index row, view data) of a contrastive explanation: its one map (raw and normalised, both
     shown on a scale centred on 0), target and foil, and P_o / Q_o. The per-token metrics (WER of
     the hypothesis, size AUC, deletion) do not apply."""
-    from ..analysis.plausibility import timed_words
     from ..analysis.plotting import contrastive_normalizer
 
     exp, info = u.explanation, u.explanation.contrastive
